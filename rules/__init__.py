@@ -1,0 +1,28 @@
+"""The eligibility policy of training-filter: pure functions, no Kafka, no I/O.
+
+Given decoded fields and an opt-out membership test, `Decider` returns a decision reason. The shell
+(`consumer/`) does all decoding and I/O; `training-filter check` and the streaming hot loop both call
+this package, so a privacy reviewer debugging the policy sees exactly what the service does.
+"""
+
+from rules.decision import (
+    DROP_REASONS,
+    REASONS,
+    Decider,
+    Reason,
+    Source,
+)
+from rules.policy import Policy, PolicyError, default_policy_path, load_policy, parse_policy
+
+__all__ = [
+    "DROP_REASONS",
+    "REASONS",
+    "Decider",
+    "Policy",
+    "PolicyError",
+    "Reason",
+    "Source",
+    "default_policy_path",
+    "load_policy",
+    "parse_policy",
+]
