@@ -13,7 +13,10 @@ from consumer.codec import AI_INTERACTION, POST, SchemaCatalog
 from consumer.jsonl import JsonRecordError, parse_line, to_avro
 from rules import Decider, Policy, Reason, Source
 
-SOURCES = {"post": (Source.POST, POST, "post_id"), "ai_interaction": (Source.AI_INTERACTION, AI_INTERACTION, "interaction_id")}
+SOURCES = {
+    "post": (Source.POST, POST, "post_id"),
+    "ai_interaction": (Source.AI_INTERACTION, AI_INTERACTION, "interaction_id"),
+}
 
 
 def read_optouts(path: Path) -> frozenset[str]:

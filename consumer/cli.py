@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(dates YYYY-MM-DD; timestamps ISO-8601 with an offset or epoch milliseconds), and prints one "
         'JSON object {"id": ..., "decision": ...} per line, in order. Exits 0 after all input.',
     )
-    check.add_argument("--source", required=True, choices=["post", "ai_interaction"], help="which record type the lines hold")
+    check.add_argument(
+        "--source", required=True, choices=["post", "ai_interaction"], help="which record type the lines hold"
+    )
     check.add_argument("--optouts", type=Path, help="file with one opted-out user id a line")
     check.add_argument("--policy", type=Path, help="policy TOML file (default: the packaged rules/policy.toml)")
     check.set_defaults(func=_check)

@@ -132,8 +132,9 @@ def split_frame(data: bytes | None) -> tuple[int, int]:
 class Codec:
     """Encodes and decodes framed values. Thread-compatible: use one per thread."""
 
-    def __init__(self, catalog: SchemaCatalog | None = None, registry: Registry | None = None,
-                 max_value_bytes: int = 1 << 20) -> None:
+    def __init__(
+        self, catalog: SchemaCatalog | None = None, registry: Registry | None = None, max_value_bytes: int = 1 << 20
+    ) -> None:
         self.catalog = catalog or SchemaCatalog()
         self.registry = registry
         self.max_value_bytes = max_value_bytes

@@ -167,23 +167,43 @@ class LocalKafka:
         (self.data_dir / "log4j2.properties").write_text(_LOG4J)
         java = _java()
         classpath = f"{jars}/*"
-        jvm = [f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
-               f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}"]
+        jvm = [
+            f"-Xmx{self.heap}",
+            f"-Xms{self.heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
+        ]
         if self.jaas:
             jaas_file = self.data_dir / "jaas.conf"
             jaas_file.write_text(self.jaas)
             jvm.append(f"-Djava.security.auth.login.config={jaas_file}")
         if not (self.data_dir / "logs" / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-            fmt = [java, *jvm, "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",
-                   "-t", cluster_id, "-c", str(config), *self._format_extra()]
+            fmt = [
+                java,
+                *jvm,
+                "-cp",
+                classpath,
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                "-t",
+                cluster_id,
+                "-c",
+                str(config),
+                *self._format_extra(),
+            ]
             result = subprocess.run(fmt, capture_output=True, text=True, check=False)
             if result.returncode != 0:
                 raise LocalKafkaError(f"formatting the broker storage failed:\n{result.stdout}\n{result.stderr}")
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [java, *jvm, "-cp", classpath, "kafka.Kafka", str(config)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         log.close()
         self._wait_ready(timeout)
@@ -270,8 +290,16 @@ def cmd_start(state: Path) -> int:
     broker = LocalKafka().start()
     assert broker.process is not None
     state.parent.mkdir(parents=True, exist_ok=True)
-    state.write_text(json.dumps({"pid": broker.process.pid, "bootstrap": broker.bootstrap,
-                                 "data_dir": str(broker.data_dir), "log": str(broker.log_path)}))
+    state.write_text(
+        json.dumps(
+            {
+                "pid": broker.process.pid,
+                "bootstrap": broker.bootstrap,
+                "data_dir": str(broker.data_dir),
+                "log": str(broker.log_path),
+            }
+        )
+    )
     print(broker.bootstrap)
     print(f"broker log: {broker.log_path}", file=sys.stderr)
     return 0
@@ -311,7 +339,9 @@ def cmd_run() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="local-kafka", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="local-kafka", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("action", choices=["start", "stop", "run", "fetch"])
     parser.add_argument("--state", type=Path, default=DEFAULT_STATE, help="where start records the running broker")
     args = parser.parse_args(argv)

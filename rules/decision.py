@@ -138,9 +138,7 @@ class Decider:
         return self.decide(source, public, country, birth_day, created_ms, user_id, opted_out)
 
 
-def record_fields(
-    source: Source, record: Mapping[str, Any]
-) -> tuple[bool, str, int | None, int, str] | None:
+def record_fields(source: Source, record: Mapping[str, Any]) -> tuple[bool, str, int | None, int, str] | None:
     """(public, country, birth day, created ms, user id) of a decoded record, or None if malformed.
 
     Accepts what fastavro yields for the logical types (datetime.date, aware datetime) and the raw
@@ -174,7 +172,7 @@ def record_fields(
     created_ms = _as_epoch_ms(created)
     if created_ms is None:
         return None
-    return public, country, birth_day, created_ms, user_id  # type: ignore[return-value]
+    return public, country, birth_day, created_ms, user_id
 
 
 _VISIBILITY = frozenset({"PUBLIC", "FRIENDS", "FRIENDS_OF_FRIENDS", "CUSTOM", "ONLY_ME"})

@@ -1,0 +1,41 @@
+# training-filter developer commands. Every target uses the project's virtual environment (.venv).
+PYTHON ?= .venv/bin/python
+VENV_STAMP := .venv/.installed
+
+.PHONY: help install demo test unit integration lint kafka-start kafka-stop clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(VENV_STAMP): pyproject.toml
+	python3 -m venv .venv
+	.venv/bin/pip install -q --upgrade pip
+	.venv/bin/pip install -q -e '.[dev]'
+	touch $(VENV_STAMP)
+
+install: $(VENV_STAMP)  ## create .venv and install the project with its dev tools
+
+demo: $(VENV_STAMP)  ## run the whole pipeline on a local Kafka with a generated stream
+	$(PYTHON) -m consumer.cli demo
+
+test: $(VENV_STAMP)  ## all tests: unit, and integration against the real local Kafka
+	$(PYTHON) -m pytest -q tests
+
+unit: $(VENV_STAMP)  ## the unit tests only (no broker)
+	$(PYTHON) -m pytest -q tests/unit
+
+integration: $(VENV_STAMP)  ## the integration tests only
+	$(PYTHON) -m pytest -q tests/integration
+
+lint: $(VENV_STAMP)  ## ruff and mypy
+	$(PYTHON) -m ruff check consumer rules tests
+	$(PYTHON) -m mypy
+
+kafka-start: $(VENV_STAMP)  ## start the local broker and print its address (stays up)
+	PYTHON=$(PYTHON) deploy/local-kafka/kafka.sh start
+
+kafka-stop: $(VENV_STAMP)  ## stop the local broker started by kafka-start
+	PYTHON=$(PYTHON) deploy/local-kafka/kafka.sh stop
+
+clean:  ## remove the virtual environment and caches
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,52 @@
+"""Sample records of every schema, in the raw Avro types, for the tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+POST: dict[str, Any] = {
+    "post_id": "p-1",
+    "author_id": "u-1",
+    "author_birth_date": 7300,
+    "author_country": "DE",
+    "visibility": "PUBLIC",
+    "kind": "POST",
+    "surface": "facebook",
+    "language": "de",
+    "text": "Guten Morgen, Welt \u2615",
+    "created_at": 1_767_225_600_000,
+}
+AI_INTERACTION: dict[str, Any] = {
+    "interaction_id": "i-1",
+    "user_id": "u-2",
+    "user_birth_date": None,
+    "user_country": "fr",
+    "context": "DIRECT_WITH_AI",
+    "surface": "whatsapp",
+    "language": None,
+    "prompt": "Quelle heure est-il ?",
+    "response": "Il est midi.",
+    "created_at": 1_767_225_600_123,
+}
+OPTOUT: dict[str, Any] = {"user_id": "u-3", "opted_out_at": 1_767_225_600_000, "source": "objection_form"}
+TRAINING_RECORD: dict[str, Any] = {
+    "record_id": "p-1",
+    "source": "POST",
+    "text": "hello",
+    "language": "en",
+    "country": "IE",
+    "created_at": 1_767_225_600_000,
+    "author_pseudonym": "ab" * 32,
+    "policy_version": "v1",
+    "source_topic": "posts.v1",
+    "source_partition": 3,
+    "source_offset": 12345678901,
+}
+TRAINING_RECORD_AI: dict[str, Any] = {
+    **TRAINING_RECORD,
+    "record_id": "i-1",
+    "source": "AI_INTERACTION",
+    "language": None,
+    "text": {"prompt": "hi", "response": "hello"},
+}
+REVOCATION: dict[str, Any] = {"author_pseudonym": "cd" * 32, "opted_out_at": 1_767_225_600_000}

@@ -1,0 +1,226 @@
+"""The codec: Confluent framing, every schema round-trips, malformed values raise typed errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import struct
+
+import pytest
+
+from consumer.codec import (
+    AI_INTERACTION,
+    OPTOUT,
+    POST,
+    REVOCATION,
+    TRAINING_RECORD,
+    BodyError,
+    Codec,
+    CodecError,
+    FramingError,
+    OversizedError,
+    SchemaCatalog,
+    UnknownSchemaError,
+)
+from tests import samples
+
+CODEC = Codec()
+UTC = dt.UTC
+
+
+def as_decoded(record):
+    """What fastavro returns for our logical types."""
+    out = dict(record)
+    for key in ("author_birth_date", "user_birth_date"):
+        if out.get(key) is not None:
+            out[key] = dt.date(1970, 1, 1) + dt.timedelta(days=out[key])
+    for key in ("created_at", "opted_out_at"):
+        if key in out:
+            out[key] = dt.datetime.fromtimestamp(out[key] / 1000, UTC)
+    return out
+
+
+@pytest.mark.parametrize(
+    "name,record",
+    [
+        (POST, samples.POST),
+        (AI_INTERACTION, samples.AI_INTERACTION),
+        (OPTOUT, samples.OPTOUT),
+        (TRAINING_RECORD, samples.TRAINING_RECORD),
+        (TRAINING_RECORD, samples.TRAINING_RECORD_AI),
+        (REVOCATION, samples.REVOCATION),
+    ],
+)
+def test_every_schema_round_trips_with_framing(name, record):
+    data = CODEC.encode(name, record)
+    magic, schema_id = struct.unpack(">bI", data[:5])
+    assert magic == 0
+    assert schema_id == SchemaCatalog().by_name(name).id
+    got_id, decoded = CODEC.decode(data, name)
+    assert got_id == schema_id
+    assert decoded == as_decoded(record)
+
+
+def test_catalog_ids_are_the_documented_ones():
+    catalog = SchemaCatalog()
+    assert [(e.id, e.name) for e in catalog.entries()] == [
+        (1, POST),
+        (2, AI_INTERACTION),
+        (3, OPTOUT),
+        (4, TRAINING_RECORD),
+        (5, REVOCATION),
+    ]
+
+
+def test_every_field_has_a_doc_and_the_contract_names():
+    catalog = SchemaCatalog()
+    expected = {
+        POST: [
+            "post_id",
+            "author_id",
+            "author_birth_date",
+            "author_country",
+            "visibility",
+            "kind",
+            "surface",
+            "language",
+            "text",
+            "created_at",
+        ],
+        AI_INTERACTION: [
+            "interaction_id",
+            "user_id",
+            "user_birth_date",
+            "user_country",
+            "context",
+            "surface",
+            "language",
+            "prompt",
+            "response",
+            "created_at",
+        ],
+        OPTOUT: ["user_id", "opted_out_at", "source"],
+        TRAINING_RECORD: [
+            "record_id",
+            "source",
+            "text",
+            "language",
+            "country",
+            "created_at",
+            "author_pseudonym",
+            "policy_version",
+            "source_topic",
+            "source_partition",
+            "source_offset",
+        ],
+        REVOCATION: ["author_pseudonym", "opted_out_at"],
+    }
+    for name, fields in expected.items():
+        schema = catalog.by_name(name).parsed
+        assert [f["name"] for f in schema["fields"]] == fields
+        assert all(f.get("doc") for f in schema["fields"]), name
+        assert schema["name"].count(".") >= 2  # namespaced
+
+
+@pytest.mark.parametrize(
+    "data,error,message",
+    [
+        (None, FramingError, "shorter than"),
+        (b"", FramingError, "shorter than"),
+        (b"\x00\x00\x00", FramingError, "shorter than"),
+        (b"\x01\x00\x00\x00\x01abc", FramingError, "magic byte"),
+        (b'{"json": true}', FramingError, "magic byte"),
+        (b"\x00\x00\x00\x03\xe7abc", UnknownSchemaError, "schema id 999"),
+    ],
+)
+def test_malformed_framing_raises_typed_errors(data, error, message):
+    with pytest.raises(error, match=message):
+        CODEC.decode(data, POST)
+
+
+def test_truncated_body_raises_body_error():
+    data = CODEC.encode(POST, samples.POST)
+    for cut in (6, 10, len(data) // 2, len(data) - 1):
+        with pytest.raises(BodyError):
+            CODEC.decode(data[:cut], POST)
+
+
+def test_trailing_bytes_raise_body_error():
+    data = CODEC.encode(POST, samples.POST)
+    with pytest.raises(BodyError, match="trailing"):
+        CODEC.decode(data + b"\x00", POST)
+
+
+def test_wrong_record_type_for_the_topic_raises_body_error():
+    optout = CODEC.encode(OPTOUT, samples.OPTOUT)
+    with pytest.raises(BodyError):
+        CODEC.decode(optout, POST)
+
+
+def test_unknown_enum_symbol_in_body_raises_body_error():
+    data = bytearray(CODEC.encode(POST, samples.POST))
+    # visibility follows post_id, author_id, birth date and country; find it by re-encoding with ONLY_ME.
+    other = CODEC.encode(POST, {**samples.POST, "visibility": "ONLY_ME"})
+    index = next(i for i, (a, b) in enumerate(zip(data, other, strict=True)) if a != b)
+    data[index] = 0x7E  # symbol 63: not in the enum
+    with pytest.raises(BodyError):
+        CODEC.decode(bytes(data), POST)
+
+
+def test_oversized_value_raises():
+    small = Codec(max_value_bytes=64)
+    data = small.encode(POST, {**samples.POST, "text": "x" * 100})
+    with pytest.raises(OversizedError):
+        small.decode(data, POST)
+
+
+def test_all_codec_errors_share_a_base_and_a_fixed_label():
+    for cls in (FramingError, UnknownSchemaError, BodyError, OversizedError):
+        assert issubclass(cls, CodecError)
+        assert cls.detail.replace("_", "").isalpha()
+
+
+class FakeRegistry:
+    """Stands in for the schema registry's HTTP API; the codec's caching is what is under test."""
+
+    def __init__(self, schemas):
+        self.schemas = schemas
+        self.fetches = 0
+        self.registered = {}
+
+    def get_schema(self, schema_id):
+        self.fetches += 1
+        if schema_id not in self.schemas:
+            raise KeyError(schema_id)
+
+        class Found:
+            schema_str = self.schemas[schema_id]
+
+        return Found()
+
+    def register_schema(self, subject, schema):
+        self.registered[subject] = schema
+        return 1000 + len(self.registered)
+
+
+def test_registry_lookup_of_unknown_id_is_cached():
+    import json
+
+    schema_text = json.dumps(SchemaCatalog().by_name(OPTOUT).parsed)
+    registry = FakeRegistry({77: schema_text})
+    codec = Codec(registry=registry)
+    body = CODEC.encode(OPTOUT, samples.OPTOUT)[5:]
+    framed = b"\x00" + (77).to_bytes(4, "big") + body
+    for _ in range(3):
+        assert codec.decode(framed, OPTOUT)[1]["user_id"] == "u-3"
+    assert registry.fetches == 1
+    with pytest.raises(UnknownSchemaError, match="registry"):
+        codec.decode(b"\x00" + (78).to_bytes(4, "big") + body, OPTOUT)
+
+
+def test_registry_assigns_write_ids():
+    registry = FakeRegistry({})
+    codec = Codec(registry=registry)
+    data = codec.encode(REVOCATION, samples.REVOCATION)
+    assert struct.unpack(">bI", data[:5]) == (0, 1001)
+    assert "platform.training.v1.Revocation-value" in registry.registered or registry.registered
+    assert codec.decode(data, REVOCATION)[1]["author_pseudonym"] == "cd" * 32
