@@ -1,0 +1,340 @@
+"""Settings from environment variables (prefix TF_), validated at start-up.
+
+Every setting is declared once in SETTINGS; `training-filter run --help` prints that table, and a
+wrong value stops the service before it touches Kafka, with a message that names the variable and
+says what to fix. librdkafka properties pass through untouched: TF_KAFKA_<NAME> (all clients),
+TF_CONSUMER_KAFKA_<NAME> and TF_PRODUCER_KAFKA_<NAME>, where <NAME> is the property upper-cased with
+dots as single underscores (`_` -> `.`, `__` -> `_`), e.g. TF_KAFKA_SECURITY_PROTOCOL=SASL_SSL.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rules import Policy, PolicyError, load_policy
+
+PREFIX = "TF_"
+MIN_HMAC_KEY_BYTES = 32
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid. The message names the variable and what to do."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # without the prefix
+    default: str | None  # None: required
+    help: str
+    parse: Callable[[str], Any] = str
+    secret: bool = False
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError("must be a non-negative number")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 0.5:
+        raise ValueError("must be between 0 and 0.5, e.g. 1e-6")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a TCP port 0-65535 (0 picks a free one)")
+    return value
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return value
+
+    return parse
+
+
+def _topic(text: str) -> str:
+    value = text.strip()
+    if not value or len(value) > 249 or not all(c.isalnum() or c in "._-" for c in value):
+        raise ValueError("must be a Kafka topic name (letters, digits, '.', '_', '-')")
+    return value
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("BOOTSTRAP_SERVERS", None, "Kafka bootstrap servers, host:port[,host:port]"),
+    Setting(
+        "GROUP_ID",
+        "training-filter",
+        "consumer group of the input topics; the opt-out feed and the "
+        "revocation emitter derive their groups from it (-optout-feed, -revocations)",
+    ),
+    Setting("POSTS_TOPIC", "posts.v1", "input topic of Post records", _topic),
+    Setting("AI_INTERACTIONS_TOPIC", "ai-interactions.v1", "input topic of AiInteraction records", _topic),
+    Setting("OPTOUTS_TOPIC", "privacy.optouts.v1", "compacted topic of OptOut records (key = user id)", _topic),
+    Setting("TRAINING_TOPIC", "training.eligible.v1", "output topic of TrainingRecord", _topic),
+    Setting("REVOCATIONS_TOPIC", "training.revocations.v1", "output topic of Revocation", _topic),
+    Setting("DLQ_TOPIC", "training-filter.dlq.v1", "dead-letter topic for undecodable input", _topic),
+    Setting(
+        "HMAC_KEY_FILE",
+        "",
+        "file holding the pseudonymisation key (a mounted Secret); one of this or "
+        "TF_HMAC_KEY is required; trailing newlines are ignored; at least 32 bytes",
+    ),
+    Setting(
+        "HMAC_KEY", "", "the pseudonymisation key itself (prefer TF_HMAC_KEY_FILE); at least 32 bytes", secret=True
+    ),
+    Setting("POLICY_FILE", "", "eligibility policy TOML (default: the packaged rules/policy.toml)"),
+    Setting(
+        "PROCESSING_GUARANTEE",
+        "at-least-once",
+        "at-least-once or exactly-once (Kafka transactions)",
+        _choice("at-least-once", "exactly-once"),
+    ),
+    Setting(
+        "TRANSACTIONAL_ID",
+        "",
+        "exactly-once only: transactional.id prefix (default: the group id "
+        "plus the host name, which must be stable per replica, e.g. a StatefulSet pod name)",
+    ),
+    Setting(
+        "TRANSACTION_INTERVAL_MS", "100", "exactly-once only: how long one transaction collects batches", _positive_int
+    ),
+    Setting("BATCH_SIZE", "2000", "records asked of one consume() call", _positive_int),
+    Setting("BATCH_TIMEOUT_MS", "100", "longest wait of one consume() call for a batch to fill", _positive_int),
+    Setting("MAX_VALUE_BYTES", "1048576", "input values larger than this go to the DLQ as oversized", _positive_int),
+    Setting("OPTOUT_CAPACITY", "10000000", "opt-outs the Bloom filter is sized for", _positive_int),
+    Setting("OPTOUT_FP_RATE", "1e-6", "the Bloom filter's false-positive rate at capacity", _probability),
+    Setting(
+        "OPTOUT_MAX_LAG_SECONDS",
+        "5",
+        "input pauses (and /readyz fails) when the opt-out feed has not been confirmed caught up for this long",
+        _positive_float,
+    ),
+    Setting("OPTOUT_SNAPSHOT_PATH", "", "file for the opt-out filter snapshot (empty: no snapshots)"),
+    Setting(
+        "OPTOUT_SNAPSHOT_INTERVAL_SECONDS",
+        "300",
+        "how often the snapshot is written (and at shutdown)",
+        _positive_float,
+    ),
+    Setting(
+        "REVOCATIONS_START",
+        "earliest",
+        "where a new revocation group starts on the opt-out topic: earliest (revoke every opt-out ever made) or latest",
+        _choice("earliest", "latest"),
+    ),
+    Setting("METRICS_HOST", "0.0.0.0", "address of the metrics and health HTTP server"),
+    Setting("METRICS_PORT", "9100", "port of /metrics, /healthz and /readyz (0 picks a free one)", _port),
+    Setting("HEALTH_STALL_SECONDS", "60", "/healthz fails when the loop has not turned for this long", _positive_float),
+    Setting(
+        "SHUTDOWN_GRACE_SECONDS", "20", "on SIGTERM: time to finish, flush and commit before exiting", _positive_float
+    ),
+    Setting(
+        "REVOKE_FLUSH_SECONDS",
+        "10",
+        "on a rebalance: bound on waiting for in-flight records before committing the revoked partitions",
+        _positive_float,
+    ),
+    Setting("STATISTICS_INTERVAL_MS", "5000", "librdkafka statistics (consumer lag metrics) interval", _positive_int),
+    Setting(
+        "LOG_LEVEL",
+        "info",
+        "debug, info, warning or error; debug adds one line per batch",
+        _choice("debug", "info", "warning", "error"),
+    ),
+    Setting("LOG_SUMMARY_SECONDS", "30", "interval of the info-level summary line", _positive_float),
+    Setting(
+        "SCHEMA_REGISTRY_URL",
+        "",
+        "schema registry URL; also read without the prefix. Empty: schema ids come from avro/catalog.json",
+    ),
+)
+
+_KAFKA_PREFIXES = {"KAFKA_": "common", "CONSUMER_KAFKA_": "consumer", "PRODUCER_KAFKA_": "producer"}
+
+
+def kafka_property(env_suffix: str) -> str:
+    """TF_KAFKA_SASL_MECHANISM -> sasl.mechanism; a double underscore is a literal underscore."""
+    return env_suffix.lower().replace("__", "\0").replace("_", ".").replace("\0", "_")
+
+
+@dataclass(frozen=True)
+class Settings:
+    bootstrap_servers: str
+    group_id: str
+    posts_topic: str
+    ai_interactions_topic: str
+    optouts_topic: str
+    training_topic: str
+    revocations_topic: str
+    dlq_topic: str
+    hmac_key: bytes = field(repr=False)
+    policy: Policy
+    processing_guarantee: str
+    transactional_id: str
+    transaction_interval_ms: int
+    batch_size: int
+    batch_timeout_ms: int
+    max_value_bytes: int
+    optout_capacity: int
+    optout_fp_rate: float
+    optout_max_lag_seconds: float
+    optout_snapshot_path: Path | None
+    optout_snapshot_interval_seconds: float
+    revocations_start: str
+    metrics_host: str
+    metrics_port: int
+    health_stall_seconds: float
+    shutdown_grace_seconds: float
+    revoke_flush_seconds: float
+    statistics_interval_ms: int
+    log_level: str
+    log_summary_seconds: float
+    schema_registry_url: str
+    kafka_common: dict[str, str] = field(default_factory=dict)
+    kafka_consumer: dict[str, str] = field(default_factory=dict)
+    kafka_producer: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.processing_guarantee == "exactly-once"
+
+    @property
+    def input_topics(self) -> list[str]:
+        return [self.posts_topic, self.ai_interactions_topic]
+
+    def consumer_config(self, **overrides: Any) -> dict[str, Any]:
+        return {"bootstrap.servers": self.bootstrap_servers, **self.kafka_common, **self.kafka_consumer, **overrides}
+
+    def producer_config(self, **overrides: Any) -> dict[str, Any]:
+        return {"bootstrap.servers": self.bootstrap_servers, **self.kafka_common, **self.kafka_producer, **overrides}
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting; all problems are reported together in one ConfigError."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for setting in SETTINGS:
+        var = PREFIX + setting.name
+        raw = env.get(var)
+        if raw is None and setting.name == "SCHEMA_REGISTRY_URL":
+            raw = env.get("SCHEMA_REGISTRY_URL")
+        if raw is None or (raw.strip() == "" and setting.default is None):
+            if setting.default is None:
+                problems.append(f"{var} is required: {setting.help}")
+                continue
+            raw = setting.default
+        try:
+            values[setting.name.lower()] = setting.parse(raw)
+        except ValueError as exc:
+            shown = "(hidden)" if setting.secret else repr(raw)
+            problems.append(f"{var}={shown} is invalid: {exc}")
+
+    kafka: dict[str, dict[str, str]] = {"common": {}, "consumer": {}, "producer": {}}
+    for var, raw in env.items():
+        if not var.startswith(PREFIX):
+            continue
+        rest = var[len(PREFIX) :]
+        for prefix, scope in _KAFKA_PREFIXES.items():
+            if rest.startswith(prefix) and len(rest) > len(prefix):
+                kafka[scope][kafka_property(rest[len(prefix) :])] = raw
+                break
+
+    if problems:
+        raise ConfigError(_report(problems))
+
+    key = _hmac_key(values.pop("hmac_key_file"), values.pop("hmac_key"), problems)
+    policy_path = values.pop("policy_file") or None
+    try:
+        policy = load_policy(policy_path)
+    except PolicyError as exc:
+        problems.append(f"{PREFIX}POLICY_FILE: {exc}")
+        policy = None  # type: ignore[assignment]
+    snapshot = values.pop("optout_snapshot_path").strip()
+    snapshot_path = Path(snapshot) if snapshot else None
+    if snapshot_path is not None and not snapshot_path.parent.is_dir():
+        problems.append(f"{PREFIX}OPTOUT_SNAPSHOT_PATH={snapshot}: folder {snapshot_path.parent} does not exist")
+    if problems:
+        raise ConfigError(_report(problems))
+    return Settings(
+        hmac_key=key,
+        policy=policy,
+        optout_snapshot_path=snapshot_path,
+        kafka_common=kafka["common"],
+        kafka_consumer=kafka["consumer"],
+        kafka_producer=kafka["producer"],
+        **values,
+    )
+
+
+def _hmac_key(path: str, inline: str, problems: list[str]) -> bytes:
+    if path and inline:
+        problems.append(f"set only one of {PREFIX}HMAC_KEY_FILE and {PREFIX}HMAC_KEY")
+        return b""
+    if path:
+        try:
+            key = Path(path).read_bytes().rstrip(b"\r\n")
+        except OSError as exc:
+            problems.append(f"{PREFIX}HMAC_KEY_FILE={path}: cannot read it ({exc.strerror or exc})")
+            return b""
+        where = f"{PREFIX}HMAC_KEY_FILE={path}"
+    elif inline:
+        key = inline.encode("utf-8")
+        where = f"{PREFIX}HMAC_KEY"
+    else:
+        problems.append(
+            f"no pseudonymisation key: set {PREFIX}HMAC_KEY_FILE to a file holding at least {MIN_HMAC_KEY_BYTES} "
+            f"random bytes (e.g. a Kubernetes Secret: `head -c 32 /dev/urandom | base64`)"
+        )
+        return b""
+    if len(key) < MIN_HMAC_KEY_BYTES:
+        problems.append(f"{where}: the key is {len(key)} bytes; it must be at least {MIN_HMAC_KEY_BYTES}")
+    return key
+
+
+def _report(problems: list[str]) -> str:
+    return "invalid configuration:\n  - " + "\n  - ".join(problems)
+
+
+def describe_settings() -> str:
+    """The settings table for `training-filter run --help`."""
+    lines = ["environment variables (prefix TF_):", ""]
+    for s in SETTINGS:
+        default = "required" if s.default is None else (f"default {s.default!r}" if s.default else "default empty")
+        lines.append(f"  {PREFIX}{s.name}  ({default})")
+        lines.append(f"      {s.help}")
+    lines += [
+        "",
+        "  TF_KAFKA_<PROPERTY>, TF_CONSUMER_KAFKA_<PROPERTY>, TF_PRODUCER_KAFKA_<PROPERTY>",
+        "      any librdkafka property for all clients, the consumers or the producers: upper case, '.' as '_',",
+        "      '_' as '__'; e.g. TF_KAFKA_SECURITY_PROTOCOL=SASL_SSL TF_KAFKA_SASL_MECHANISM=SCRAM-SHA-512",
+        "      TF_KAFKA_SASL_USERNAME=... TF_KAFKA_SASL_PASSWORD=... TF_KAFKA_SSL_CA_LOCATION=/etc/kafka/ca.crt",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,17 @@
+"""Builds the one compiled module, consumer/fastpath.py (see its docstring); everything else is in
+pyproject.toml. The build is optional: without a C compiler the module runs interpreted."""
+
+from setuptools import Extension, setup
+
+try:
+    from Cython.Build import cythonize
+
+    extensions = cythonize(
+        [Extension("consumer.fastpath", ["consumer/fastpath.py"], optional=True)],
+        compiler_directives={"language_level": 3, "annotation_typing": False, "wraparound": False},
+        quiet=True,
+    )
+except ImportError:
+    extensions = []
+
+setup(ext_modules=extensions)
