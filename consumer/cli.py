@@ -3,12 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from consumer import __version__
 from rules import PolicyError, load_policy
+
+
+def _run(args: argparse.Namespace) -> int:
+    from consumer import logs
+    from consumer.config import ConfigError, load_settings
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"training-filter run: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level)
+    from consumer.service import Service
+
+    try:
+        service = Service(settings)
+    except ConfigError as exc:
+        print(f"training-filter run: {exc}", file=sys.stderr)
+        return 2
+    return service.run()
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -25,7 +46,49 @@ def _check(args: argparse.Namespace) -> int:
     return main_check(args)
 
 
+def _bootstrap(args: argparse.Namespace) -> str | None:
+    value = args.bootstrap_servers or os.environ.get("TF_BOOTSTRAP_SERVERS")
+    if not value:
+        print(f"training-filter {args.command}: give --bootstrap-servers (or set TF_BOOTSTRAP_SERVERS)",
+              file=sys.stderr)
+    return value
+
+
+def _kafka_extras() -> dict[str, str]:
+    """The TF_KAFKA_* pass-through settings, so the operator commands reach a secured cluster too."""
+    from consumer.config import kafka_property
+
+    return {kafka_property(k[len("TF_KAFKA_"):]): v for k, v in os.environ.items()
+            if k.startswith("TF_KAFKA_") and len(k) > len("TF_KAFKA_")}
+
+
+def _produce(args: argparse.Namespace) -> int:
+    from consumer.operator_commands import produce_lines
+
+    bootstrap = _bootstrap(args)
+    if not bootstrap:
+        return 2
+    return produce_lines(bootstrap, args.topic, args.source, sys.stdin.buffer, sys.stderr, _kafka_extras())
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from consumer.operator_commands import tail
+
+    bootstrap = _bootstrap(args)
+    if not bootstrap:
+        return 2
+    return tail(bootstrap, args.topic, args.max, args.timeout, sys.stdout.buffer, _kafka_extras())
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from consumer.demo import run_demo
+
+    return run_demo(records=args.records, keep_running=args.keep_running)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from consumer.config import describe_settings
+
     parser = argparse.ArgumentParser(
         prog="training-filter",
         description="Privacy gate for AI training data: only public, adult, in-region, not-opted-out content "
@@ -34,6 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"training-filter {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    run = sub.add_parser(
+        "run", help="run the service (configured by TF_* environment variables)",
+        description="Consume the post and AI-interaction topics, filter them with the policy and the opt-out "
+        "feed, and produce eligible records to the training topic. Configured entirely by environment "
+        "variables; a wrong value stops it at start-up with a message saying what to fix.",
+        epilog=describe_settings(), formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.set_defaults(func=_run)
+
     check = sub.add_parser(
         "check",
         help="decide JSON Lines records from standard input with the policy (a debugger for reviewers)",
@@ -41,12 +113,44 @@ def build_parser() -> argparse.ArgumentParser:
         "(dates YYYY-MM-DD; timestamps ISO-8601 with an offset or epoch milliseconds), and prints one "
         'JSON object {"id": ..., "decision": ...} per line, in order. Exits 0 after all input.',
     )
-    check.add_argument(
-        "--source", required=True, choices=["post", "ai_interaction"], help="which record type the lines hold"
-    )
+    check.add_argument("--source", required=True, choices=["post", "ai_interaction"],
+                       help="which record type the lines hold")
     check.add_argument("--optouts", type=Path, help="file with one opted-out user id a line")
     check.add_argument("--policy", type=Path, help="policy TOML file (default: the packaged rules/policy.toml)")
     check.set_defaults(func=_check)
+
+    produce = sub.add_parser(
+        "produce", help="publish JSON Lines from standard input as framed Avro records",
+        description="Reads JSON Lines (the same form as `check`) and publishes each as a framed Avro value, "
+        "keyed by its user id. Lines that are not valid records are reported by number on stderr and skipped "
+        "(exit status 1). TF_KAFKA_* settings apply (e.g. SASL/TLS).",
+    )
+    produce.add_argument("--topic", required=True)
+    produce.add_argument("--source", required=True, choices=["post", "ai_interaction", "optout"])
+    produce.add_argument("--bootstrap-servers", help="default: TF_BOOTSTRAP_SERVERS")
+    produce.set_defaults(func=_produce)
+
+    tail = sub.add_parser(
+        "tail", help="print a topic's records as JSON Lines (training, revocation, DLQ and input topics)",
+        description="Reads the topic from the beginning (committed records only) and prints one JSON object "
+        "per record: topic, partition, offset, key, headers and the decoded value (or value_base64 when it "
+        "does not decode, as in the DLQ).",
+    )
+    tail.add_argument("--topic", required=True)
+    tail.add_argument("--max", type=int, help="stop after this many records")
+    tail.add_argument("--timeout", type=float, default=5.0, help="stop after this many seconds without a record")
+    tail.add_argument("--bootstrap-servers", help="default: TF_BOOTSTRAP_SERVERS")
+    tail.set_defaults(func=_tail)
+
+    demo = sub.add_parser(
+        "demo", help="start a local Kafka, the service and a generated stream; print the decisions",
+        description="Starts the local Kafka broker (Maven jars, no Docker), creates the topics, starts the "
+        "service, generates a realistic stream, waits until it is processed, prints the decisions by "
+        "reason, and stops everything.",
+    )
+    demo.add_argument("--records", type=int, default=20_000, help="how many input records to generate")
+    demo.add_argument("--keep-running", action="store_true", help="leave it running until Ctrl-C at the end")
+    demo.set_defaults(func=_demo)
     return parser
 
 

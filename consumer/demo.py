@@ -1,0 +1,153 @@
+"""`training-filter demo` (`make demo`): the whole pipeline on a local Kafka, start to finish."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+from confluent_kafka import Producer
+from prometheus_client.parser import text_string_to_metric_families
+from tqdm import tqdm
+
+from consumer.generator import StreamGenerator
+from consumer.local_kafka import LocalKafka, LocalKafkaError, free_port
+from consumer.topics import ensure_topics, service_topics
+
+REASON_ORDER = ["eligible", "malformed", "not_public", "region", "unknown_age", "under_age", "opted_out"]
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def decisions(port: int) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for (name, labels), value in scrape(port).items():
+        if name == "training_filter_records_total":
+            counts[dict(labels)["decision"]] += int(value)
+    return counts
+
+
+def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the service exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("the service did not become ready")
+
+
+def run_demo(records: int = 20_000, keep_running: bool = False) -> int:
+    print("== starting a local Kafka broker (Apache Kafka jars from Maven Central, KRaft, 127.0.0.1)")
+    try:
+        broker = LocalKafka().start()
+    except LocalKafkaError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
+    work = Path(tempfile.mkdtemp(prefix="tf-demo-"))
+    service: subprocess.Popen[bytes] | None = None
+    try:
+        print(f"   broker at {broker.bootstrap}; log {broker.log_path}")
+        ensure_topics(broker.bootstrap, service_topics())
+        generator = StreamGenerator(seed=2026)
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 20, "enable.idempotence": True,
+                             "log_level": 3})  # errors only: the broker's first seconds are noisy
+        optouts = generator.optouts()
+        for key, value in optouts:
+            producer.produce("privacy.optouts.v1", value, key)
+        producer.flush(30)
+        print(f"== {len(optouts)} opt-outs published to privacy.optouts.v1")
+
+        port = free_port()
+        key_file = work / "hmac.key"
+        key_file.write_bytes(secrets.token_bytes(32))
+        env = {**os.environ, "TF_BOOTSTRAP_SERVERS": broker.bootstrap, "TF_HMAC_KEY_FILE": str(key_file),
+               "TF_METRICS_HOST": "127.0.0.1", "TF_METRICS_PORT": str(port), "TF_OPTOUT_CAPACITY": "1000000",
+               "TF_OPTOUT_SNAPSHOT_PATH": str(work / "optouts.snapshot"), "TF_LOG_SUMMARY_SECONDS": "5"}
+        log_path = work / "service.log"
+        print(f"== starting training-filter (metrics http://127.0.0.1:{port}/metrics, log {log_path})")
+        with log_path.open("wb") as log:
+            service = subprocess.Popen([sys.executable, "-m", "consumer.cli", "run"], env=env, stdout=log,
+                                       stderr=subprocess.STDOUT)
+        wait_ready(port, service, timeout=60)
+
+        expected: Counter[str] = Counter()
+        for generated in tqdm(generator.stream(records), total=records, desc="producing", unit="rec", ncols=80):
+            expected[generated.expected] += 1
+            while True:
+                try:
+                    producer.produce(generated.topic, generated.value, generated.key)
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+            producer.poll(0)
+        producer.flush(60)
+
+        deadline = time.monotonic() + 120
+        with tqdm(total=records, desc="filtered ", unit="rec", ncols=80) as bar:
+            while time.monotonic() < deadline:
+                done = sum(decisions(port).values())
+                bar.update(done - bar.n)
+                if done >= records:
+                    break
+                time.sleep(0.3)
+        counted = decisions(port)
+        metrics = scrape(port)
+        produced = int(metrics.get(("training_filter_produced_records_total", (("output", "training"),)), 0))
+        dead = int(metrics.get(("training_filter_produced_records_total", (("output", "dlq"),)), 0))
+
+        print()
+        print(f"{'decision':<14}{'generated':>11}{'counted':>10}")
+        for reason in REASON_ORDER:
+            print(f"{reason:<14}{expected[reason]:>11}{counted[reason]:>10}")
+        print(f"{'total':<14}{sum(expected.values()):>11}{sum(counted.values()):>10}")
+        print(f"\ntraining.eligible.v1 received {produced} records; training-filter.dlq.v1 {dead}.")
+        print(f"metrics: http://127.0.0.1:{port}/metrics  (readiness /readyz, liveness /healthz)")
+        print(f"look at the output: training-filter tail --bootstrap-servers {broker.bootstrap} "
+              "--topic training.eligible.v1 --max 3")
+        ok = counted == expected
+        print("decisions match the generated stream" if ok else "decisions DIFFER from the generated stream")
+        if keep_running:
+            print("running until Ctrl-C ...")
+            try:
+                while service.poll() is None:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+        producer.flush(10)
+        del producer
+        if ok:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"service log kept in {log_path}")
+        return 0 if ok else 1
+    finally:
+        if service is not None and service.poll() is None:
+            service.send_signal(signal.SIGTERM)
+            try:
+                service.wait(30)
+            except subprocess.TimeoutExpired:
+                service.kill()
+        broker.cleanup()
+        print("== stopped the service and the broker")

@@ -1,0 +1,118 @@
+"""At-least-once bookkeeping: an input offset is stored only after every record produced for it,
+and for every earlier input record of its partition, is acknowledged by the broker.
+
+Each consumed batch becomes a `PendingBatch` that counts its outstanding deliveries. Batches
+complete in consume order; the tracker releases the next offsets of a completed batch, and of all
+completed batches before it, never past a batch still in flight or one that failed.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+TopicPartition = tuple[str, int]
+
+
+class ProduceFailed(Exception):
+    """A record could not be delivered even after the producer's retries; the service must stop
+    without committing past it. Carries only the error name and the output."""
+
+    def __init__(self, error: str, output: str) -> None:
+        super().__init__(f"{error} producing to {output}")
+        self.error = error
+        self.output = output
+
+
+class PendingBatch:
+    __slots__ = ("dead_lettered", "error", "error_output", "next_offsets", "outstanding", "produced", "sealed")
+
+    def __init__(self) -> None:
+        self.next_offsets: dict[TopicPartition, int] = {}
+        self.outstanding = 0
+        self.produced = 0  # acknowledged training records
+        self.dead_lettered = 0  # acknowledged dead letters
+        self.sealed = False
+        self.error: str | None = None
+        self.error_output = ""
+
+    def expect(self) -> None:
+        """Call before each produce() whose delivery callback is `self.delivered`."""
+        self.outstanding += 1
+
+    def delivered(self, err: Any, msg: Any) -> None:
+        """Delivery report of a training record (runs inside producer.poll()/flush() on this thread)."""
+        self.outstanding -= 1
+        if err is None:
+            self.produced += 1
+        elif self.error is None:
+            self.error, self.error_output = err.name(), "training"
+
+    def dead_letter_delivered(self, err: Any, msg: Any) -> None:
+        self.outstanding -= 1
+        if err is None:
+            self.dead_lettered += 1
+        elif self.error is None:
+            self.error, self.error_output = err.name(), "dlq"
+
+    @property
+    def done(self) -> bool:
+        return self.sealed and self.outstanding == 0
+
+
+class OffsetTracker:
+    def __init__(self) -> None:
+        self._batches: deque[PendingBatch] = deque()
+        self.produced = 0  # acknowledged training records of released batches, for the metrics
+        self.dead_lettered = 0
+
+    def open(self) -> PendingBatch:
+        batch = PendingBatch()
+        self._batches.append(batch)
+        return batch
+
+    @staticmethod
+    def seal(batch: PendingBatch, consumed: Iterable[tuple[str, int, int]]) -> None:
+        """Record the consumed (topic, partition, offset) of the batch; it may now complete."""
+        nexts = batch.next_offsets
+        for topic, partition, offset in consumed:
+            key = (topic, partition)
+            if nexts.get(key, -1) <= offset:
+                nexts[key] = offset + 1
+        batch.sealed = True
+
+    def release(self) -> dict[TopicPartition, int]:
+        """Next offsets that may be stored now: those of the leading run of completed batches.
+
+        Raises ProduceFailed as soon as any batch has a failed delivery.
+        """
+        ready: dict[TopicPartition, int] = {}
+        batches = self._batches
+        for batch in batches:  # a handful in flight at most
+            if batch.error is not None:
+                raise ProduceFailed(batch.error, batch.error_output)
+        while batches:
+            head = batches[0]
+            if not head.done:
+                break
+            ready.update(head.next_offsets)
+            self.produced += head.produced
+            self.dead_lettered += head.dead_lettered
+            batches.popleft()
+        return ready
+
+    def in_flight(self) -> int:
+        return sum(b.outstanding for b in self._batches)
+
+    def clear(self) -> None:
+        self._batches.clear()
+
+    def forget(self, partitions: set[TopicPartition]) -> None:
+        """Drop the offsets of partitions no longer owned (revoked or lost): never store them."""
+        for batch in self._batches:
+            for key in partitions:
+                batch.next_offsets.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._batches)

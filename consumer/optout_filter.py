@@ -1,0 +1,141 @@
+"""The opt-out Bloom filter (fastbloom-rs) and its snapshot file.
+
+A Bloom filter never forgets and never misses a member: a user who opted out is always found; a
+user who did not is wrongly found with probability about `fp_rate` (then their content is dropped:
+the error is on the safe side).
+
+Snapshot file: one JSON header line, then the filter's bytes. The header records the filter's
+parameters, the library version, a BLAKE2b digest of the bytes and the opt-out feed's next offset
+per partition, so a restart loads the filter and resumes the feed instead of re-reading the topic.
+A snapshot that does not match (other parameters, other library version, other topic, damaged) is
+ignored and the feed re-reads the topic from the start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastbloom_rs import BloomFilter
+
+FORMAT = 1
+LIBRARY = "fastbloom-rs"
+
+
+class SnapshotError(Exception):
+    """A snapshot file exists but cannot be used; the message says why (no personal data)."""
+
+
+class OptOutFilter:
+    __slots__ = ("_bloom", "capacity", "contains", "entries", "fp_rate")
+
+    def __init__(self, capacity: int, fp_rate: float, bloom: BloomFilter | None = None, entries: int = 0) -> None:
+        self.capacity = capacity
+        self.fp_rate = fp_rate
+        self._bloom = bloom if bloom is not None else BloomFilter(capacity, fp_rate)
+        self.entries = entries  # distinct users added (a false positive on add is not counted)
+        # The hot loop calls this with raw UTF-8 bytes; contains_bytes and contains_str hash the same bytes.
+        self.contains = self._bloom.contains_bytes
+
+    def add(self, user_id: str | bytes) -> bool:
+        """Add a user; True when the filter did not (appear to) hold them before."""
+        key = user_id.encode("utf-8") if isinstance(user_id, str) else user_id
+        if self._bloom.add_if_not_contains(key):
+            return False
+        self.entries += 1
+        return True
+
+    def __contains__(self, user_id: str | bytes) -> bool:
+        key = user_id.encode("utf-8") if isinstance(user_id, str) else user_id
+        return bool(self._bloom.contains_bytes(key))
+
+    @property
+    def hashes(self) -> int:
+        return int(self._bloom.hashes())
+
+    @property
+    def size_bytes(self) -> int:
+        return math.ceil(self.bits / 64) * 8  # stored as 64-bit words
+
+    @property
+    def bits(self) -> int:
+        # The optimal size for (capacity, fp_rate), as fastbloom-rs computes it.
+        return math.ceil(-self.capacity * math.log(self.fp_rate) / (math.log(2) ** 2))
+
+    def estimated_fp_rate(self) -> float:
+        """(1 - e^(-k n / m))^k for the current number of entries."""
+        k, m = self.hashes, self.bits
+        return float((1.0 - math.exp(-k * self.entries / m)) ** k) if m else 1.0
+
+    # -- snapshots -------------------------------------------------------------------------------
+
+    def header(self, topic: str, offsets: dict[int, int]) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "library": LIBRARY,
+            "library_version": version(LIBRARY),
+            "capacity": self.capacity,
+            "fp_rate": self.fp_rate,
+            "hashes": self.hashes,
+            "entries": self.entries,
+            "topic": topic,
+            "offsets": {str(p): o for p, o in sorted(offsets.items())},
+            "saved_at": time.time(),
+        }
+
+    def snapshot_bytes(self) -> bytes:
+        return bytes(self._bloom.get_bytes())
+
+
+def write_snapshot(path: Path, header: dict[str, Any], body: bytes) -> None:
+    """Atomically replace `path`: write a temporary file beside it, fsync, rename."""
+    header = {**header, "blake2b": hashlib.blake2b(body, digest_size=32).hexdigest(), "length": len(body)}
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with temporary.open("wb") as handle:
+            handle.write(orjson.dumps(header) + b"\n")
+            handle.write(body)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class LoadedSnapshot:
+    filter: OptOutFilter
+    offsets: dict[int, int]
+    saved_at: float
+
+
+def load_snapshot(path: Path, capacity: int, fp_rate: float, topic: str) -> LoadedSnapshot:
+    """The filter and feed offsets saved in `path`, or SnapshotError saying why it cannot be used."""
+    try:
+        with path.open("rb") as handle:
+            header = orjson.loads(handle.readline(64 * 1024))
+            body = handle.read()
+    except FileNotFoundError as exc:
+        raise SnapshotError("no snapshot file") from exc
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise SnapshotError(f"unreadable snapshot: {type(exc).__name__}") from exc
+    expected = {"format": FORMAT, "library": LIBRARY, "library_version": version(LIBRARY),
+                "capacity": capacity, "fp_rate": fp_rate, "topic": topic}
+    for key, value in expected.items():
+        if header.get(key) != value:
+            raise SnapshotError(f"snapshot {key} is {header.get(key)!r}, this service needs {value!r}")
+    if header.get("length") != len(body):
+        raise SnapshotError("snapshot is truncated")
+    if hashlib.blake2b(body, digest_size=32).hexdigest() != header.get("blake2b"):
+        raise SnapshotError("snapshot digest does not match its contents")
+    bloom = BloomFilter.from_bytes(body, int(header["hashes"]))
+    loaded = OptOutFilter(capacity, fp_rate, bloom, int(header["entries"]))
+    offsets = {int(p): int(o) for p, o in header["offsets"].items()}
+    return LoadedSnapshot(loaded, offsets, float(header.get("saved_at", 0.0)))

@@ -1,0 +1,211 @@
+"""The hot loop: one consumed batch in, training records and dead letters out.
+
+Per record: route by topic, decode (fast path when the schema is exactly v1, the reference codec
+otherwise), decide with `rules.Decider`, and for an eligible record build the minimised,
+pseudonymised TrainingRecord and produce it. No logging and no label look-ups per record: decisions
+are tallied in a dict and added to cached counter children once per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from consumer import fastpath
+from consumer.codec import AI_INTERACTION, POST, TRAINING_RECORD, Codec, CodecError
+from consumer.fastpath import FastPathMiss
+from consumer.offsets import PendingBatch
+from consumer.pseudonym import Pseudonymiser
+from rules import Decider, Reason, Source
+from rules.decision import record_fields
+
+ELIGIBLE = Reason.ELIGIBLE
+MALFORMED = Reason.MALFORMED
+
+
+@dataclass
+class Route:
+    """How to treat the records of one input topic."""
+
+    topic: str
+    source: Source
+    schema_name: str
+    fast_decode: Callable[[bytes], tuple]  # type: ignore[type-arg]
+    prefix: bytes  # TrainingRecord source enum + text union branch
+    fast_headers: set[bytes]  # 5-byte frames whose schema is exactly v1: the fast path applies
+    slow_headers: set[bytes]  # frames known to need the reference codec
+
+
+class BatchProcessor:
+    def __init__(self, *, decider: Decider, codec: Codec, pseudonymiser: Pseudonymiser,
+                 opted_out: Callable[[bytes], bool], producer: Any, training_topic: str, dlq_topic: str,
+                 posts_topic: str, ai_interactions_topic: str, on_backpressure: Callable[[], None]) -> None:
+        self.decider = decider
+        self.codec = codec
+        self.pseudonymiser = pseudonymiser
+        self.opted_out = opted_out
+        self.producer = producer
+        self.training_topic = training_topic
+        self.dlq_topic = dlq_topic
+        self.on_backpressure = on_backpressure
+        self.header = codec.header(TRAINING_RECORD)
+        self.policy_version = decider.policy.version
+        self.routes: dict[str, Route] = {}
+        for topic, source, name, decode, prefix in (
+            (posts_topic, Source.POST, POST, fastpath.decode_post, fastpath.POST_PREFIX),
+            (ai_interactions_topic, Source.AI_INTERACTION, AI_INTERACTION, fastpath.decode_ai_interaction,
+             fastpath.AI_PREFIX),
+        ):
+            fast = {codec.header(name)}
+            self.routes[topic] = Route(topic, source, name, decode, prefix, fast, set())
+        self._provenance: dict[tuple[str, int], bytes] = {}
+        self._country: dict[bytes, bytes] = {}
+        self.dlq_causes: dict[tuple[Source, str], int] = {}
+
+    def set_opted_out(self, opted_out: Callable[[bytes], bool]) -> None:
+        self.opted_out = opted_out
+
+    def process(self, messages: list[Any], batch: PendingBatch, tally: dict[tuple[Source, str], int]) -> list[
+            tuple[str, int, int]]:
+        """Filter one batch; returns the consumed (topic, partition, offset) of every record in it."""
+        routes = self.routes
+        decide = self.decider.decide
+        opted_out = self.opted_out
+        produce = self.producer.produce
+        training_topic = self.training_topic
+        delivered = batch.delivered
+        consumed: list[tuple[str, int, int]] = []
+        last: dict[tuple[str, int], int] = {}
+        for msg in messages:
+            if msg.error() is not None:
+                continue  # consumer errors are events, not records; the caller logs and counts them
+            topic = msg.topic()
+            partition = msg.partition()
+            offset = msg.offset()
+            last[topic, partition] = offset
+            route = routes.get(topic)
+            if route is None:
+                continue  # not subscribed; cannot happen unless the subscription changed under us
+            value = msg.value()
+            fields = None
+            if value is not None and value[:5] in route.fast_headers:
+                try:
+                    fields = route.fast_decode(value)
+                except FastPathMiss:
+                    fields = None
+            if fields is None:
+                self._slow(msg, value, route, batch, tally)
+                continue
+            reason = decide(route.source, fields[4], fields[3], fields[2], fields[8], fields[1], opted_out)
+            key = (route.source, reason)
+            tally[key] = tally.get(key, 0) + 1
+            if reason is not ELIGIBLE:
+                continue
+            pseudonym = self.pseudonymiser.pseudonym(fields[1])
+            out = fastpath.training_record(
+                self.header, value, fields[0], route.prefix, fields[5], fields[6], fields[7],
+                self._country_bytes(fields[3]), pseudonym, self._provenance_bytes(topic, partition), offset,
+            )
+            batch.outstanding += 1
+            try:
+                produce(training_topic, out, pseudonym, on_delivery=delivered)
+            except BufferError:
+                self._produce_when_room(training_topic, out, pseudonym, delivered)
+        consumed.extend((t, p, o) for (t, p), o in last.items())
+        return consumed
+
+    # -- the less common paths -------------------------------------------------------------------
+
+    def _slow(self, msg: Any, value: bytes | None, route: Route, batch: PendingBatch,
+              tally: dict[tuple[Source, str], int]) -> None:
+        """Reference codec: other schema versions (resolved to v1), and anything the fast path refused."""
+        try:
+            _, record = self.codec.decode(value, route.schema_name)
+        except CodecError as exc:
+            self._dead_letter(msg, route, exc.detail, batch, tally)
+            return
+        fields = record_fields(route.source, record)
+        if fields is None:
+            self._dead_letter(msg, route, "invalid_fields", batch, tally)
+            return
+        public, country, birth_day, created_ms, user_id = fields
+        reason = self.decider.decide(route.source, public, country, birth_day, created_ms,
+                                     user_id.encode("utf-8"), self.opted_out)
+        key = (route.source, reason)
+        tally[key] = tally.get(key, 0) + 1
+        if reason is not ELIGIBLE:
+            return
+        code = self.decider.allowed_country(country)
+        pseudonym = self.pseudonymiser.pseudonym(user_id.encode("utf-8"))
+        if route.source is Source.POST:
+            text: Any = record["text"]
+            record_id = record["post_id"]
+        else:
+            text = {"prompt": record["prompt"], "response": record["response"]}
+            record_id = record["interaction_id"]
+        out = self.codec.encode(TRAINING_RECORD, {
+            "record_id": record_id, "source": str(route.source), "text": text, "language": record.get("language"),
+            "country": code, "created_at": created_ms, "author_pseudonym": pseudonym.decode("ascii"),
+            "policy_version": self.policy_version, "source_topic": msg.topic(),
+            "source_partition": msg.partition(), "source_offset": msg.offset(),
+        })
+        batch.outstanding += 1
+        try:
+            self.producer.produce(self.training_topic, out, pseudonym, on_delivery=batch.delivered)
+        except BufferError:
+            self._produce_when_room(self.training_topic, out, pseudonym, batch.delivered)
+
+    def _dead_letter(self, msg: Any, route: Route, cause: str, batch: PendingBatch,
+                     tally: dict[tuple[Source, str], int]) -> None:
+        key = (route.source, MALFORMED)
+        tally[key] = tally.get(key, 0) + 1
+        cause_key = (route.source, cause)
+        self.dlq_causes[cause_key] = self.dlq_causes.get(cause_key, 0) + 1
+        headers = [
+            ("tf.reason", b"malformed"),
+            ("tf.cause", cause.encode()),
+            ("tf.source.topic", msg.topic().encode()),
+            ("tf.source.partition", str(msg.partition()).encode()),
+            ("tf.source.offset", str(msg.offset()).encode()),
+            ("tf.source.timestamp", str(msg.timestamp()[1]).encode()),
+        ]
+        original = msg.headers()
+        if original:
+            headers.extend(original)
+        batch.outstanding += 1
+        try:
+            self.producer.produce(self.dlq_topic, msg.value(), msg.key(), headers=headers,
+                                  on_delivery=batch.dead_letter_delivered)
+        except BufferError:
+            self._produce_when_room(self.dlq_topic, msg.value(), msg.key(), batch.dead_letter_delivered, headers)
+
+    def _produce_when_room(self, topic: str, value: bytes | None, key: bytes | None, delivered: Any,
+                           headers: list[tuple[str, bytes]] | None = None) -> None:
+        """The producer's queue is full: serve delivery reports until there is room. Never drops."""
+        while True:
+            self.on_backpressure()
+            try:
+                self.producer.produce(topic, value, key, headers=headers, on_delivery=delivered)
+                return
+            except BufferError:
+                continue
+
+    def _country_bytes(self, raw: bytes) -> bytes:
+        encoded = self._country.get(raw)
+        if encoded is None:
+            code = self.decider.allowed_country(raw)
+            assert code is not None  # only called for eligible records, which passed the region check
+            encoded = fastpath.avro_string(code)
+            if len(self._country) < 4096:  # raw spellings ("de", " DE ") are few unless input is hostile
+                self._country[raw] = encoded
+        return encoded
+
+    def _provenance_bytes(self, topic: str, partition: int) -> bytes:
+        encoded = self._provenance.get((topic, partition))
+        if encoded is None:
+            encoded = self._provenance[(topic, partition)] = (
+                fastpath.avro_string(self.policy_version) + fastpath.avro_string(topic)
+                + fastpath.zigzag_varint(partition)
+            )
+        return encoded

@@ -1,0 +1,446 @@
+"""`training-filter run`: wires the consumers, the producers, the opt-out feed, the pipeline, the
+metrics server and the signals together, and turns the loop.
+
+One loop, one thread (librdkafka's own threads aside): consume a batch; bring the opt-out feed up
+to the opt-out topic's current end; filter the batch; serve delivery reports and commit what they
+release; emit revocations; write snapshots and summaries when due. Rebalance callbacks run inside
+consume() on this same thread, so no state is shared across threads except for the HTTP probes,
+which read a few numbers.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from consumer import __version__, fastpath, logs
+from consumer.codec import Codec
+from consumer.config import ConfigError, Settings
+from consumer.delivery import AtLeastOnce, ExactlyOnce, FatalDeliveryError
+from consumer.health import HealthServer
+from consumer.metrics import Metrics
+from consumer.optout_feed import FeedError, OptOutFeed, RevocationEmitter
+from consumer.optout_filter import OptOutFilter, SnapshotError, load_snapshot, write_snapshot
+from consumer.pipeline import BatchProcessor
+from consumer.pseudonym import Pseudonymiser
+from rules import Decider
+
+# Properties the guarantees depend on: a TF_*KAFKA_* setting may not change them.
+ENFORCED_CONSUMER = {"enable.auto.offset.store", "enable.auto.commit", "isolation.level", "group.id"}
+ENFORCED_PRODUCER = {"enable.idempotence", "acks", "transactional.id"}
+
+
+def _check_overrides(settings: Settings) -> None:
+    problems = []
+    for scope, props, enforced in (
+        ("CONSUMER_KAFKA", {**settings.kafka_common, **settings.kafka_consumer}, ENFORCED_CONSUMER),
+        ("PRODUCER_KAFKA", {**settings.kafka_common, **settings.kafka_producer}, ENFORCED_PRODUCER),
+    ):
+        for prop in sorted(set(props) & enforced):
+            problems.append(f"{prop} (TF_{scope}_/TF_KAFKA_ {prop.upper().replace('.', '_')}) cannot be set: the "
+                            f"delivery guarantee depends on it; use TF_PROCESSING_GUARANTEE or TF_GROUP_ID")
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+class Service:
+    def __init__(self, settings: Settings) -> None:
+        _check_overrides(settings)
+        self.settings = settings
+        self.log = logs.get("training_filter")
+        self.metrics = Metrics()
+        self.codec = Codec(registry=self._registry(), max_value_bytes=settings.max_value_bytes)
+        self.decider = Decider(settings.policy)
+        self.pseudonymiser = Pseudonymiser(settings.hmac_key)
+        self.stopping = False
+        self.exit_code = 0
+        self.paused = False
+        self.subscribed = False
+        self.last_tick = time.monotonic()
+        self.assigned: set[tuple[str, int]] = set()
+        self.held: list[Any] | None = None
+        self._snapshot_thread: threading.Thread | None = None
+        self._last_snapshot = time.monotonic()
+        self._last_summary = time.monotonic()
+        self._summary: dict[str, int] = {}
+        self._consumer_errors: dict[str, int] = {}
+        self.metrics.info.labels(__version__, settings.policy.version, settings.processing_guarantee,
+                                 "compiled" if fastpath.COMPILED else "interpreted").set(1)
+
+    def _registry(self) -> Any:
+        url = self.settings.schema_registry_url
+        if not url:
+            return None
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+
+        return SchemaRegistryClient({"url": url})
+
+    # -- probes (called from the HTTP thread) --------------------------------------------------------
+
+    def healthy(self) -> tuple[bool, dict[str, Any]]:
+        stalled = time.monotonic() - self.last_tick
+        return stalled < self.settings.health_stall_seconds, {"loop_seconds_since_turn": round(stalled, 3)}
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        behind = self.feed.seconds_behind() if hasattr(self, "feed") else float("inf")
+        feed_ok = behind <= self.settings.optout_max_lag_seconds
+        ok = feed_ok and self.subscribed and not self.stopping and not self.paused
+        return ok, {
+            "optout_feed_seconds_behind": None if behind == float("inf") else round(behind, 3),
+            "subscribed": self.subscribed,
+            "assigned_partitions": len(self.assigned),
+            "input_paused": self.paused,
+            "stopping": self.stopping,
+        }
+
+    # -- start and stop ------------------------------------------------------------------------------
+
+    def request_stop(self, *_: Any) -> None:
+        if self.stopping:
+            self.log.warning("second_stop_signal_ignored_finishing_shutdown")
+        self.stopping = True
+
+    def run(self, install_signals: bool = True) -> int:
+        s = self.settings
+        if install_signals:
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+        self.health = HealthServer(s.metrics_host, s.metrics_port, self.metrics.registry, self.healthy, self.ready)
+        self.health.start()
+        self.log.info("starting", version=__version__, policy_version=s.policy.version,
+                      guarantee=s.processing_guarantee, metrics_port=self.health.port,
+                      fast_path="compiled" if fastpath.COMPILED else "interpreted")
+        try:
+            self._build_clients()
+            self._catch_up()
+            if not self.stopping:
+                self._subscribe()
+                self._loop()
+        except FatalDeliveryError as exc:
+            self.log.error("fatal_delivery_error", error=str(exc))
+            self.exit_code = 1
+        except FeedError as exc:
+            self.log.error("optout_feed_unavailable", error=str(exc))
+            self.exit_code = 1
+        finally:
+            self._shutdown()
+        return self.exit_code
+
+    def _build_clients(self) -> None:
+        s = self.settings
+        self._kafka_log = {"logger": logs.kafka_logger()}
+        optout_filter, offsets = self._load_filter()
+        self.filter = optout_filter
+        self.metrics.optout_capacity.set(optout_filter.capacity)
+        self.metrics.optout_bytes.set(optout_filter.size_bytes)
+        self.metrics.optout_entries.set(optout_filter.entries)
+        self.metrics.optout_fp_rate.set(optout_filter.estimated_fp_rate())
+        self.feed = OptOutFeed(s.consumer_config(**{"group.id": f"{s.group_id}-optout-feed"}, **self._kafka_log),
+                               s.optouts_topic,
+                               optout_filter, self.codec, self.metrics, self.log)
+        self.metrics.feed_lag(self.feed.seconds_behind)
+        self.feed.start(offsets)
+
+        producer_config = s.producer_config(**{
+            # Batching for throughput; lz4 because text compresses well and lz4 costs little CPU.
+            "linger.ms": 5, "batch.size": 1_000_000, "compression.type": "lz4",
+            "queue.buffering.max.messages": 200_000, "queue.buffering.max.kbytes": 131_072,
+            "message.timeout.ms": 300_000,  # retries ride out a broker restart of up to five minutes
+            **{k: v for k, v in {**s.kafka_common, **s.kafka_producer}.items()},
+            "enable.idempotence": True, "acks": "all", **self._kafka_log,
+        })
+        if s.exactly_once:
+            producer_config["transactional.id"] = s.transactional_id or f"{s.group_id}-{socket.gethostname()}"
+            producer_config.setdefault("transaction.timeout.ms", 10_000)
+        self.producer = Producer(producer_config)
+        self.input = Consumer(s.consumer_config(**{
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "cooperative-sticky",
+            "fetch.max.bytes": 52_428_800, "max.partition.fetch.bytes": 4_194_304,
+            "statistics.interval.ms": s.statistics_interval_ms, "stats_cb": self._on_stats,
+            **{k: v for k, v in {**s.kafka_common, **s.kafka_consumer}.items()},
+            "group.id": s.group_id,
+            "enable.auto.commit": not s.exactly_once, "auto.commit.interval.ms": 1000,
+            "enable.auto.offset.store": False,
+            "isolation.level": "read_committed", **self._kafka_log,
+        }))
+        if s.exactly_once:
+            self.delivery: AtLeastOnce = ExactlyOnce(self.input, self.producer, self.metrics, self.log,
+                                                     s.transaction_interval_ms / 1000)
+        else:
+            self.delivery = AtLeastOnce(self.input, self.producer, self.metrics, self.log)
+        self.processor = BatchProcessor(
+            decider=self.decider, codec=self.codec, pseudonymiser=self.pseudonymiser, opted_out=optout_filter.contains,
+            producer=self.producer, training_topic=s.training_topic, dlq_topic=s.dlq_topic,
+            posts_topic=s.posts_topic, ai_interactions_topic=s.ai_interactions_topic,
+            on_backpressure=lambda: self.producer.poll(0.05),
+        )
+        revocation_group = s.consumer_config(**{"group.id": f"{s.group_id}-revocations",
+                                                "auto.offset.reset": s.revocations_start, **self._kafka_log})
+        self.revocations = RevocationEmitter(revocation_group, s.producer_config(**self._kafka_log), s.optouts_topic,
+                                             s.revocations_topic, self.codec, self.pseudonymiser, self.metrics,
+                                             self.log, s.revoke_flush_seconds)
+
+    def _load_filter(self) -> tuple[OptOutFilter, dict[int, int] | None]:
+        s = self.settings
+        if s.optout_snapshot_path is not None:
+            started = time.monotonic()
+            try:
+                loaded = load_snapshot(s.optout_snapshot_path, s.optout_capacity, s.optout_fp_rate, s.optouts_topic)
+            except SnapshotError as exc:
+                self.metrics.snapshots.labels("load", "unusable").inc()
+                self.log.info("optout_snapshot_not_used", reason=str(exc), path=str(s.optout_snapshot_path))
+            else:
+                took = time.monotonic() - started
+                self.metrics.snapshots.labels("load", "ok").inc()
+                self.metrics.snapshot_seconds.labels("load").set(took)
+                self.log.info("optout_snapshot_loaded", entries=loaded.filter.entries, seconds=round(took, 3),
+                              age_seconds=round(time.time() - loaded.saved_at, 1),
+                              partitions=len(loaded.offsets))
+                return loaded.filter, loaded.offsets
+        return OptOutFilter(s.optout_capacity, s.optout_fp_rate), None
+
+    def _catch_up(self) -> None:
+        """Read the opt-out topic to its end before any input: readiness stays false until then."""
+        started = time.monotonic()
+        while not self.stopping:
+            self.last_tick = time.monotonic()
+            if self.feed.sync(timeout=1.0):
+                break
+        self.log.info("optout_feed_caught_up", entries=self.filter.entries,
+                      seconds=round(time.monotonic() - started, 3), partitions=len(self.feed.positions))
+        self.metrics.optout_ready.set(1)
+
+    def _subscribe(self) -> None:
+        s = self.settings
+        self.input.subscribe(s.input_topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                             on_lost=self._on_lost)
+        self.revocations.start()
+        self.subscribed = True
+
+    # -- rebalances (called inside consume() on the loop's thread) -----------------------------------
+
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.metrics.rebalances.labels("assign").inc()
+        consumer.incremental_assign(partitions)
+        if self.paused:
+            consumer.pause(partitions)
+        self.assigned.update((p.topic, p.partition) for p in partitions)
+        self.delivery.assigned_partitions(partitions)
+        self.metrics.assigned.set(len(self.assigned))
+        self.log.info("partitions_assigned", partitions=[f"{p.topic}/{p.partition}" for p in partitions])
+
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.metrics.rebalances.labels("revoke").inc()
+        self.delivery.revoked(partitions, self.settings.revoke_flush_seconds)
+        self._forget(partitions)
+        self.log.info("partitions_revoked", partitions=[f"{p.topic}/{p.partition}" for p in partitions])
+
+    def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.metrics.rebalances.labels("lost").inc()
+        self.delivery.lost(partitions)
+        self._forget(partitions)
+        self.log.warning("partitions_lost", partitions=[f"{p.topic}/{p.partition}" for p in partitions])
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
+        gone = {(p.topic, p.partition) for p in partitions}
+        self.assigned -= gone
+        self.metrics.assigned.set(len(self.assigned))
+        self.metrics.drop_partitions(list(gone))
+        if self.held:
+            # Records of a partition that has gone belong to its new owner now; never emit them here.
+            self.held = [m for m in self.held if (m.topic(), m.partition()) not in gone] or None
+
+    def _on_stats(self, stats_json: str) -> None:
+        stats = orjson.loads(stats_json)
+        lags: dict[tuple[str, int], int] = {}
+        for topic, info in stats.get("topics", {}).items():
+            for partition, p in info.get("partitions", {}).items():
+                key = (topic, int(partition))
+                if key in self.assigned and p.get("consumer_lag", -1) >= 0:
+                    lags[key] = p["consumer_lag"]
+        self.metrics.set_consumer_lag(lags)
+
+    # -- the loop ------------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        s = self.settings
+        batch_size, batch_timeout = s.batch_size, s.batch_timeout_ms / 1000
+        sync_timeout = min(1.0, s.optout_max_lag_seconds / 2)
+        while not self.stopping:
+            self.last_tick = time.monotonic()
+            if self.held is None:
+                messages = self.input.consume(num_messages=batch_size, timeout=batch_timeout)
+                if messages:
+                    self.held = self._without_errors(messages)
+            elif self.paused:
+                msg = self.input.poll(0.05)  # serves rebalance callbacks; paused partitions yield nothing new
+                if msg is not None and msg.error() is None:
+                    self.held.append(msg)
+            # Every opt-out acknowledged before these records were fetched is applied before they are decided.
+            if self.feed.sync(timeout=sync_timeout):
+                if self.paused:
+                    self._resume()
+                if self.held:
+                    self._process(self.held)
+                self.held = None
+            elif self.held or self.feed.seconds_behind() > s.optout_max_lag_seconds:
+                self._pause()
+            self.metrics.optout_ready.set(1 if self.feed.seconds_behind() <= s.optout_max_lag_seconds else 0)
+            self.delivery.tick()
+            self.revocations.poll()
+            self._housekeeping()
+
+    def _without_errors(self, messages: list[Any]) -> list[Any] | None:
+        good = []
+        for msg in messages:
+            err = msg.error()
+            if err is None:
+                good.append(msg)
+            elif err.code() != KafkaError._PARTITION_EOF:
+                name = err.name()
+                if name not in self._consumer_errors:
+                    self.log.warning("consumer_error", error=name, topic=msg.topic(), partition=msg.partition())
+                self._consumer_errors[name] = self._consumer_errors.get(name, 0) + 1
+        return good or None
+
+    def _process(self, messages: list[Any]) -> None:
+        started = time.perf_counter()
+        batch = self.delivery.open_batch()
+        tally: dict[Any, int] = {}
+        consumed = self.processor.process(messages, batch, tally)
+        self.delivery.close_batch(batch, consumed)
+        records_by = self.metrics.records_by
+        for key, count in tally.items():
+            records_by[key].inc(count)
+            reason = key[1]
+            self._summary[reason] = self._summary.get(reason, 0) + count
+        elapsed = time.perf_counter() - started
+        self.metrics.batch_seconds.observe(elapsed)
+        self.metrics.batch_records.observe(len(messages))
+        self.metrics.last_processed.set(time.time())
+        if self.settings.log_level == "debug":
+            partitions: dict[str, int] = {}
+            for msg in messages:
+                name = f"{msg.topic()}/{msg.partition()}"
+                partitions[name] = partitions.get(name, 0) + 1
+            self.log.debug("batch", records=len(messages), decisions={str(k[1]): v for k, v in tally.items()},
+                           partitions=partitions, seconds=round(elapsed, 6))
+
+    def _pause(self) -> None:
+        if self.paused:
+            return
+        assignment = self.input.assignment()
+        if assignment:
+            self.input.pause(assignment)
+        self.paused = True
+        self.metrics.input_paused.set(1)
+        self.log.warning("input_paused_for_optout_feed", seconds_behind=_finite(self.feed.seconds_behind()),
+                         error=self.feed.last_error)
+
+    def _resume(self) -> None:
+        assignment = self.input.assignment()
+        if assignment:
+            self.input.resume(assignment)
+        self.paused = False
+        self.metrics.input_paused.set(0)
+        self.log.info("input_resumed")
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        produced, dead = self.delivery.take_counts()
+        if produced:
+            self.metrics.produced.labels("training").inc(produced)
+        if dead:
+            self.metrics.produced.labels("dlq").inc(dead)
+        if self.processor.dlq_causes:
+            for (source, cause), count in self.processor.dlq_causes.items():
+                self.metrics.dlq.labels(str(source), cause).inc(count)
+            self.processor.dlq_causes.clear()
+        ready, _ = self.ready()
+        self.metrics.ready.set(1 if ready else 0)
+        if now - self._last_summary >= self.settings.log_summary_seconds:
+            elapsed = now - self._last_summary
+            total = sum(self._summary.values())
+            self.log.info("summary", records=total, records_per_second=round(total / elapsed, 1),
+                          decisions={str(k): v for k, v in self._summary.items()},
+                          assigned_partitions=len(self.assigned), optout_entries=self.filter.entries,
+                          optout_feed_seconds_behind=_finite(self.feed.seconds_behind()),
+                          paused=self.paused, consumer_errors=self._consumer_errors or None)
+            self._summary = {}
+            self._consumer_errors = {}
+            self._last_summary = now
+        if (self.settings.optout_snapshot_path is not None
+                and now - self._last_snapshot >= self.settings.optout_snapshot_interval_seconds):
+            self._snapshot(background=True)
+
+    def _snapshot(self, background: bool) -> None:
+        path = self.settings.optout_snapshot_path
+        if path is None or (self._snapshot_thread is not None and self._snapshot_thread.is_alive()):
+            return
+        self._last_snapshot = time.monotonic()
+        header = self.filter.header(self.settings.optouts_topic, dict(self.feed.positions))
+        body = self.filter.snapshot_bytes()
+
+        def write() -> None:
+            started = time.monotonic()
+            try:
+                write_snapshot(path, header, body)
+            except OSError as exc:
+                self.metrics.snapshots.labels("save", "failed").inc()
+                self.log.warning("optout_snapshot_failed", error=exc.strerror or type(exc).__name__, path=str(path))
+                return
+            self.metrics.snapshots.labels("save", "ok").inc()
+            self.metrics.snapshot_seconds.labels("save").set(time.monotonic() - started)
+            self.log.info("optout_snapshot_saved", entries=header["entries"], path=str(path))
+
+        if background:
+            self._snapshot_thread = threading.Thread(target=write, name="optout-snapshot", daemon=True)
+            self._snapshot_thread.start()
+        else:
+            write()
+
+    def _shutdown(self) -> None:
+        """Stop fetching, finish in-flight records, commit, close; within the grace period."""
+        self.stopping = True
+        deadline = time.monotonic() + self.settings.shutdown_grace_seconds
+        self.log.info("stopping", held_records=len(self.held or []))
+        complete = True
+        if hasattr(self, "delivery"):
+            try:
+                complete = self.delivery.shutdown(max(0.1, deadline - time.monotonic() - 2))
+            except FatalDeliveryError as exc:
+                self.log.error("fatal_delivery_error", error=str(exc))
+                self.exit_code = 1
+                complete = False
+            if not complete:
+                self.log.warning("shutdown_with_records_in_flight",
+                                 detail="their input offsets were not committed: they will be re-processed")
+            self._close("input", lambda: self.input.close())
+        if hasattr(self, "revocations"):
+            self._close("revocations", lambda: self.revocations.close(max(0.1, deadline - time.monotonic() - 1)))
+        if hasattr(self, "feed"):
+            if self.feed.caught_up_at is not None:
+                if self._snapshot_thread is not None:
+                    self._snapshot_thread.join(max(0.1, deadline - time.monotonic()))
+                self._snapshot(background=False)
+            self._close("optout_feed", self.feed.close)
+        if hasattr(self, "health"):
+            self.health.stop()
+        self.log.info("stopped", exit_code=self.exit_code)
+
+    def _close(self, what: str, close: Any) -> None:
+        try:
+            close()
+        except Exception as exc:  # closing must not hide the exit code; log the type only
+            self.log.warning("close_failed", client=what, error=type(exc).__name__)
+
+
+def _finite(seconds: float) -> float | None:
+    return None if seconds == float("inf") else round(seconds, 3)

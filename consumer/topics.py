@@ -1,0 +1,48 @@
+"""Topic creation for development, the demo and the tests (production topics are Strimzi
+KafkaTopic resources in deploy/kubernetes/)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str]
+
+
+def service_topics(posts: str = "posts.v1", ai: str = "ai-interactions.v1", optouts: str = "privacy.optouts.v1",
+                   training: str = "training.eligible.v1", revocations: str = "training.revocations.v1",
+                   dlq: str = "training-filter.dlq.v1", partitions: int = 4) -> list[TopicSpec]:
+    forever = {"retention.ms": "-1"}
+    return [
+        TopicSpec(posts, partitions, {}),
+        TopicSpec(ai, partitions, {}),
+        # Opt-outs are kept forever and compacted by user id: the topic is the register of objections.
+        TopicSpec(optouts, 1, {"cleanup.policy": "compact", **forever}),
+        TopicSpec(training, partitions, {}),
+        # Revocations are permanent, so that a reader starting late still purges.
+        TopicSpec(revocations, 1, {"cleanup.policy": "compact", **forever}),
+        # The DLQ holds the original values, which are personal data: a bounded retention (14 days).
+        TopicSpec(dlq, 1, {"retention.ms": str(14 * 24 * 3600 * 1000), "max.message.bytes": "2097152"}),
+    ]
+
+
+def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    wanted = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=1, config=s.config)
+              for s in specs if s.name not in existing]
+    if not wanted:
+        return
+    for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
+        try:
+            future.result(timeout)
+        except KafkaException as exc:
+            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                raise
