@@ -49,8 +49,9 @@ def _check(args: argparse.Namespace) -> int:
 def _bootstrap(args: argparse.Namespace) -> str | None:
     value = args.bootstrap_servers or os.environ.get("TF_BOOTSTRAP_SERVERS")
     if not value:
-        print(f"training-filter {args.command}: give --bootstrap-servers (or set TF_BOOTSTRAP_SERVERS)",
-              file=sys.stderr)
+        print(
+            f"training-filter {args.command}: give --bootstrap-servers (or set TF_BOOTSTRAP_SERVERS)", file=sys.stderr
+        )
     return value
 
 
@@ -58,8 +59,11 @@ def _kafka_extras() -> dict[str, str]:
     """The TF_KAFKA_* pass-through settings, so the operator commands reach a secured cluster too."""
     from consumer.config import kafka_property
 
-    return {kafka_property(k[len("TF_KAFKA_"):]): v for k, v in os.environ.items()
-            if k.startswith("TF_KAFKA_") and len(k) > len("TF_KAFKA_")}
+    return {
+        kafka_property(k[len("TF_KAFKA_") :]): v
+        for k, v in os.environ.items()
+        if k.startswith("TF_KAFKA_") and len(k) > len("TF_KAFKA_")
+    }
 
 
 def _produce(args: argparse.Namespace) -> int:
@@ -98,11 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser(
-        "run", help="run the service (configured by TF_* environment variables)",
+        "run",
+        help="run the service (configured by TF_* environment variables)",
         description="Consume the post and AI-interaction topics, filter them with the policy and the opt-out "
         "feed, and produce eligible records to the training topic. Configured entirely by environment "
         "variables; a wrong value stops it at start-up with a message saying what to fix.",
-        epilog=describe_settings(), formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=describe_settings(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.set_defaults(func=_run)
 
@@ -113,14 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
         "(dates YYYY-MM-DD; timestamps ISO-8601 with an offset or epoch milliseconds), and prints one "
         'JSON object {"id": ..., "decision": ...} per line, in order. Exits 0 after all input.',
     )
-    check.add_argument("--source", required=True, choices=["post", "ai_interaction"],
-                       help="which record type the lines hold")
+    check.add_argument(
+        "--source", required=True, choices=["post", "ai_interaction"], help="which record type the lines hold"
+    )
     check.add_argument("--optouts", type=Path, help="file with one opted-out user id a line")
     check.add_argument("--policy", type=Path, help="policy TOML file (default: the packaged rules/policy.toml)")
     check.set_defaults(func=_check)
 
     produce = sub.add_parser(
-        "produce", help="publish JSON Lines from standard input as framed Avro records",
+        "produce",
+        help="publish JSON Lines from standard input as framed Avro records",
         description="Reads JSON Lines (the same form as `check`) and publishes each as a framed Avro value, "
         "keyed by its user id. Lines that are not valid records are reported by number on stderr and skipped "
         "(exit status 1). TF_KAFKA_* settings apply (e.g. SASL/TLS).",
@@ -131,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     produce.set_defaults(func=_produce)
 
     tail = sub.add_parser(
-        "tail", help="print a topic's records as JSON Lines (training, revocation, DLQ and input topics)",
+        "tail",
+        help="print a topic's records as JSON Lines (training, revocation, DLQ and input topics)",
         description="Reads the topic from the beginning (committed records only) and prints one JSON object "
         "per record: topic, partition, offset, key, headers and the decoded value (or value_base64 when it "
         "does not decode, as in the DLQ).",
@@ -143,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     tail.set_defaults(func=_tail)
 
     demo = sub.add_parser(
-        "demo", help="start a local Kafka, the service and a generated stream; print the decisions",
+        "demo",
+        help="start a local Kafka, the service and a generated stream; print the decisions",
         description="Starts the local Kafka broker (Maven jars, no Docker), creates the topics, starts the "
         "service, generates a realistic stream, waits until it is processed, prints the decisions by "
         "reason, and stops everything.",

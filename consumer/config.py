@@ -272,16 +272,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
     key = _hmac_key(values.pop("hmac_key_file"), values.pop("hmac_key"), problems)
     policy_path = values.pop("policy_file") or None
+    policy: Policy | None = None
     try:
         policy = load_policy(policy_path)
     except PolicyError as exc:
         problems.append(f"{PREFIX}POLICY_FILE: {exc}")
-        policy = None  # type: ignore[assignment]
     snapshot = values.pop("optout_snapshot_path").strip()
     snapshot_path = Path(snapshot) if snapshot else None
     if snapshot_path is not None and not snapshot_path.parent.is_dir():
         problems.append(f"{PREFIX}OPTOUT_SNAPSHOT_PATH={snapshot}: folder {snapshot_path.parent} does not exist")
-    if problems:
+    if problems or policy is None:
         raise ConfigError(_report(problems))
     return Settings(
         hmac_key=key,

@@ -56,7 +56,8 @@ class AtLeastOnce:
         try:
             ready = self.tracker.release()
         except ProduceFailed as exc:
-            self.metrics.produce_errors.labels(exc.output, exc.error).inc()
+            self.metrics.produce_errors.labels(exc.output).inc()
+            self.log.error("produce_failed", output=exc.output, error=exc.error)
             raise FatalDeliveryError(str(exc)) from exc
         offsets = [TopicPartition(t, p, o) for (t, p), o in ready.items() if (t, p) in self.assigned]
         if offsets:
@@ -106,8 +107,9 @@ class AtLeastOnce:
 class ExactlyOnce(AtLeastOnce):
     name = "exactly-once"
 
-    def __init__(self, consumer: Any, producer: Any, metrics: Metrics, log: Any, interval_seconds: float,
-                 timeout: float = 30.0) -> None:
+    def __init__(
+        self, consumer: Any, producer: Any, metrics: Metrics, log: Any, interval_seconds: float, timeout: float = 30.0
+    ) -> None:
         super().__init__(consumer, producer, metrics, log)
         self.interval = interval_seconds
         self.timeout = timeout
@@ -143,8 +145,9 @@ class ExactlyOnce(AtLeastOnce):
         try:
             positions = [tp for tp in self.consumer.position(self.consumer.assignment()) if tp.offset >= 0]
             if positions:
-                self.producer.send_offsets_to_transaction(positions, self.consumer.consumer_group_metadata(),
-                                                          self.timeout)
+                self.producer.send_offsets_to_transaction(
+                    positions, self.consumer.consumer_group_metadata(), self.timeout
+                )
             self.producer.commit_transaction(self.timeout)
         except KafkaException as exc:
             err = exc.args[0]

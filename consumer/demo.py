@@ -71,8 +71,9 @@ def run_demo(records: int = 20_000, keep_running: bool = False) -> int:
         print(f"   broker at {broker.bootstrap}; log {broker.log_path}")
         ensure_topics(broker.bootstrap, service_topics())
         generator = StreamGenerator(seed=2026)
-        producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 20, "enable.idempotence": True,
-                             "log_level": 3})  # errors only: the broker's first seconds are noisy
+        producer = Producer(
+            {"bootstrap.servers": broker.bootstrap, "linger.ms": 20, "enable.idempotence": True, "log_level": 3}
+        )  # errors only: the broker's first seconds are noisy
         optouts = generator.optouts()
         for key, value in optouts:
             producer.produce("privacy.optouts.v1", value, key)
@@ -82,14 +83,22 @@ def run_demo(records: int = 20_000, keep_running: bool = False) -> int:
         port = free_port()
         key_file = work / "hmac.key"
         key_file.write_bytes(secrets.token_bytes(32))
-        env = {**os.environ, "TF_BOOTSTRAP_SERVERS": broker.bootstrap, "TF_HMAC_KEY_FILE": str(key_file),
-               "TF_METRICS_HOST": "127.0.0.1", "TF_METRICS_PORT": str(port), "TF_OPTOUT_CAPACITY": "1000000",
-               "TF_OPTOUT_SNAPSHOT_PATH": str(work / "optouts.snapshot"), "TF_LOG_SUMMARY_SECONDS": "5"}
+        env = {
+            **os.environ,
+            "TF_BOOTSTRAP_SERVERS": broker.bootstrap,
+            "TF_HMAC_KEY_FILE": str(key_file),
+            "TF_METRICS_HOST": "127.0.0.1",
+            "TF_METRICS_PORT": str(port),
+            "TF_OPTOUT_CAPACITY": "1000000",
+            "TF_OPTOUT_SNAPSHOT_PATH": str(work / "optouts.snapshot"),
+            "TF_LOG_SUMMARY_SECONDS": "5",
+        }
         log_path = work / "service.log"
         print(f"== starting training-filter (metrics http://127.0.0.1:{port}/metrics, log {log_path})")
         with log_path.open("wb") as log:
-            service = subprocess.Popen([sys.executable, "-m", "consumer.cli", "run"], env=env, stdout=log,
-                                       stderr=subprocess.STDOUT)
+            service = subprocess.Popen(
+                [sys.executable, "-m", "consumer.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT
+            )
         wait_ready(port, service, timeout=60)
 
         expected: Counter[str] = Counter()
@@ -124,8 +133,10 @@ def run_demo(records: int = 20_000, keep_running: bool = False) -> int:
         print(f"{'total':<14}{sum(expected.values()):>11}{sum(counted.values()):>10}")
         print(f"\ntraining.eligible.v1 received {produced} records; training-filter.dlq.v1 {dead}.")
         print(f"metrics: http://127.0.0.1:{port}/metrics  (readiness /readyz, liveness /healthz)")
-        print(f"look at the output: training-filter tail --bootstrap-servers {broker.bootstrap} "
-              "--topic training.eligible.v1 --max 3")
+        print(
+            f"look at the output: training-filter tail --bootstrap-servers {broker.bootstrap} "
+            "--topic training.eligible.v1 --max 3"
+        )
         ok = counted == expected
         print("decisions match the generated stream" if ok else "decisions DIFFER from the generated stream")
         if keep_running:

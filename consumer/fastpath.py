@@ -63,7 +63,7 @@ def _string_end(buf: bytes, pos: int, n: int) -> int:
     return end
 
 
-def _decode(buf: bytes, first_enum: int, second_enum: int, strings: int) -> tuple:  # type: ignore[type-arg]
+def _decode(buf: bytes, first_enum: int, second_enum: int, strings: int) -> tuple:
     """(id_end, user_id, birth_day, country, public, language_start, language_end, content_end, created_ms).
 
     Positions index the framed value: the record id is buf[5:id_end] with its length prefix; the
@@ -124,12 +124,12 @@ def _decode(buf: bytes, first_enum: int, second_enum: int, strings: int) -> tupl
     return (id_end, user_id, birth_day, country, public, language_start, language_end, content_end, created_ms)
 
 
-def decode_post(buf: bytes) -> tuple:  # type: ignore[type-arg]
+def decode_post(buf: bytes) -> tuple:
     """Post v1: visibility has 5 symbols and kind 3; one content string (text)."""
     return _decode(buf, 5, 3, 1)
 
 
-def decode_ai_interaction(buf: bytes) -> tuple:  # type: ignore[type-arg]
+def decode_ai_interaction(buf: bytes) -> tuple:
     """AiInteraction v1: context has 2 symbols; two content strings (prompt, response)."""
     return _decode(buf, 2, 0, 2)
 

@@ -14,22 +14,66 @@ from dataclasses import dataclass
 
 from consumer.codec import AI_INTERACTION, OPTOUT, POST, Codec
 
-EU_EEA = ["AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "EL", "GR", "HU", "IE", "IT", "LV",
-          "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE", "IS", "LI", "NO"]
+EU_EEA = [
+    "AT",
+    "BE",
+    "BG",
+    "HR",
+    "CY",
+    "CZ",
+    "DK",
+    "EE",
+    "FI",
+    "FR",
+    "DE",
+    "EL",
+    "GR",
+    "HU",
+    "IE",
+    "IT",
+    "LV",
+    "LT",
+    "LU",
+    "MT",
+    "NL",
+    "PL",
+    "PT",
+    "RO",
+    "SK",
+    "SI",
+    "ES",
+    "SE",
+    "IS",
+    "LI",
+    "NO",
+]
 OUTSIDE = ["US", "GB", "UK", "CH", "BR", "IN", "JP", "TR", "CA", "AU"]
 SURFACES = ["facebook", "instagram", "threads", "whatsapp", "messenger"]
 LANGUAGES = ["de", "fr", "es", "it", "pl", "nl", "sv", "en", "el", None]
-WORDS = ("the a and to of in is that it for on with as was at by this be from or have an they which one you "
-         "were her all she there would their we him been has when who will more no if out so said what up its "
-         "about into than them can only other new some could time these two may then do first any my now such "
-         "like our over man me even most made after also did many before must through back years where much "
-         "your way well down should because each just those people how too little state good very make world "
-         "still own see men work long get here between both life being under never day same another know while "
-         "café naïve über Straße coração żółw ελληνικά 🙂 🚲").split()
+WORDS = tuple(
+    " ".join(
+        [
+            "the a and to of in is that it for on with as was at by this be from or have an they which one you were",
+            "her all she there would their we him been has when who will more no if out so said what up its about",
+            "into than them can only other new some could time these two may then do first any my now such like our",
+            "over man me even most made after also did many before must through back years where much your way well",
+            "down should because each just those people how too little state good very make world still own see men",
+            "work long get here between both life being under never day same another know while",
+            "café naïve über Straße coração żółw ελληνικά 🙂 🚲",
+        ]
+    ).split()
+)
 
 # Target mix: about half eligible, the rest spread over every reason.
-DEFAULT_MIX = {"eligible": 0.50, "not_public": 0.15, "region": 0.09, "unknown_age": 0.07, "under_age": 0.08,
-               "opted_out": 0.08, "malformed": 0.03}
+DEFAULT_MIX = {
+    "eligible": 0.50,
+    "not_public": 0.15,
+    "region": 0.09,
+    "unknown_age": 0.07,
+    "under_age": 0.08,
+    "opted_out": 0.08,
+    "malformed": 0.03,
+}
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 
 
@@ -56,9 +100,16 @@ def _day(date: dt.date) -> int:
 
 
 class StreamGenerator:
-    def __init__(self, seed: int = 7, users_per_pool: int = 2000, posts_topic: str = "posts.v1",
-                 ai_topic: str = "ai-interactions.v1", mix: dict[str, float] | None = None,
-                 text_bytes: tuple[int, int] = (200, 1000), ai_share: float = 0.3) -> None:
+    def __init__(
+        self,
+        seed: int = 7,
+        users_per_pool: int = 2000,
+        posts_topic: str = "posts.v1",
+        ai_topic: str = "ai-interactions.v1",
+        mix: dict[str, float] | None = None,
+        text_bytes: tuple[int, int] = (200, 1000),
+        ai_share: float = 0.3,
+    ) -> None:
         self.random = random.Random(seed)
         self.codec = Codec()
         self.posts_topic = posts_topic
@@ -79,17 +130,23 @@ class StreamGenerator:
             "adult": [User(f"u-a-{seed}-{i}", born(19, 80), r.choice(EU_EEA)) for i in range(users_per_pool)],
             "minor": [User(f"u-m-{seed}-{i}", born(13, 16), r.choice(EU_EEA)) for i in range(users_per_pool)],
             "outside": [User(f"u-o-{seed}-{i}", born(19, 80), r.choice(OUTSIDE)) for i in range(users_per_pool)],
-            "unknown": [User(f"u-u-{seed}-{i}", None if i % 3 else born(122, 130), r.choice(EU_EEA))
-                        for i in range(users_per_pool)],
+            "unknown": [
+                User(f"u-u-{seed}-{i}", None if i % 3 else born(122, 130), r.choice(EU_EEA))
+                for i in range(users_per_pool)
+            ],
             "opted": [User(f"u-x-{seed}-{i}", born(19, 80), r.choice(EU_EEA)) for i in range(users_per_pool)],
         }
 
     def optouts(self) -> list[tuple[bytes, bytes]]:
         """(key, value) of an OptOut for every user of the opted-out pool."""
         at = int((NOW - dt.timedelta(days=90)).timestamp() * 1000)
-        return [(u.user_id.encode(), self.codec.encode(OPTOUT, {"user_id": u.user_id, "opted_out_at": at,
-                                                                 "source": "objection_form"}))
-                for u in self.pools["opted"]]
+        return [
+            (
+                u.user_id.encode(),
+                self.codec.encode(OPTOUT, {"user_id": u.user_id, "opted_out_at": at, "source": "objection_form"}),
+            )
+            for u in self.pools["opted"]
+        ]
 
     def _text(self) -> str:
         low, high = self.text_bytes
@@ -116,8 +173,14 @@ class StreamGenerator:
         source = source or ("ai_interaction" if r.random() < self.ai_share else "post")
         if expected == "malformed":
             return self._corrupt(source)
-        pool = {"eligible": "adult", "not_public": "adult", "region": "outside", "unknown_age": "unknown",
-                "under_age": "minor", "opted_out": "opted"}[expected]
+        pool = {
+            "eligible": "adult",
+            "not_public": "adult",
+            "region": "outside",
+            "unknown_age": "unknown",
+            "under_age": "minor",
+            "opted_out": "opted",
+        }[expected]
         user = r.choice(self.pools[pool])
         created = NOW - dt.timedelta(seconds=r.randint(0, 59 * 86400))
         created_ms = int(created.timestamp() * 1000)
@@ -128,22 +191,41 @@ class StreamGenerator:
         language = r.choice(LANGUAGES)
         if source == "post":
             record_id = f"p-{self.serial}"
-            value = self.codec.encode(POST, {
-                "post_id": record_id, "author_id": user.user_id, "author_birth_date": birth,
-                "author_country": self._country(user),
-                "visibility": "PUBLIC" if public else r.choice(["FRIENDS", "FRIENDS_OF_FRIENDS", "CUSTOM", "ONLY_ME"]),
-                "kind": r.choice(["POST", "COMMENT", "CAPTION"]), "surface": r.choice(SURFACES),
-                "language": language, "text": self._text(), "created_at": created_ms,
-            })
+            value = self.codec.encode(
+                POST,
+                {
+                    "post_id": record_id,
+                    "author_id": user.user_id,
+                    "author_birth_date": birth,
+                    "author_country": self._country(user),
+                    "visibility": "PUBLIC"
+                    if public
+                    else r.choice(["FRIENDS", "FRIENDS_OF_FRIENDS", "CUSTOM", "ONLY_ME"]),
+                    "kind": r.choice(["POST", "COMMENT", "CAPTION"]),
+                    "surface": r.choice(SURFACES),
+                    "language": language,
+                    "text": self._text(),
+                    "created_at": created_ms,
+                },
+            )
             topic = self.posts_topic
         else:
             record_id = f"i-{self.serial}"
-            value = self.codec.encode(AI_INTERACTION, {
-                "interaction_id": record_id, "user_id": user.user_id, "user_birth_date": birth,
-                "user_country": self._country(user), "context": "DIRECT_WITH_AI" if public else "GROUP_CHAT",
-                "surface": r.choice(SURFACES), "language": language, "prompt": self._text()[:300],
-                "response": self._text(), "created_at": created_ms,
-            })
+            value = self.codec.encode(
+                AI_INTERACTION,
+                {
+                    "interaction_id": record_id,
+                    "user_id": user.user_id,
+                    "user_birth_date": birth,
+                    "user_country": self._country(user),
+                    "context": "DIRECT_WITH_AI" if public else "GROUP_CHAT",
+                    "surface": r.choice(SURFACES),
+                    "language": language,
+                    "prompt": self._text()[:300],
+                    "response": self._text(),
+                    "created_at": created_ms,
+                },
+            )
             topic = self.ai_topic
         return Generated(topic, user.user_id.encode(), value, record_id, user.user_id, expected, source)
 

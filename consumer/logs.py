@@ -15,7 +15,7 @@ import structlog
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
-def configure(level: str = "info", stream=None) -> None:  # type: ignore[no-untyped-def]
+def configure(level: str = "info", stream=None) -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -31,7 +31,7 @@ def configure(level: str = "info", stream=None) -> None:  # type: ignore[no-unty
 
 
 def get(name: str) -> structlog.typing.FilteringBoundLogger:
-    return structlog.get_logger(name).bind(logger=name)  # type: ignore[no-any-return]
+    return structlog.get_logger(name).bind(logger=name)
 
 
 class _ToStructlog(logging.Handler):

@@ -3,17 +3,22 @@ error name) or from Kafka topic/partition numbers: never a user id, a date or te
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 
 from rules import REASONS, Source
 
 NS = "training_filter"
+BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+OUTPUTS = ("training", "dlq", "revocations")
+DLQ_CAUSES = ("bad_framing", "unknown_schema", "bad_body", "oversized", "invalid_fields")
+OPTOUT_RESULTS = ("applied", "tombstone_ignored", "undecodable_used_key", "undecodable_dropped")
 
 
 class Metrics:
@@ -22,53 +27,117 @@ class Metrics:
         r = self.registry
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
-        self.info = Gauge(f"{NS}_build_info", "Build and policy of this process (value 1).",
-                          ["version", "policy_version", "processing_guarantee", "fast_path"], registry=r)
-        self.records = Counter(f"{NS}_records_total", "Input records by source and decision.",
-                               ["source", "decision"], registry=r)
+        self.info = Gauge(
+            f"{NS}_build_info",
+            "Build and policy of this process (value 1).",
+            ["version", "policy_version", "processing_guarantee", "fast_path"],
+            registry=r,
+        )
+        self.records = Counter(
+            f"{NS}_records_total", "Input records by source and decision.", ["source", "decision"], registry=r
+        )
         # Cached label children: the hot loop adds per batch to these, never looks labels up.
         self.records_by: dict[tuple[Source, str], Counter] = {
-            (source, str(reason)): self.records.labels(str(source), str(reason)) for source in Source for reason in REASONS
+            (source, str(reason)): self.records.labels(str(source), str(reason))
+            for source in Source
+            for reason in REASONS
         }
-        self.batch_seconds = Histogram(f"{NS}_batch_duration_seconds", "Time to filter one consumed batch.",
-                                       buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-                                       registry=r)
-        self.batch_records = Histogram(f"{NS}_batch_records", "Records in one consumed batch.",
-                                       buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000), registry=r)
-        self.produced = Counter(f"{NS}_produced_records_total", "Records acknowledged by the broker, by output.",
-                                ["output"], registry=r)
-        self.produce_errors = Counter(f"{NS}_produce_errors_total", "Deliveries that failed after retries.",
-                                      ["output", "error"], registry=r)
-        self.dlq = Counter(f"{NS}_dlq_records_total", "Input records sent to the dead-letter topic, by cause.",
-                           ["source", "cause"], registry=r)
+        self.batch_seconds = Histogram(
+            f"{NS}_batch_duration_seconds",
+            "Time to filter one consumed batch.",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.batch_records = Histogram(
+            f"{NS}_batch_records",
+            "Records in one consumed batch.",
+            buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000),
+            registry=r,
+        )
+        self.produced = Counter(
+            f"{NS}_produced_records_total", "Records acknowledged by the broker, by output.", ["output"], registry=r
+        )
+        self.produce_errors = Counter(
+            f"{NS}_produce_errors_total",
+            "Deliveries that failed after retries (the error name is in the log).",
+            ["output"],
+            registry=r,
+        )
+        self.dlq = Counter(
+            f"{NS}_dlq_records_total",
+            "Input records sent to the dead-letter topic, by cause.",
+            ["source", "cause"],
+            registry=r,
+        )
         self.rebalances = Counter(f"{NS}_rebalances_total", "Partition assignment changes.", ["kind"], registry=r)
         self.assigned = Gauge(f"{NS}_assigned_partitions", "Input partitions currently assigned.", registry=r)
-        self.consumer_lag = Gauge(f"{NS}_consumer_lag_records",
-                                  "Records behind the high watermark per input partition (librdkafka statistics).",
-                                  ["topic", "partition"], registry=r)
-        self.optout_entries = Gauge(f"{NS}_optout_filter_entries", "Distinct opted-out users in the filter.",
-                                    registry=r)
+        self.consumer_lag = Gauge(
+            f"{NS}_consumer_lag_records",
+            "Records behind the high watermark per input partition (librdkafka statistics).",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.optout_entries = Gauge(
+            f"{NS}_optout_filter_entries", "Distinct opted-out users in the filter.", registry=r
+        )
         self.optout_capacity = Gauge(f"{NS}_optout_filter_capacity", "Opt-outs the filter is sized for.", registry=r)
         self.optout_bytes = Gauge(f"{NS}_optout_filter_bytes", "Memory of the filter's bit array.", registry=r)
-        self.optout_fp_rate = Gauge(f"{NS}_optout_filter_false_positive_rate",
-                                    "Estimated false-positive rate at the current number of entries.", registry=r)
-        self.optout_records = Counter(f"{NS}_optout_feed_records_total", "Opt-out topic records read, by result.",
-                                      ["result"], registry=r)
-        self.optout_ready = Gauge(f"{NS}_optout_feed_caught_up", "1 when the feed is confirmed caught up within "
-                                  "the lag bound.", registry=r)
-        self.revocations = Counter(f"{NS}_revocations_total", "Revocations emitted (one per opt-out record).",
-                                   registry=r)
-        self.snapshots = Counter(f"{NS}_optout_snapshots_total", "Filter snapshots by operation and result.",
-                                 ["operation", "result"], registry=r)
-        self.snapshot_seconds = Gauge(f"{NS}_optout_snapshot_duration_seconds", "Duration of the last snapshot "
-                                      "operation.", ["operation"], registry=r)
-        self.last_processed = Gauge(f"{NS}_last_processed_timestamp_seconds",
-                                    "Unix time at which the last input batch was filtered.", registry=r)
-        self.input_paused = Gauge(f"{NS}_input_paused", "1 while input fetching is paused for the opt-out feed.",
-                                  registry=r)
+        self.optout_fp_rate = Gauge(
+            f"{NS}_optout_filter_false_positive_rate",
+            "Estimated false-positive rate at the current number of entries.",
+            registry=r,
+        )
+        self.optout_records = Counter(
+            f"{NS}_optout_feed_records_total", "Opt-out topic records read, by result.", ["result"], registry=r
+        )
+        self.optout_ready = Gauge(
+            f"{NS}_optout_feed_caught_up", "1 when the feed is confirmed caught up within the lag bound.", registry=r
+        )
+        self.revocations = Counter(
+            f"{NS}_revocations_total", "Revocations emitted (one per opt-out record).", registry=r
+        )
+        self.snapshots = Counter(
+            f"{NS}_optout_snapshots_total",
+            "Filter snapshots by operation and result.",
+            ["operation", "result"],
+            registry=r,
+        )
+        self.snapshot_seconds = Gauge(
+            f"{NS}_optout_snapshot_duration_seconds",
+            "Duration of the last snapshot operation.",
+            ["operation"],
+            registry=r,
+        )
+        self.last_processed = Gauge(
+            f"{NS}_last_processed_timestamp_seconds",
+            "Unix time at which the last input batch was filtered.",
+            registry=r,
+        )
+        self.input_paused = Gauge(
+            f"{NS}_input_paused", "1 while input fetching is paused for the opt-out feed.", registry=r
+        )
         self.ready = Gauge(f"{NS}_ready", "1 when /readyz answers 200.", registry=r)
-        self.transactions = Counter(f"{NS}_transactions_total", "Kafka transactions by result (exactly-once).",
-                                    ["result"], registry=r)
+        self.transactions = Counter(
+            f"{NS}_transactions_total", "Kafka transactions by result (exactly-once).", ["result"], registry=r
+        )
+
+        # Every labelled series exists from the start at 0: dashboards and alerts never see a gap.
+        for output in OUTPUTS:
+            self.produced.labels(output)
+            self.produce_errors.labels(output)
+        for source in Source:
+            for cause in DLQ_CAUSES:
+                self.dlq.labels(str(source), cause)
+        for kind in ("assign", "revoke", "lost"):
+            self.rebalances.labels(kind)
+        for result in OPTOUT_RESULTS:
+            self.optout_records.labels(result)
+        for operation in ("load", "save"):
+            for result in ("ok", "failed", "unusable"):
+                self.snapshots.labels(operation, result)
+            self.snapshot_seconds.labels(operation)
+        for result in ("committed", "failed"):
+            self.transactions.labels(result)
 
     def feed_lag(self, seconds_since_caught_up: Callable[[], float]) -> None:
         """Register the opt-out feed lag: evaluated at scrape time, so it grows even if the loop hangs."""
@@ -80,19 +149,19 @@ class Metrics:
 
     def drop_partitions(self, partitions: list[tuple[str, int]]) -> None:
         for topic, partition in partitions:
-            try:
+            with contextlib.suppress(KeyError):
                 self.consumer_lag.remove(topic, str(partition))
-            except KeyError:
-                pass
 
 
 class _FeedLag:
     def __init__(self, seconds: Callable[[], float]) -> None:
         self._seconds = seconds
 
-    def collect(self):  # type: ignore[no-untyped-def]
-        family = GaugeMetricFamily(f"{NS}_optout_feed_lag_seconds",
-                                   "Seconds since the opt-out feed was last confirmed caught up with the topic's end.")
+    def collect(self):
+        family = GaugeMetricFamily(
+            f"{NS}_optout_feed_lag_seconds",
+            "Seconds since the opt-out feed was last confirmed caught up with the topic's end.",
+        )
         family.add_metric([], self._seconds())
         yield family
 

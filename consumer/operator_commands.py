@@ -14,15 +14,22 @@ from consumer.jsonl import JsonRecordError, dumps, parse_line, to_avro
 SOURCES = {"post": (POST, "author_id"), "ai_interaction": (AI_INTERACTION, "user_id"), "optout": (OPTOUT, "user_id")}
 
 
-def produce_lines(bootstrap: str, topic: str, source: str, lines: IO[bytes], errors: IO[str],
-                  extra_config: dict[str, str] | None = None) -> int:
+def produce_lines(
+    bootstrap: str,
+    topic: str,
+    source: str,
+    lines: IO[bytes],
+    errors: IO[str],
+    extra_config: dict[str, str] | None = None,
+) -> int:
     """Publish each JSON line as a framed Avro value keyed by its user id. Bad lines are reported
     on stderr by line number (never their content) and skipped; exit status 1 if there were any."""
     name, key_field = SOURCES[source]
     codec = Codec()
     schema = codec.catalog.by_name(name).parsed
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20,
-                         **(extra_config or {})})
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20, **(extra_config or {})}
+    )
     failures: list[str] = []
 
     def delivered(err: Any, msg: Any) -> None:
@@ -50,24 +57,37 @@ def produce_lines(bootstrap: str, topic: str, source: str, lines: IO[bytes], err
         producer.poll(0)
     remaining = producer.flush(60)
     if remaining or failures:
-        print(f"{remaining + len(failures)} records were not delivered: {sorted(set(failures)) or 'timeout'}",
-              file=errors)
+        print(
+            f"{remaining + len(failures)} records were not delivered: {sorted(set(failures)) or 'timeout'}", file=errors
+        )
         return 1
     print(f"produced {sent} records to {topic}" + (f"; {bad} lines rejected" if bad else ""), file=errors)
     return 1 if bad else 0
 
 
-def tail(bootstrap: str, topic: str, max_records: int | None, timeout: float, out: IO[bytes],
-         extra_config: dict[str, str] | None = None) -> int:
+def tail(
+    bootstrap: str,
+    topic: str,
+    max_records: int | None,
+    timeout: float,
+    out: IO[bytes],
+    extra_config: dict[str, str] | None = None,
+) -> int:
     """Print the topic's records from the beginning as JSON Lines, decoded when they are framed Avro.
 
     Stops after `max_records`, or when no record arrived for `timeout` seconds. Reads committed data
     only (isolation.level=read_committed), so exactly-once output shows as readers see it.
     """
     codec = Codec()
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "training-filter-tail",
-                         "enable.auto.commit": False, "isolation.level": "read_committed",
-                         **(extra_config or {})})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "training-filter-tail",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            **(extra_config or {}),
+        }
+    )
     try:
         metadata = consumer.list_topics(topic, timeout=10)
     except KafkaException as exc:
@@ -101,7 +121,9 @@ def tail(bootstrap: str, topic: str, max_records: int | None, timeout: float, ou
 def describe(codec: Codec, msg: Any) -> dict[str, Any]:
     key = msg.key()
     entry: dict[str, Any] = {
-        "topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset(),
+        "topic": msg.topic(),
+        "partition": msg.partition(),
+        "offset": msg.offset(),
         "timestamp": msg.timestamp()[1],
         "key": _text_or_bytes(key),
         "headers": [[k, _text_or_bytes(v)] for k, v in (msg.headers() or [])] or None,

@@ -19,8 +19,9 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from consumer.codec import OPTOUT, REVOCATION, Codec, CodecError
+from consumer.delivery import FatalDeliveryError
 from consumer.metrics import Metrics
-from consumer.offsets import OffsetTracker
+from consumer.offsets import OffsetTracker, ProduceFailed
 from consumer.optout_filter import OptOutFilter
 from consumer.pseudonym import Pseudonymiser
 
@@ -52,24 +53,34 @@ def parse_optout(codec: Codec, msg: Any) -> tuple[bytes | None, int, str]:
 
 
 class OptOutFeed:
-    def __init__(self, config: dict[str, Any], topic: str, optout_filter: OptOutFilter, codec: Codec,
-                 metrics: Metrics, log: Any, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        topic: str,
+        optout_filter: OptOutFilter,
+        codec: Codec,
+        metrics: Metrics,
+        log: Any,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.topic = topic
         self.filter = optout_filter
         self.codec = codec
         self.metrics = metrics
         self.log = log
         self.clock = clock
-        self.consumer = Consumer({
-            **config,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "enable.partition.eof": True,  # marks the end even when the last offsets are control records
-            # An aborted opt-out still filters its user: uncommitted data can only make the filter stricter.
-            "isolation.level": "read_uncommitted",
-            "fetch.wait.max.ms": 100,
-        })
+        self.consumer = Consumer(
+            {
+                **config,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": True,  # marks the end even when the last offsets are control records
+                # An aborted opt-out still filters its user: uncommitted data can only make the filter stricter.
+                "isolation.level": "read_uncommitted",
+                "fetch.wait.max.ms": 100,
+            }
+        )
         self.positions: dict[int, int] = {}
         self.caught_up_at: float | None = None  # clock time of the end offsets last reached
         self.last_error: str | None = None
@@ -123,7 +134,8 @@ class OptOutFeed:
             for partition in self.positions:
                 remaining = max(0.05, deadline - self.clock())
                 _, high = self.consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, partition), timeout=remaining, cached=False)
+                    TopicPartition(self.topic, partition), timeout=remaining, cached=False
+                )
                 ends[partition] = high
         except KafkaException as exc:
             self._failed(exc.args[0].name())
@@ -191,8 +203,18 @@ class OptOutFeed:
 class RevocationEmitter:
     """One Revocation per opt-out record, from whichever replica the group gives its partition."""
 
-    def __init__(self, config: dict[str, Any], producer_config: dict[str, Any], topic: str, revocations_topic: str,
-                 codec: Codec, pseudonymiser: Pseudonymiser, metrics: Metrics, log: Any, flush_seconds: float) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        producer_config: dict[str, Any],
+        topic: str,
+        revocations_topic: str,
+        codec: Codec,
+        pseudonymiser: Pseudonymiser,
+        metrics: Metrics,
+        log: Any,
+        flush_seconds: float,
+    ) -> None:
         self.topic = topic
         self.revocations_topic = revocations_topic
         self.codec = codec
@@ -203,12 +225,19 @@ class RevocationEmitter:
         self.tracker = OffsetTracker()
         self.assigned: set[tuple[str, int]] = set()
         self.producer = Producer({**producer_config, "enable.idempotence": True, "acks": "all", "linger.ms": 20})
-        self.consumer = Consumer({**config, "enable.auto.commit": True, "enable.auto.offset.store": False,
-                                  "partition.assignment.strategy": "cooperative-sticky"})
+        self.consumer = Consumer(
+            {
+                **config,
+                "enable.auto.commit": True,
+                "enable.auto.offset.store": False,
+                "partition.assignment.strategy": "cooperative-sticky",
+            }
+        )
 
     def start(self) -> None:
-        self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                on_lost=self._on_lost)
+        self.consumer.subscribe(
+            [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         self.assigned.update((p.topic, p.partition) for p in partitions)
@@ -234,22 +263,26 @@ class RevocationEmitter:
         messages = self.consumer.consume(num_messages=1000, timeout=0)
         if messages:
             batch = self.tracker.open()
-            consumed = []
+            consumed: list[tuple[str, int, int]] = []
             for msg in messages:
                 if msg.error() is not None:
                     continue
-                consumed.append((msg.topic(), msg.partition(), msg.offset()))
+                partition, offset = msg.partition(), msg.offset()
+                assert partition is not None and offset is not None  # always set on a consumed record
+                consumed.append((self.topic, partition, offset))
                 user_id, opted_out_at, _ = parse_optout(self.codec, msg)
                 if user_id is None:
                     continue
                 pseudonym = self.pseudonymiser.pseudonym(user_id)
-                value = self.codec.encode(REVOCATION, {
-                    "author_pseudonym": pseudonym.decode("ascii"), "opted_out_at": opted_out_at})
+                value = self.codec.encode(
+                    REVOCATION, {"author_pseudonym": pseudonym.decode("ascii"), "opted_out_at": opted_out_at}
+                )
                 batch.expect()
                 while True:
                     try:
-                        self.producer.produce(self.revocations_topic, value, pseudonym,
-                                              on_delivery=self._counted(batch))
+                        self.producer.produce(
+                            self.revocations_topic, value, pseudonym, on_delivery=self._counted(batch)
+                        )
                         break
                     except BufferError:
                         self.producer.poll(0.05)
@@ -262,13 +295,18 @@ class RevocationEmitter:
             batch.delivered(err, msg)
             if err is None:
                 self.metrics.revocations.inc()
+                self.metrics.produced.labels("revocations").inc()
             else:
-                self.metrics.produce_errors.labels("revocations", err.name()).inc()
+                self.metrics.produce_errors.labels("revocations").inc()
+                self.log.error("produce_failed", output="revocations", error=err.name())
 
         return delivered
 
     def _store(self) -> None:
-        ready = self.tracker.release()  # ProduceFailed propagates: the service stops without committing
+        try:
+            ready = self.tracker.release()
+        except ProduceFailed as exc:  # the service stops without committing past the failed revocation
+            raise FatalDeliveryError(str(exc)) from exc
         offsets = [TopicPartition(t, p, o) for (t, p), o in ready.items() if (t, p) in self.assigned]
         if offsets:
             self.consumer.store_offsets(offsets=offsets)
@@ -282,4 +320,3 @@ class RevocationEmitter:
             if exc.args[0].code() != KafkaError._NO_OFFSET:
                 self.log.warning("revocation_commit_failed", error=exc.args[0].name())
         self.consumer.close()
-

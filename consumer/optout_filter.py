@@ -126,8 +126,14 @@ def load_snapshot(path: Path, capacity: int, fp_rate: float, topic: str) -> Load
         raise SnapshotError("no snapshot file") from exc
     except (OSError, orjson.JSONDecodeError) as exc:
         raise SnapshotError(f"unreadable snapshot: {type(exc).__name__}") from exc
-    expected = {"format": FORMAT, "library": LIBRARY, "library_version": version(LIBRARY),
-                "capacity": capacity, "fp_rate": fp_rate, "topic": topic}
+    expected = {
+        "format": FORMAT,
+        "library": LIBRARY,
+        "library_version": version(LIBRARY),
+        "capacity": capacity,
+        "fp_rate": fp_rate,
+        "topic": topic,
+    }
     for key, value in expected.items():
         if header.get(key) != value:
             raise SnapshotError(f"snapshot {key} is {header.get(key)!r}, this service needs {value!r}")

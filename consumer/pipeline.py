@@ -31,16 +31,27 @@ class Route:
     topic: str
     source: Source
     schema_name: str
-    fast_decode: Callable[[bytes], tuple]  # type: ignore[type-arg]
+    fast_decode: Callable[[bytes], tuple]
     prefix: bytes  # TrainingRecord source enum + text union branch
     fast_headers: set[bytes]  # 5-byte frames whose schema is exactly v1: the fast path applies
     slow_headers: set[bytes]  # frames known to need the reference codec
 
 
 class BatchProcessor:
-    def __init__(self, *, decider: Decider, codec: Codec, pseudonymiser: Pseudonymiser,
-                 opted_out: Callable[[bytes], bool], producer: Any, training_topic: str, dlq_topic: str,
-                 posts_topic: str, ai_interactions_topic: str, on_backpressure: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        *,
+        decider: Decider,
+        codec: Codec,
+        pseudonymiser: Pseudonymiser,
+        opted_out: Callable[[bytes], bool],
+        producer: Any,
+        training_topic: str,
+        dlq_topic: str,
+        posts_topic: str,
+        ai_interactions_topic: str,
+        on_backpressure: Callable[[], None],
+    ) -> None:
         self.decider = decider
         self.codec = codec
         self.pseudonymiser = pseudonymiser
@@ -54,8 +65,13 @@ class BatchProcessor:
         self.routes: dict[str, Route] = {}
         for topic, source, name, decode, prefix in (
             (posts_topic, Source.POST, POST, fastpath.decode_post, fastpath.POST_PREFIX),
-            (ai_interactions_topic, Source.AI_INTERACTION, AI_INTERACTION, fastpath.decode_ai_interaction,
-             fastpath.AI_PREFIX),
+            (
+                ai_interactions_topic,
+                Source.AI_INTERACTION,
+                AI_INTERACTION,
+                fastpath.decode_ai_interaction,
+                fastpath.AI_PREFIX,
+            ),
         ):
             fast = {codec.header(name)}
             self.routes[topic] = Route(topic, source, name, decode, prefix, fast, set())
@@ -66,8 +82,9 @@ class BatchProcessor:
     def set_opted_out(self, opted_out: Callable[[bytes], bool]) -> None:
         self.opted_out = opted_out
 
-    def process(self, messages: list[Any], batch: PendingBatch, tally: dict[tuple[Source, str], int]) -> list[
-            tuple[str, int, int]]:
+    def process(
+        self, messages: list[Any], batch: PendingBatch, tally: dict[tuple[Source, str], int]
+    ) -> list[tuple[str, int, int]]:
         """Filter one batch; returns the consumed (topic, partition, offset) of every record in it."""
         routes = self.routes
         decide = self.decider.decide
@@ -104,8 +121,17 @@ class BatchProcessor:
                 continue
             pseudonym = self.pseudonymiser.pseudonym(fields[1])
             out = fastpath.training_record(
-                self.header, value, fields[0], route.prefix, fields[5], fields[6], fields[7],
-                self._country_bytes(fields[3]), pseudonym, self._provenance_bytes(topic, partition), offset,
+                self.header,
+                value,
+                fields[0],
+                route.prefix,
+                fields[5],
+                fields[6],
+                fields[7],
+                self._country_bytes(fields[3]),
+                pseudonym,
+                self._provenance_bytes(topic, partition),
+                offset,
             )
             batch.outstanding += 1
             try:
@@ -117,8 +143,9 @@ class BatchProcessor:
 
     # -- the less common paths -------------------------------------------------------------------
 
-    def _slow(self, msg: Any, value: bytes | None, route: Route, batch: PendingBatch,
-              tally: dict[tuple[Source, str], int]) -> None:
+    def _slow(
+        self, msg: Any, value: bytes | None, route: Route, batch: PendingBatch, tally: dict[tuple[Source, str], int]
+    ) -> None:
         """Reference codec: other schema versions (resolved to v1), and anything the fast path refused."""
         try:
             _, record = self.codec.decode(value, route.schema_name)
@@ -130,8 +157,9 @@ class BatchProcessor:
             self._dead_letter(msg, route, "invalid_fields", batch, tally)
             return
         public, country, birth_day, created_ms, user_id = fields
-        reason = self.decider.decide(route.source, public, country, birth_day, created_ms,
-                                     user_id.encode("utf-8"), self.opted_out)
+        reason = self.decider.decide(
+            route.source, public, country, birth_day, created_ms, user_id.encode("utf-8"), self.opted_out
+        )
         key = (route.source, reason)
         tally[key] = tally.get(key, 0) + 1
         if reason is not ELIGIBLE:
@@ -144,20 +172,31 @@ class BatchProcessor:
         else:
             text = {"prompt": record["prompt"], "response": record["response"]}
             record_id = record["interaction_id"]
-        out = self.codec.encode(TRAINING_RECORD, {
-            "record_id": record_id, "source": str(route.source), "text": text, "language": record.get("language"),
-            "country": code, "created_at": created_ms, "author_pseudonym": pseudonym.decode("ascii"),
-            "policy_version": self.policy_version, "source_topic": msg.topic(),
-            "source_partition": msg.partition(), "source_offset": msg.offset(),
-        })
+        out = self.codec.encode(
+            TRAINING_RECORD,
+            {
+                "record_id": record_id,
+                "source": str(route.source),
+                "text": text,
+                "language": record.get("language"),
+                "country": code,
+                "created_at": created_ms,
+                "author_pseudonym": pseudonym.decode("ascii"),
+                "policy_version": self.policy_version,
+                "source_topic": msg.topic(),
+                "source_partition": msg.partition(),
+                "source_offset": msg.offset(),
+            },
+        )
         batch.outstanding += 1
         try:
             self.producer.produce(self.training_topic, out, pseudonym, on_delivery=batch.delivered)
         except BufferError:
             self._produce_when_room(self.training_topic, out, pseudonym, batch.delivered)
 
-    def _dead_letter(self, msg: Any, route: Route, cause: str, batch: PendingBatch,
-                     tally: dict[tuple[Source, str], int]) -> None:
+    def _dead_letter(
+        self, msg: Any, route: Route, cause: str, batch: PendingBatch, tally: dict[tuple[Source, str], int]
+    ) -> None:
         key = (route.source, MALFORMED)
         tally[key] = tally.get(key, 0) + 1
         cause_key = (route.source, cause)
@@ -175,13 +214,20 @@ class BatchProcessor:
             headers.extend(original)
         batch.outstanding += 1
         try:
-            self.producer.produce(self.dlq_topic, msg.value(), msg.key(), headers=headers,
-                                  on_delivery=batch.dead_letter_delivered)
+            self.producer.produce(
+                self.dlq_topic, msg.value(), msg.key(), headers=headers, on_delivery=batch.dead_letter_delivered
+            )
         except BufferError:
             self._produce_when_room(self.dlq_topic, msg.value(), msg.key(), batch.dead_letter_delivered, headers)
 
-    def _produce_when_room(self, topic: str, value: bytes | None, key: bytes | None, delivered: Any,
-                           headers: list[tuple[str, bytes]] | None = None) -> None:
+    def _produce_when_room(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        delivered: Any,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         """The producer's queue is full: serve delivery reports until there is room. Never drops."""
         while True:
             self.on_backpressure()
@@ -205,7 +251,8 @@ class BatchProcessor:
         encoded = self._provenance.get((topic, partition))
         if encoded is None:
             encoded = self._provenance[(topic, partition)] = (
-                fastpath.avro_string(self.policy_version) + fastpath.avro_string(topic)
+                fastpath.avro_string(self.policy_version)
+                + fastpath.avro_string(topic)
                 + fastpath.zigzag_varint(partition)
             )
         return encoded

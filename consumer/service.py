@@ -14,6 +14,7 @@ import signal
 import socket
 import threading
 import time
+import traceback
 from typing import Any
 
 import orjson
@@ -43,8 +44,10 @@ def _check_overrides(settings: Settings) -> None:
         ("PRODUCER_KAFKA", {**settings.kafka_common, **settings.kafka_producer}, ENFORCED_PRODUCER),
     ):
         for prop in sorted(set(props) & enforced):
-            problems.append(f"{prop} (TF_{scope}_/TF_KAFKA_ {prop.upper().replace('.', '_')}) cannot be set: the "
-                            f"delivery guarantee depends on it; use TF_PROCESSING_GUARANTEE or TF_GROUP_ID")
+            problems.append(
+                f"{prop} (TF_{scope}_/TF_KAFKA_ {prop.upper().replace('.', '_')}) cannot be set: the "
+                f"delivery guarantee depends on it; use TF_PROCESSING_GUARANTEE or TF_GROUP_ID"
+            )
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
 
@@ -70,8 +73,12 @@ class Service:
         self._last_summary = time.monotonic()
         self._summary: dict[str, int] = {}
         self._consumer_errors: dict[str, int] = {}
-        self.metrics.info.labels(__version__, settings.policy.version, settings.processing_guarantee,
-                                 "compiled" if fastpath.COMPILED else "interpreted").set(1)
+        self.metrics.info.labels(
+            __version__,
+            settings.policy.version,
+            settings.processing_guarantee,
+            "compiled" if fastpath.COMPILED else "interpreted",
+        ).set(1)
 
     def _registry(self) -> Any:
         url = self.settings.schema_registry_url
@@ -113,9 +120,14 @@ class Service:
             signal.signal(signal.SIGINT, self.request_stop)
         self.health = HealthServer(s.metrics_host, s.metrics_port, self.metrics.registry, self.healthy, self.ready)
         self.health.start()
-        self.log.info("starting", version=__version__, policy_version=s.policy.version,
-                      guarantee=s.processing_guarantee, metrics_port=self.health.port,
-                      fast_path="compiled" if fastpath.COMPILED else "interpreted")
+        self.log.info(
+            "starting",
+            version=__version__,
+            policy_version=s.policy.version,
+            guarantee=s.processing_guarantee,
+            metrics_port=self.health.port,
+            fast_path="compiled" if fastpath.COMPILED else "interpreted",
+        )
         try:
             self._build_clients()
             self._catch_up()
@@ -127,6 +139,10 @@ class Service:
             self.exit_code = 1
         except FeedError as exc:
             self.log.error("optout_feed_unavailable", error=str(exc))
+            self.exit_code = 1
+        except Exception as exc:
+            # The frames only: an exception's message could quote a value from a record.
+            self.log.error("crashed", error=type(exc).__name__, frames=traceback.format_tb(exc.__traceback__))
             self.exit_code = 1
         finally:
             self._shutdown()
@@ -141,51 +157,90 @@ class Service:
         self.metrics.optout_bytes.set(optout_filter.size_bytes)
         self.metrics.optout_entries.set(optout_filter.entries)
         self.metrics.optout_fp_rate.set(optout_filter.estimated_fp_rate())
-        self.feed = OptOutFeed(s.consumer_config(**{"group.id": f"{s.group_id}-optout-feed"}, **self._kafka_log),
-                               s.optouts_topic,
-                               optout_filter, self.codec, self.metrics, self.log)
+        self.feed = OptOutFeed(
+            s.consumer_config(**{"group.id": f"{s.group_id}-optout-feed"}, **self._kafka_log),
+            s.optouts_topic,
+            optout_filter,
+            self.codec,
+            self.metrics,
+            self.log,
+        )
         self.metrics.feed_lag(self.feed.seconds_behind)
         self.feed.start(offsets)
 
-        producer_config = s.producer_config(**{
-            # Batching for throughput; lz4 because text compresses well and lz4 costs little CPU.
-            "linger.ms": 5, "batch.size": 1_000_000, "compression.type": "lz4",
-            "queue.buffering.max.messages": 200_000, "queue.buffering.max.kbytes": 131_072,
-            "message.timeout.ms": 300_000,  # retries ride out a broker restart of up to five minutes
-            **{k: v for k, v in {**s.kafka_common, **s.kafka_producer}.items()},
-            "enable.idempotence": True, "acks": "all", **self._kafka_log,
-        })
+        producer_config = s.producer_config(
+            **{
+                # Batching for throughput; lz4 because text compresses well and lz4 costs little CPU.
+                "linger.ms": 5,
+                "batch.size": 1_000_000,
+                "compression.type": "lz4",
+                "queue.buffering.max.messages": 200_000,
+                "queue.buffering.max.kbytes": 131_072,
+                "message.timeout.ms": 300_000,  # retries ride out a broker restart of up to five minutes
+                **{k: v for k, v in {**s.kafka_common, **s.kafka_producer}.items()},
+                "enable.idempotence": True,
+                "acks": "all",
+                **self._kafka_log,
+            }
+        )
         if s.exactly_once:
             producer_config["transactional.id"] = s.transactional_id or f"{s.group_id}-{socket.gethostname()}"
             producer_config.setdefault("transaction.timeout.ms", 10_000)
         self.producer = Producer(producer_config)
-        self.input = Consumer(s.consumer_config(**{
-            "auto.offset.reset": "earliest",
-            "partition.assignment.strategy": "cooperative-sticky",
-            "fetch.max.bytes": 52_428_800, "max.partition.fetch.bytes": 4_194_304,
-            "statistics.interval.ms": s.statistics_interval_ms, "stats_cb": self._on_stats,
-            **{k: v for k, v in {**s.kafka_common, **s.kafka_consumer}.items()},
-            "group.id": s.group_id,
-            "enable.auto.commit": not s.exactly_once, "auto.commit.interval.ms": 1000,
-            "enable.auto.offset.store": False,
-            "isolation.level": "read_committed", **self._kafka_log,
-        }))
+        self.input = Consumer(
+            s.consumer_config(
+                **{
+                    "auto.offset.reset": "earliest",
+                    "partition.assignment.strategy": "cooperative-sticky",
+                    "fetch.max.bytes": 52_428_800,
+                    "max.partition.fetch.bytes": 4_194_304,
+                    "statistics.interval.ms": s.statistics_interval_ms,
+                    "stats_cb": self._on_stats,
+                    **{k: v for k, v in {**s.kafka_common, **s.kafka_consumer}.items()},
+                    "group.id": s.group_id,
+                    "enable.auto.commit": not s.exactly_once,
+                    "auto.commit.interval.ms": 1000,
+                    "enable.auto.offset.store": False,
+                    "isolation.level": "read_committed",
+                    **self._kafka_log,
+                }
+            )
+        )
         if s.exactly_once:
-            self.delivery: AtLeastOnce = ExactlyOnce(self.input, self.producer, self.metrics, self.log,
-                                                     s.transaction_interval_ms / 1000)
+            self.delivery: AtLeastOnce = ExactlyOnce(
+                self.input, self.producer, self.metrics, self.log, s.transaction_interval_ms / 1000
+            )
         else:
             self.delivery = AtLeastOnce(self.input, self.producer, self.metrics, self.log)
         self.processor = BatchProcessor(
-            decider=self.decider, codec=self.codec, pseudonymiser=self.pseudonymiser, opted_out=optout_filter.contains,
-            producer=self.producer, training_topic=s.training_topic, dlq_topic=s.dlq_topic,
-            posts_topic=s.posts_topic, ai_interactions_topic=s.ai_interactions_topic,
-            on_backpressure=lambda: self.producer.poll(0.05),
+            decider=self.decider,
+            codec=self.codec,
+            pseudonymiser=self.pseudonymiser,
+            opted_out=optout_filter.contains,
+            producer=self.producer,
+            training_topic=s.training_topic,
+            dlq_topic=s.dlq_topic,
+            posts_topic=s.posts_topic,
+            ai_interactions_topic=s.ai_interactions_topic,
+            on_backpressure=self._serve_deliveries,
         )
-        revocation_group = s.consumer_config(**{"group.id": f"{s.group_id}-revocations",
-                                                "auto.offset.reset": s.revocations_start, **self._kafka_log})
-        self.revocations = RevocationEmitter(revocation_group, s.producer_config(**self._kafka_log), s.optouts_topic,
-                                             s.revocations_topic, self.codec, self.pseudonymiser, self.metrics,
-                                             self.log, s.revoke_flush_seconds)
+        revocation_group = s.consumer_config(
+            **{"group.id": f"{s.group_id}-revocations", "auto.offset.reset": s.revocations_start, **self._kafka_log}
+        )
+        self.revocations = RevocationEmitter(
+            revocation_group,
+            s.producer_config(**self._kafka_log),
+            s.optouts_topic,
+            s.revocations_topic,
+            self.codec,
+            self.pseudonymiser,
+            self.metrics,
+            self.log,
+            s.revoke_flush_seconds,
+        )
+
+    def _serve_deliveries(self) -> None:
+        self.producer.poll(0.05)
 
     def _load_filter(self) -> tuple[OptOutFilter, dict[int, int] | None]:
         s = self.settings
@@ -200,9 +255,13 @@ class Service:
                 took = time.monotonic() - started
                 self.metrics.snapshots.labels("load", "ok").inc()
                 self.metrics.snapshot_seconds.labels("load").set(took)
-                self.log.info("optout_snapshot_loaded", entries=loaded.filter.entries, seconds=round(took, 3),
-                              age_seconds=round(time.time() - loaded.saved_at, 1),
-                              partitions=len(loaded.offsets))
+                self.log.info(
+                    "optout_snapshot_loaded",
+                    entries=loaded.filter.entries,
+                    seconds=round(took, 3),
+                    age_seconds=round(time.time() - loaded.saved_at, 1),
+                    partitions=len(loaded.offsets),
+                )
                 return loaded.filter, loaded.offsets
         return OptOutFilter(s.optout_capacity, s.optout_fp_rate), None
 
@@ -213,14 +272,19 @@ class Service:
             self.last_tick = time.monotonic()
             if self.feed.sync(timeout=1.0):
                 break
-        self.log.info("optout_feed_caught_up", entries=self.filter.entries,
-                      seconds=round(time.monotonic() - started, 3), partitions=len(self.feed.positions))
+        self.log.info(
+            "optout_feed_caught_up",
+            entries=self.filter.entries,
+            seconds=round(time.monotonic() - started, 3),
+            partitions=len(self.feed.positions),
+        )
         self.metrics.optout_ready.set(1)
 
     def _subscribe(self) -> None:
         s = self.settings
-        self.input.subscribe(s.input_topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
-                             on_lost=self._on_lost)
+        self.input.subscribe(
+            s.input_topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
         self.revocations.start()
         self.subscribed = True
 
@@ -330,8 +394,13 @@ class Service:
             for msg in messages:
                 name = f"{msg.topic()}/{msg.partition()}"
                 partitions[name] = partitions.get(name, 0) + 1
-            self.log.debug("batch", records=len(messages), decisions={str(k[1]): v for k, v in tally.items()},
-                           partitions=partitions, seconds=round(elapsed, 6))
+            self.log.debug(
+                "batch",
+                records=len(messages),
+                decisions={str(k[1]): v for k, v in tally.items()},
+                partitions=partitions,
+                seconds=round(elapsed, 6),
+            )
 
     def _pause(self) -> None:
         if self.paused:
@@ -341,8 +410,11 @@ class Service:
             self.input.pause(assignment)
         self.paused = True
         self.metrics.input_paused.set(1)
-        self.log.warning("input_paused_for_optout_feed", seconds_behind=_finite(self.feed.seconds_behind()),
-                         error=self.feed.last_error)
+        self.log.warning(
+            "input_paused_for_optout_feed",
+            seconds_behind=_finite(self.feed.seconds_behind()),
+            error=self.feed.last_error,
+        )
 
     def _resume(self) -> None:
         assignment = self.input.assignment()
@@ -368,16 +440,24 @@ class Service:
         if now - self._last_summary >= self.settings.log_summary_seconds:
             elapsed = now - self._last_summary
             total = sum(self._summary.values())
-            self.log.info("summary", records=total, records_per_second=round(total / elapsed, 1),
-                          decisions={str(k): v for k, v in self._summary.items()},
-                          assigned_partitions=len(self.assigned), optout_entries=self.filter.entries,
-                          optout_feed_seconds_behind=_finite(self.feed.seconds_behind()),
-                          paused=self.paused, consumer_errors=self._consumer_errors or None)
+            self.log.info(
+                "summary",
+                records=total,
+                records_per_second=round(total / elapsed, 1),
+                decisions={str(k): v for k, v in self._summary.items()},
+                assigned_partitions=len(self.assigned),
+                optout_entries=self.filter.entries,
+                optout_feed_seconds_behind=_finite(self.feed.seconds_behind()),
+                paused=self.paused,
+                consumer_errors=self._consumer_errors or None,
+            )
             self._summary = {}
             self._consumer_errors = {}
             self._last_summary = now
-        if (self.settings.optout_snapshot_path is not None
-                and now - self._last_snapshot >= self.settings.optout_snapshot_interval_seconds):
+        if (
+            self.settings.optout_snapshot_path is not None
+            and now - self._last_snapshot >= self.settings.optout_snapshot_interval_seconds
+        ):
             self._snapshot(background=True)
 
     def _snapshot(self, background: bool) -> None:
@@ -420,8 +500,10 @@ class Service:
                 self.exit_code = 1
                 complete = False
             if not complete:
-                self.log.warning("shutdown_with_records_in_flight",
-                                 detail="their input offsets were not committed: they will be re-processed")
+                self.log.warning(
+                    "shutdown_with_records_in_flight",
+                    detail="their input offsets were not committed: they will be re-processed",
+                )
             self._close("input", lambda: self.input.close())
         if hasattr(self, "revocations"):
             self._close("revocations", lambda: self.revocations.close(max(0.1, deadline - time.monotonic() - 1)))

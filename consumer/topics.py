@@ -16,9 +16,15 @@ class TopicSpec:
     config: dict[str, str]
 
 
-def service_topics(posts: str = "posts.v1", ai: str = "ai-interactions.v1", optouts: str = "privacy.optouts.v1",
-                   training: str = "training.eligible.v1", revocations: str = "training.revocations.v1",
-                   dlq: str = "training-filter.dlq.v1", partitions: int = 4) -> list[TopicSpec]:
+def service_topics(
+    posts: str = "posts.v1",
+    ai: str = "ai-interactions.v1",
+    optouts: str = "privacy.optouts.v1",
+    training: str = "training.eligible.v1",
+    revocations: str = "training.revocations.v1",
+    dlq: str = "training-filter.dlq.v1",
+    partitions: int = 4,
+) -> list[TopicSpec]:
     forever = {"retention.ms": "-1"}
     return [
         TopicSpec(posts, partitions, {}),
@@ -36,11 +42,14 @@ def service_topics(posts: str = "posts.v1", ai: str = "ai-interactions.v1", opto
 def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = set(admin.list_topics(timeout=timeout).topics)
-    wanted = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=1, config=s.config)
-              for s in specs if s.name not in existing]
+    wanted = [
+        NewTopic(s.name, num_partitions=s.partitions, replication_factor=1, config=s.config)
+        for s in specs
+        if s.name not in existing
+    ]
     if not wanted:
         return
-    for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
+    for _name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
         try:
             future.result(timeout)
         except KafkaException as exc:

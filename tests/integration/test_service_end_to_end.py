@@ -1,0 +1,91 @@
+"""The whole service against the real broker: a 10,000-record mixed stream with known decisions."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from consumer.codec import TRAINING_RECORD, Codec
+from consumer.generator import StreamGenerator
+from tests.harness import produce, pseudonym, read_all
+
+pytestmark = pytest.mark.integration
+CODEC = Codec()
+
+
+def test_ten_thousand_records_exactly_the_eligible_ones_reach_training(kafka, topics, new_service):
+    generator = StreamGenerator(seed=11, users_per_pool=500, posts_topic=topics.posts, ai_topic=topics.ai)
+    produce(kafka.bootstrap, ((topics.optouts, k, v) for k, v in generator.optouts()))
+    stream = list(generator.stream(10_000))
+    service = new_service().start()
+    service.wait_ready()
+    produce(kafka.bootstrap, ((g.topic, g.key, g.value) for g in stream))
+    service.wait_processed(len(stream))
+    service.wait_settled()
+
+    eligible = {g.record_id: g for g in stream if g.expected == "eligible"}
+    assert len(eligible) > 4000
+    output = read_all(kafka.bootstrap, topics.training)
+    ids = [CODEC.decode(m.value(), TRAINING_RECORD)[1]["record_id"] for m in output]
+    assert len(ids) == len(set(ids)), "a clean run writes each record once"
+    assert set(ids) == set(eligible)
+
+    raw_ids = {g.user_id.encode() for g in stream if g.user_id}
+    for msg in output:
+        _, record = CODEC.decode(msg.value(), TRAINING_RECORD)
+        source = eligible[record["record_id"]]
+        assert set(record) == {
+            "record_id",
+            "source",
+            "text",
+            "language",
+            "country",
+            "created_at",
+            "author_pseudonym",
+            "policy_version",
+            "source_topic",
+            "source_partition",
+            "source_offset",
+        }
+        assert record["author_pseudonym"] == pseudonym(source.user_id)
+        assert msg.key() == record["author_pseudonym"].encode()
+        assert record["source"] == ("POST" if source.source == "post" else "AI_INTERACTION")
+        assert record["source_topic"] == source.topic
+        assert len(record["country"]) == 2 and record["country"].isupper()
+        assert record["policy_version"]
+        # no raw user id anywhere in the output's bytes or keys
+        assert not any(uid in msg.value() for uid in raw_ids)
+        assert msg.key() not in raw_ids
+
+    counted = service.decisions()
+    expected = Counter((g.source, g.expected) for g in stream)
+    source_label = {"post": "POST", "ai_interaction": "AI_INTERACTION"}
+    assert counted == {(source_label[s], r): n for (s, r), n in expected.items()}
+
+    dead = read_all(kafka.bootstrap, topics.dlq)
+    assert len(dead) == sum(1 for g in stream if g.expected == "malformed")
+    assert service.metric_sum("training_filter_dlq_records_total") == len(dead)
+    assert service.stop() == 0
+
+
+def test_output_carries_no_birth_date(kafka, topics, new_service):
+    generator = StreamGenerator(seed=12, users_per_pool=50, posts_topic=topics.posts, ai_topic=topics.ai)
+    stream = [generator.record("eligible", "post") for _ in range(50)] + [
+        generator.record("eligible", "ai_interaction") for _ in range(50)
+    ]
+    service = new_service().start()
+    service.wait_ready()
+    produce(kafka.bootstrap, ((g.topic, g.key, g.value) for g in stream))
+    service.wait_processed(100)
+    service.wait_settled()
+    schema_fields = {f["name"] for f in CODEC.catalog.by_name(TRAINING_RECORD).parsed["fields"]}
+    assert not any("birth" in name for name in schema_fields)
+    records = [CODEC.decode(m.value(), TRAINING_RECORD)[1] for m in read_all(kafka.bootstrap, topics.training)]
+    assert len(records) == 100
+    assert {r["source"] for r in records} == {"POST", "AI_INTERACTION"}
+    for r in records:
+        if r["source"] == "AI_INTERACTION":
+            assert set(r["text"]) == {"prompt", "response"}
+        else:
+            assert isinstance(r["text"], str)
