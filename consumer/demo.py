@@ -13,12 +13,15 @@ import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 from prometheus_client.parser import text_string_to_metric_families
 from tqdm import tqdm
 
+from consumer.codec import TRAINING_RECORD, Codec
 from consumer.generator import StreamGenerator
+from consumer.jsonl import dumps
 from consumer.local_kafka import LocalKafka, LocalKafkaError, free_port
 from consumer.topics import ensure_topics, service_topics
 
@@ -41,6 +44,31 @@ def decisions(port: int) -> Counter[str]:
         if name == "training_filter_records_total":
             counts[dict(labels)["decision"]] += int(value)
     return counts
+
+
+def read_one(bootstrap: str, topic: str) -> dict[str, Any] | None:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "demo-reader",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "log_level": 4,
+        }
+    )
+    consumer.subscribe([topic])
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                record = Codec().decode(msg.value(), TRAINING_RECORD)[1]
+                if isinstance(record["text"], str) and len(record["text"]) > 80:
+                    record["text"] = record["text"][:80] + "..."
+                return record
+        return None
+    finally:
+        consumer.close()
 
 
 def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
@@ -122,9 +150,14 @@ def run_demo(records: int = 20_000, keep_running: bool = False) -> int:
                     break
                 time.sleep(0.3)
         counted = decisions(port)
-        metrics = scrape(port)
-        produced = int(metrics.get(("training_filter_produced_records_total", (("output", "training"),)), 0))
-        dead = int(metrics.get(("training_filter_produced_records_total", (("output", "dlq"),)), 0))
+        produced = dead = 0
+        while time.monotonic() < deadline:  # until the broker acknowledged every output
+            metrics = scrape(port)
+            produced = int(metrics.get(("training_filter_produced_records_total", (("output", "training"),)), 0))
+            dead = int(metrics.get(("training_filter_produced_records_total", (("output", "dlq"),)), 0))
+            if produced >= counted["eligible"] and dead >= counted["malformed"]:
+                break
+            time.sleep(0.2)
 
         print()
         print(f"{'decision':<14}{'generated':>11}{'counted':>10}")
@@ -132,6 +165,10 @@ def run_demo(records: int = 20_000, keep_running: bool = False) -> int:
             print(f"{reason:<14}{expected[reason]:>11}{counted[reason]:>10}")
         print(f"{'total':<14}{sum(expected.values()):>11}{sum(counted.values()):>10}")
         print(f"\ntraining.eligible.v1 received {produced} records; training-filter.dlq.v1 {dead}.")
+        sample = read_one(broker.bootstrap, "training.eligible.v1")
+        if sample is not None:
+            print("one of them, as ML teams read it:")
+            print("  " + dumps(sample).decode()[:600])
         print(f"metrics: http://127.0.0.1:{port}/metrics  (readiness /readyz, liveness /healthz)")
         print(
             f"look at the output: training-filter tail --bootstrap-servers {broker.bootstrap} "

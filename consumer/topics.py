@@ -40,7 +40,7 @@ def service_topics(
 
 
 def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
     existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = [
         NewTopic(s.name, num_partitions=s.partitions, replication_factor=1, config=s.config)
