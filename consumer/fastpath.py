@@ -17,7 +17,9 @@ codec, which gives the exact answer or the exact error.
 
 from __future__ import annotations
 
-COMPILED = False  # replaced below when this module is the compiled extension
+# Compiled, this module is a shared library: no `import cython` here, so that the file also runs
+# where Cython is not installed.
+COMPILED: bool = not __file__.endswith(".py")
 
 # The reference codec turns dates and timestamps into datetime objects, which exist for years 1 to
 # 9999 only; values outside are undecodable there, so they must not decode here either.
@@ -59,8 +61,50 @@ def _string_end(buf: bytes, pos: int, n: int) -> int:
     if size < 0 or size > n - pos:
         raise FastPathMiss("string length outside the value")
     end = pos + size
-    buf[pos:end].decode("utf-8")  # fastavro rejects invalid UTF-8; so must we
+    _check_utf8(buf, pos, end)  # fastavro rejects invalid UTF-8; so must we
     return end
+
+
+def _check_utf8(buf: bytes, start: int, end: int) -> int:
+    """FastPathMiss unless buf[start:end] is well-formed UTF-8 (Unicode table 3-7), which is exactly
+    what Python's strict decoder accepts. Compiled, a byte loop over the bytes' buffer (the caller
+    has checked that end <= len(buf)): decoding would build a str only to throw it away (for text
+    with emoji, a 4-byte-per-character one)."""
+    if not COMPILED:
+        try:
+            buf[start:end].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise FastPathMiss("invalid UTF-8") from exc
+        return 0
+    data = _bytes_data(buf)  # type: ignore[name-defined]  # noqa: F821 - in fastpath.pxd; compiled only
+    i = start
+    while i < end:
+        lead = data[i]
+        if lead < 0x80:
+            i += 1
+            continue
+        if 0xC2 <= lead <= 0xDF:
+            need, low, high = 1, 0x80, 0xBF
+        elif 0xE0 <= lead <= 0xEF:
+            need = 2
+            low = 0xA0 if lead == 0xE0 else 0x80
+            high = 0x9F if lead == 0xED else 0xBF  # ED A0..BF would be a surrogate
+        elif 0xF0 <= lead <= 0xF4:
+            need = 3
+            low = 0x90 if lead == 0xF0 else 0x80
+            high = 0x8F if lead == 0xF4 else 0xBF  # nothing above U+10FFFF
+        else:
+            raise FastPathMiss("invalid UTF-8")
+        if end - i <= need:
+            raise FastPathMiss("truncated UTF-8")
+        second = data[i + 1]
+        if second < low or second > high:
+            raise FastPathMiss("invalid UTF-8")
+        for k in range(2, need + 1):
+            if data[i + k] & 0xC0 != 0x80:
+                raise FastPathMiss("invalid UTF-8")
+        i += need + 1
+    return 0
 
 
 def _decode(buf: bytes, first_enum: int, second_enum: int, strings: int) -> tuple:
@@ -193,11 +237,3 @@ def training_record(
             zigzag_varint(offset),
         )
     )
-
-
-try:
-    import cython
-
-    COMPILED = cython.compiled
-except ImportError:  # Cython is not installed at run time: this is the interpreted module
-    pass

@@ -190,7 +190,7 @@ class StreamGenerator:
         public = expected != "not_public"
         language = r.choice(LANGUAGES)
         if source == "post":
-            record_id = f"p-{self.serial}"
+            record_id = f"p-{self.serial:010d}"  # fixed width: benchmarks patch ids in place
             value = self.codec.encode(
                 POST,
                 {
@@ -210,7 +210,7 @@ class StreamGenerator:
             )
             topic = self.posts_topic
         else:
-            record_id = f"i-{self.serial}"
+            record_id = f"i-{self.serial:010d}"
             value = self.codec.encode(
                 AI_INTERACTION,
                 {

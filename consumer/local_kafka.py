@@ -101,6 +101,7 @@ class LocalKafka:
     listeners: dict[str, str] = field(default_factory=dict)  # name -> security protocol, for extra listeners
     listener_ports: dict[str, int] = field(default_factory=dict)
     jaas: str | None = None
+    cpus: set[int] | None = None  # pin the broker (every JVM thread) to these CPUs, for benchmarks
     scram_users: dict[str, str] = field(default_factory=dict)  # created at format time (SCRAM-SHA-256)
     process: subprocess.Popen[bytes] | None = None
     _owns_dir: bool = False
@@ -198,12 +199,14 @@ class LocalKafka:
             if result.returncode != 0:
                 raise LocalKafkaError(f"formatting the broker storage failed:\n{result.stdout}\n{result.stderr}")
         log = self.log_path.open("ab")
+        cpus = self.cpus
         self.process = subprocess.Popen(
             [java, *jvm, "-cp", classpath, "kafka.Kafka", str(config)],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
         )
         log.close()
         self._wait_ready(timeout)

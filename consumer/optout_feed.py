@@ -81,6 +81,9 @@ class OptOutFeed:
                 "fetch.wait.max.ms": 100,
             }
         )
+        # End offsets and metadata come from a second client that never fetches: on the feed consumer's
+        # own connection they would queue behind its long-polling fetch (up to fetch.wait.max.ms each).
+        self.ends = Consumer({**config, "enable.auto.commit": False})
         self.positions: dict[int, int] = {}
         self.caught_up_at: float | None = None  # clock time of the end offsets last reached
         self.last_error: str | None = None
@@ -98,7 +101,7 @@ class OptOutFeed:
 
     def _partitions(self, timeout: float) -> list[int]:
         try:
-            metadata = self.consumer.list_topics(self.topic, timeout=timeout)
+            metadata = self.ends.list_topics(self.topic, timeout=timeout)
         except KafkaException as exc:
             raise FeedError(f"cannot read metadata of {self.topic}: {exc.args[0].name()}") from exc
         info = metadata.topics.get(self.topic)
@@ -133,7 +136,7 @@ class OptOutFeed:
         try:
             for partition in self.positions:
                 remaining = max(0.05, deadline - self.clock())
-                _, high = self.consumer.get_watermark_offsets(
+                _, high = self.ends.get_watermark_offsets(
                     TopicPartition(self.topic, partition), timeout=remaining, cached=False
                 )
                 ends[partition] = high
@@ -198,6 +201,7 @@ class OptOutFeed:
 
     def close(self) -> None:
         self.consumer.close()
+        self.ends.close()
 
 
 class RevocationEmitter:

@@ -78,6 +78,7 @@ class BatchProcessor:
         self._provenance: dict[tuple[str, int], bytes] = {}
         self._country: dict[bytes, bytes] = {}
         self.dlq_causes: dict[tuple[Source, str], int] = {}
+        self.consumer_errors: list[Any] = []
 
     def set_opted_out(self, opted_out: Callable[[bytes], bool]) -> None:
         self.opted_out = opted_out
@@ -85,23 +86,46 @@ class BatchProcessor:
     def process(
         self, messages: list[Any], batch: PendingBatch, tally: dict[tuple[Source, str], int]
     ) -> list[tuple[str, int, int]]:
-        """Filter one batch; returns the consumed (topic, partition, offset) of every record in it."""
+        """Filter one batch; returns the last consumed (topic, partition, offset) of each partition.
+
+        Written for speed: locals instead of attribute look-ups, a partition's provenance bytes and
+        offsets tracked per run of records (consume() returns a partition's records together), and
+        produce() with positional arguments (keyword parsing costs 0.5 µs a call).
+        """
         routes = self.routes
         decide = self.decider.decide
         opted_out = self.opted_out
+        pseudonym_of = self.pseudonymiser.pseudonym
+        build = fastpath.training_record
+        header = self.header
+        country_memo = self._country
         produce = self.producer.produce
         training_topic = self.training_topic
         delivered = batch.delivered
-        consumed: list[tuple[str, int, int]] = []
+        eligible = ELIGIBLE
         last: dict[tuple[str, int], int] = {}
+        counts: dict[Reason, int] = {}
+        run_topic: str | None = None
+        run_partition = -1
+        run_offset = -1
+        route: Route | None = None
+        provenance = b""
+        produced = 0
         for msg in messages:
             if msg.error() is not None:
-                continue  # consumer errors are events, not records; the caller logs and counts them
+                self.consumer_errors.append(msg)  # events, not records: the service counts and logs them
+                continue
             topic = msg.topic()
             partition = msg.partition()
             offset = msg.offset()
-            last[topic, partition] = offset
-            route = routes.get(topic)
+            if partition != run_partition or topic != run_topic:
+                if run_topic is not None:
+                    last[run_topic, run_partition] = run_offset
+                    self._add_counts(route, counts, tally)
+                run_topic, run_partition = topic, partition
+                route = routes.get(topic)
+                provenance = self._provenance_bytes(topic, partition)
+            run_offset = offset
             if route is None:
                 continue  # not subscribed; cannot happen unless the subscription changed under us
             value = msg.value()
@@ -114,32 +138,48 @@ class BatchProcessor:
             if fields is None:
                 self._slow(msg, value, route, batch, tally)
                 continue
-            reason = decide(route.source, fields[4], fields[3], fields[2], fields[8], fields[1], opted_out)
-            key = (route.source, reason)
-            tally[key] = tally.get(key, 0) + 1
-            if reason is not ELIGIBLE:
+            user_id = fields[1]
+            reason = decide(route.source, fields[4], fields[3], fields[2], fields[8], user_id, opted_out)
+            counts[reason] = counts.get(reason, 0) + 1
+            if reason is not eligible:
                 continue
-            pseudonym = self.pseudonymiser.pseudonym(fields[1])
-            out = fastpath.training_record(
-                self.header,
+            pseudonym = pseudonym_of(user_id)
+            country = country_memo.get(fields[3])
+            if country is None:
+                country = self._country_bytes(fields[3])
+            out = build(
+                header,
                 value,
                 fields[0],
                 route.prefix,
                 fields[5],
                 fields[6],
                 fields[7],
-                self._country_bytes(fields[3]),
+                country,
                 pseudonym,
-                self._provenance_bytes(topic, partition),
+                provenance,
                 offset,
             )
-            batch.outstanding += 1
+            produced += 1
             try:
-                produce(training_topic, out, pseudonym, on_delivery=delivered)
+                produce(training_topic, out, pseudonym, -1, delivered)
             except BufferError:
+                batch.outstanding += produced
+                produced = 0
                 self._produce_when_room(training_topic, out, pseudonym, delivered)
-        consumed.extend((t, p, o) for (t, p), o in last.items())
-        return consumed
+        batch.outstanding += produced
+        if run_topic is not None:
+            last[run_topic, run_partition] = run_offset
+            self._add_counts(route, counts, tally)
+        return [(t, p, o) for (t, p), o in last.items()]
+
+    @staticmethod
+    def _add_counts(route: Route | None, counts: dict[Reason, int], tally: dict[tuple[Source, str], int]) -> None:
+        if route is not None and counts:
+            for reason, count in counts.items():
+                key = (route.source, reason)
+                tally[key] = tally.get(key, 0) + count
+        counts.clear()
 
     # -- the less common paths -------------------------------------------------------------------
 
@@ -190,7 +230,7 @@ class BatchProcessor:
         )
         batch.outstanding += 1
         try:
-            self.producer.produce(self.training_topic, out, pseudonym, on_delivery=batch.delivered)
+            self.producer.produce(self.training_topic, out, pseudonym, -1, batch.delivered)
         except BufferError:
             self._produce_when_room(self.training_topic, out, pseudonym, batch.delivered)
 

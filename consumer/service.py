@@ -18,7 +18,7 @@ import traceback
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from consumer import __version__, fastpath, logs
 from consumer.codec import Codec
@@ -134,6 +134,9 @@ class Service:
             if not self.stopping:
                 self._subscribe()
                 self._loop()
+        except ConfigError as exc:
+            self.log.error("invalid_configuration", error=str(exc))
+            self.exit_code = 2
         except FatalDeliveryError as exc:
             self.log.error("fatal_delivery_error", error=str(exc))
             self.exit_code = 1
@@ -168,44 +171,49 @@ class Service:
         self.metrics.feed_lag(self.feed.seconds_behind)
         self.feed.start(offsets)
 
-        producer_config = s.producer_config(
-            **{
-                # Batching for throughput; lz4 because text compresses well and lz4 costs little CPU.
-                "linger.ms": 5,
-                "batch.size": 1_000_000,
-                "compression.type": "lz4",
-                "queue.buffering.max.messages": 200_000,
-                "queue.buffering.max.kbytes": 131_072,
-                "message.timeout.ms": 300_000,  # retries ride out a broker restart of up to five minutes
-                **{k: v for k, v in {**s.kafka_common, **s.kafka_producer}.items()},
-                "enable.idempotence": True,
-                "acks": "all",
-                **self._kafka_log,
-            }
-        )
+        # Our defaults, then the operator's TF_*KAFKA_* properties, then what the guarantees rest on.
+        producer_config: dict[str, Any] = {
+            "bootstrap.servers": s.bootstrap_servers,
+            # Batching for throughput; lz4 because text compresses well and lz4 costs little CPU.
+            "linger.ms": 5,
+            "batch.size": 1_000_000,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 200_000,
+            "queue.buffering.max.kbytes": 131_072,
+            "message.timeout.ms": 300_000,  # retries ride out a broker restart of up to five minutes
+            **s.kafka_common,
+            **s.kafka_producer,
+            "enable.idempotence": True,
+            "acks": "all",
+            **self._kafka_log,
+        }
         if s.exactly_once:
             producer_config["transactional.id"] = s.transactional_id or f"{s.group_id}-{socket.gethostname()}"
-            producer_config.setdefault("transaction.timeout.ms", 10_000)
-        self.producer = Producer(producer_config)
-        self.input = Consumer(
-            s.consumer_config(
-                **{
-                    "auto.offset.reset": "earliest",
-                    "partition.assignment.strategy": "cooperative-sticky",
-                    "fetch.max.bytes": 52_428_800,
-                    "max.partition.fetch.bytes": 4_194_304,
-                    "statistics.interval.ms": s.statistics_interval_ms,
-                    "stats_cb": self._on_stats,
-                    **{k: v for k, v in {**s.kafka_common, **s.kafka_consumer}.items()},
-                    "group.id": s.group_id,
-                    "enable.auto.commit": not s.exactly_once,
-                    "auto.commit.interval.ms": 1000,
-                    "enable.auto.offset.store": False,
-                    "isolation.level": "read_committed",
-                    **self._kafka_log,
-                }
+            # librdkafka requires message.timeout.ms <= transaction.timeout.ms; a minute bounds how long an
+            # abandoned transaction can hold back read_committed readers if its replica never returns.
+            producer_config.setdefault("transaction.timeout.ms", 60_000)
+            producer_config["message.timeout.ms"] = min(
+                int(producer_config["message.timeout.ms"]), int(producer_config["transaction.timeout.ms"])
             )
-        )
+        self.producer = self._client(Producer, producer_config, "producer")
+        consumer_config: dict[str, Any] = {
+            "bootstrap.servers": s.bootstrap_servers,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "cooperative-sticky",
+            "fetch.max.bytes": 52_428_800,
+            "max.partition.fetch.bytes": 4_194_304,
+            "statistics.interval.ms": s.statistics_interval_ms,
+            "stats_cb": self._on_stats,
+            **s.kafka_common,
+            **s.kafka_consumer,
+            "group.id": s.group_id,
+            "enable.auto.commit": not s.exactly_once,
+            "auto.commit.interval.ms": 1000,
+            "enable.auto.offset.store": False,
+            "isolation.level": "read_committed",
+            **self._kafka_log,
+        }
+        self.input = self._client(Consumer, consumer_config, "input consumer")
         if s.exactly_once:
             self.delivery: AtLeastOnce = ExactlyOnce(
                 self.input, self.producer, self.metrics, self.log, s.transaction_interval_ms / 1000
@@ -238,6 +246,17 @@ class Service:
             self.log,
             s.revoke_flush_seconds,
         )
+
+    @staticmethod
+    def _client(kind: Any, config: dict[str, Any], what: str) -> Any:
+        """Create a librdkafka client; a property it rejects is a configuration error."""
+        try:
+            return kind(config)
+        except KafkaException as exc:
+            raise ConfigError(
+                f"the {what}'s librdkafka configuration is invalid: {exc.args[0].str()} "
+                "(check the TF_*KAFKA_* settings)"
+            ) from exc
 
     def _serve_deliveries(self) -> None:
         self.producer.poll(0.05)
@@ -342,7 +361,7 @@ class Service:
             if self.held is None:
                 messages = self.input.consume(num_messages=batch_size, timeout=batch_timeout)
                 if messages:
-                    self.held = self._without_errors(messages)
+                    self.held = messages
             elif self.paused:
                 msg = self.input.poll(0.05)  # serves rebalance callbacks; paused partitions yield nothing new
                 if msg is not None and msg.error() is None:
@@ -361,18 +380,16 @@ class Service:
             self.revocations.poll()
             self._housekeeping()
 
-    def _without_errors(self, messages: list[Any]) -> list[Any] | None:
-        good = []
-        for msg in messages:
+    def _note_consumer_errors(self) -> None:
+        for msg in self.processor.consumer_errors:
             err = msg.error()
-            if err is None:
-                good.append(msg)
-            elif err.code() != KafkaError._PARTITION_EOF:
-                name = err.name()
-                if name not in self._consumer_errors:
-                    self.log.warning("consumer_error", error=name, topic=msg.topic(), partition=msg.partition())
-                self._consumer_errors[name] = self._consumer_errors.get(name, 0) + 1
-        return good or None
+            if err.code() == KafkaError._PARTITION_EOF:
+                continue
+            name = err.name()
+            if name not in self._consumer_errors:
+                self.log.warning("consumer_error", error=name, topic=msg.topic(), partition=msg.partition())
+            self._consumer_errors[name] = self._consumer_errors.get(name, 0) + 1
+        self.processor.consumer_errors.clear()
 
     def _process(self, messages: list[Any]) -> None:
         started = time.perf_counter()
@@ -380,6 +397,8 @@ class Service:
         tally: dict[Any, int] = {}
         consumed = self.processor.process(messages, batch, tally)
         self.delivery.close_batch(batch, consumed)
+        if self.processor.consumer_errors:
+            self._note_consumer_errors()
         records_by = self.metrics.records_by
         for key, count in tally.items():
             records_by[key].inc(count)

@@ -113,14 +113,20 @@ class Decider:
             return Reason.SOURCE_EXCLUDED
         if not public:
             return Reason.NOT_PUBLIC
-        if self.allowed_country(raw_country) is None:
+        # The memo look-ups are inlined: this runs once per record in the hot loop.
+        code = self._country_memo.get(raw_country, False)
+        if code is False:
+            code = self.allowed_country(raw_country)
+        if code is None:
             return Reason.REGION
         if birth_day is None:
             return Reason.UNKNOWN_AGE
         created_day = created_ms // MS_PER_DAY
         if birth_day > created_day:
             return Reason.UNKNOWN_AGE
-        bounds = self._age_bounds(birth_day)
+        bounds = self._birth_memo.get(birth_day)
+        if bounds is None:
+            bounds = self._age_bounds(birth_day)
         if bounds is None or created_day >= bounds[1]:
             return Reason.UNKNOWN_AGE
         if created_day < bounds[0]:

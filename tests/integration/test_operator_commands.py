@@ -13,20 +13,30 @@ from tests.harness import produce, read_all
 
 pytestmark = pytest.mark.integration
 
-POST_LINE = {"post_id": "p1", "author_id": "u1", "author_birth_date": "1990-01-01", "author_country": "DE",
-             "visibility": "PUBLIC", "kind": "POST", "surface": "facebook", "text": "hallo",
-             "created_at": "2026-01-01T00:00:00Z"}
+POST_LINE = {
+    "post_id": "p1",
+    "author_id": "u1",
+    "author_birth_date": "1990-01-01",
+    "author_country": "DE",
+    "visibility": "PUBLIC",
+    "kind": "POST",
+    "surface": "facebook",
+    "text": "hallo",
+    "created_at": "2026-01-01T00:00:00Z",
+}
 
 
 def cli(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "consumer.cli", *args], input=stdin, capture_output=True,
-                          timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "consumer.cli", *args], input=stdin, capture_output=True, timeout=60, check=False
+    )
 
 
 def test_produce_publishes_framed_avro_keyed_by_user_and_reports_bad_lines(kafka, topics):
     lines = b"\n".join([orjson.dumps(POST_LINE), b"{not json", orjson.dumps({**POST_LINE, "post_id": "p2"})])
-    result = cli("produce", "--bootstrap-servers", kafka.bootstrap, "--topic", topics.posts, "--source", "post",
-                 stdin=lines)
+    result = cli(
+        "produce", "--bootstrap-servers", kafka.bootstrap, "--topic", topics.posts, "--source", "post", stdin=lines
+    )
     assert result.returncode == 1  # one line was rejected
     assert b"line 2: not JSON" in result.stderr
     assert b"produced 2 records" in result.stderr
@@ -37,12 +47,23 @@ def test_produce_publishes_framed_avro_keyed_by_user_and_reports_bad_lines(kafka
 
 def test_tail_prints_decoded_records_and_dead_letters(kafka, topics):
     codec = Codec()
-    good = codec.encode(POST, {"post_id": "p9", "author_id": "u9", "author_birth_date": None,
-                               "author_country": "FR", "visibility": "PUBLIC", "kind": "COMMENT", "surface": "x",
-                               "language": None, "text": "t", "created_at": 0})
+    good = codec.encode(
+        POST,
+        {
+            "post_id": "p9",
+            "author_id": "u9",
+            "author_birth_date": None,
+            "author_country": "FR",
+            "visibility": "PUBLIC",
+            "kind": "COMMENT",
+            "surface": "x",
+            "language": None,
+            "text": "t",
+            "created_at": 0,
+        },
+    )
     produce(kafka.bootstrap, [(topics.dlq, b"k", b"\x07garbage"), (topics.dlq, b"k2", good)])
-    result = cli("tail", "--bootstrap-servers", kafka.bootstrap, "--topic", topics.dlq, "--max", "2",
-                 "--timeout", "10")
+    result = cli("tail", "--bootstrap-servers", kafka.bootstrap, "--topic", topics.dlq, "--max", "2", "--timeout", "10")
     assert result.returncode == 0, result.stderr
     out = [orjson.loads(line) for line in result.stdout.splitlines()]
     assert len(out) == 2

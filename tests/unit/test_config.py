@@ -22,16 +22,26 @@ def test_defaults():
 
 @pytest.mark.parametrize(
     "suffix,prop",
-    [("SECURITY_PROTOCOL", "security.protocol"), ("SASL_MECHANISM", "sasl.mechanism"),
-     ("SSL_CA_LOCATION", "ssl.ca.location"), ("SOME__UNDERSCORED_NAME", "some_underscored.name")],
+    [
+        ("SECURITY_PROTOCOL", "security.protocol"),
+        ("SASL_MECHANISM", "sasl.mechanism"),
+        ("SSL_CA_LOCATION", "ssl.ca.location"),
+        ("SOME__UNDERSCORED_NAME", "some_underscored.name"),
+    ],
 )
 def test_kafka_property_names(suffix, prop):
     assert kafka_property(suffix) == prop
 
 
 def test_librdkafka_properties_pass_through_by_scope():
-    s = load_settings({**BASE, "TF_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "TF_CONSUMER_KAFKA_FETCH_MIN_BYTES": "10",
-                       "TF_PRODUCER_KAFKA_LINGER_MS": "50"})
+    s = load_settings(
+        {
+            **BASE,
+            "TF_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "TF_CONSUMER_KAFKA_FETCH_MIN_BYTES": "10",
+            "TF_PRODUCER_KAFKA_LINGER_MS": "50",
+        }
+    )
     assert s.consumer_config()["security.protocol"] == "SASL_SSL"
     assert s.producer_config()["security.protocol"] == "SASL_SSL"
     assert s.consumer_config()["fetch.min.bytes"] == "10" and "fetch.min.bytes" not in s.producer_config()

@@ -20,7 +20,10 @@ def test_every_setting_is_in_the_readme():
 def test_every_metric_is_in_the_readme():
     metrics = Metrics()
     metrics.feed_lag(lambda: 0.0)
-    names = {line.split()[2] for line in generate_latest(metrics.registry).decode().splitlines()
-             if line.startswith("# TYPE training_filter_")}
+    names = {
+        line.split()[2]
+        for line in generate_latest(metrics.registry).decode().splitlines()
+        if line.startswith("# TYPE training_filter_")
+    }
     documented = {n for n in names if f"`{n}`" in README or f"`{n}_total`" in README}
     assert names - documented == set()

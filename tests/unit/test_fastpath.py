@@ -201,3 +201,75 @@ def test_zigzag_matches_fastavro(value):
     out = io.BytesIO()
     fastavro.schemaless_writer(out, "long", value)
     assert compiled_or_not.zigzag_varint(value) == out.getvalue() == interpreted.zigzag_varint(value)
+
+
+def _post_with_raw_text(module, text: bytes) -> bytes:
+    """A framed Post whose text field holds exactly `text` (possibly not UTF-8)."""
+    head = CODEC.encode(
+        POST,
+        {
+            "post_id": "p",
+            "author_id": "u",
+            "author_birth_date": None,
+            "author_country": "DE",
+            "visibility": "PUBLIC",
+            "kind": "POST",
+            "surface": "s",
+            "language": None,
+            "text": "",
+            "created_at": 0,
+        },
+    )
+    # The empty text is the byte 0x00 before the created_at varint (0x00): replace it.
+    assert head.endswith(b"\x00\x00")
+    return head[:-2] + module.zigzag_varint(len(text)) + text + b"\x00"
+
+
+utf8_edge_bytes = st.lists(
+    st.sampled_from(
+        [
+            b"a",
+            b"\x7f",
+            b"\xc2\x80",
+            b"\xdf\xbf",
+            b"\xe0\xa0\x80",
+            b"\xed\x9f\xbf",
+            b"\xed\xa0\x80",
+            b"\xef\xbf\xbf",
+            b"\xf0\x90\x80\x80",
+            b"\xf4\x8f\xbf\xbf",
+            b"\xf4\x90\x80\x80",
+            b"\xc0\xaf",
+            b"\xc1\xbf",
+            b"\xe0\x9f\xbf",
+            b"\xf0\x8f\xbf\xbf",
+            b"\xf5\x80\x80\x80",
+            b"\xff",
+            b"\x80",
+            b"\xc2",
+            b"\xe2\x82",
+            b"\xf0\x9f\x99",
+            "\U0001f642".encode(),
+            "ß".encode(),
+        ]
+    ),
+    max_size=12,
+).map(b"".join)
+
+
+@pytest.mark.parametrize("module", MODULES)
+@settings(max_examples=1500)
+@given(text=st.binary(max_size=40) | utf8_edge_bytes)
+def test_utf8_validation_matches_python(module, text):
+    value = _post_with_raw_text(module, text)
+    try:
+        text.decode("utf-8")
+        valid = True
+    except UnicodeDecodeError:
+        valid = False
+    try:
+        module.decode_post(value)
+        accepted = True
+    except module.FastPathMiss:
+        accepted = False
+    assert accepted == valid

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from consumer.optout_filter import OptOutFilter, SnapshotError, load_snapshot, write_snapshot
 from consumer.pseudonym import Pseudonymiser
@@ -79,3 +81,11 @@ def test_pseudonym_is_hmac_sha256_hex_and_hides_the_key():
     assert "s" * 32 not in repr(p)
     with pytest.raises(ValueError):
         Pseudonymiser(b"short")
+
+
+@settings(max_examples=300)
+@given(key=st.binary(min_size=32, max_size=200), user_id=st.binary(max_size=100))
+def test_pseudonym_equals_the_standard_library_hmac(key, user_id):
+    import hmac
+
+    assert Pseudonymiser(key).pseudonym(user_id) == hmac.new(key, user_id, "sha256").hexdigest().encode()

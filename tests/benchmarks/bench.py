@@ -1,0 +1,605 @@
+"""The throughput, latency and memory benchmark (`make bench`). Prints a table and writes JSON.
+
+On the same pre-generated input (posts with 200 to 1,000 bytes of text, about half eligible, every
+decision represented) and the local Kafka broker, it runs one after another, each pinned to CPU 0
+while the broker and the load generator are pinned to CPU 1:
+
+1. passthrough: confluent-kafka consume and produce of the same bytes (the ceiling);
+2. training-filter: the real service (`training-filter run`), at-least-once, 10 million opt-outs
+   loaded from a snapshot, output minimised and pseudonymised;
+3. peer: the same policy written idiomatically with Quix Streams.
+
+Then exactly-once against at-least-once, two service processes against one, p50/p99 end-to-end
+latency of each pipeline at half its own measured maximum, snapshot load and filter build for 10
+million opt-outs, and the per-stage cost of the hot loop.
+
+    python -m tests.benchmarks.bench [--records N] [--optouts N] [--quick] [--output FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Producer
+from prometheus_client.parser import text_string_to_metric_families
+
+from consumer import fastpath
+from consumer.codec import OPTOUT, Codec
+from consumer.generator import StreamGenerator
+from consumer.local_kafka import LocalKafka, free_port
+from consumer.optout_filter import OptOutFilter, load_snapshot, write_snapshot
+from consumer.topics import TopicSpec, ensure_topics
+from rules import Decider, load_policy
+from tests.benchmarks.stages import profile
+
+PIPELINE_CPU = 0
+HARNESS_CPU = 1
+DEFAULT_OUTPUT = Path(__file__).parent / "results" / "latest.json"
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# -- /proc readings -------------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+# -- the bench ------------------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.work = Path(tempfile.mkdtemp(prefix="tf-bench-"))
+        self.key = secrets.token_bytes(32)
+        self.results: dict[str, Any] = {"machine": machine(), "settings": vars(args).copy()}
+        self.results["settings"]["output"] = str(args.output)
+
+    def topic(self, name: str, partitions: int = 4, config: dict[str, str] | None = None) -> str:
+        full = f"{name}-{uuid.uuid4().hex[:6]}"
+        ensure_topics(self.bootstrap, [TopicSpec(full, partitions, config or {})])
+        return full
+
+    def produce(self, topic: str, items: list[tuple[bytes | None, bytes]]) -> None:
+        producer = Producer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "linger.ms": 20,
+                "batch.size": 1_000_000,
+                "compression.type": "lz4",
+                "queue.buffering.max.messages": 1_000_000,
+                "log_level": 3,
+            }
+        )
+        for key, value in items:
+            while True:
+                try:
+                    producer.produce(topic, value, key)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+        assert producer.flush(120) == 0
+
+    # -- set-up ---------------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        args = self.args
+        log(f"generating {args.records} posts")
+        generator = StreamGenerator(seed=42, users_per_pool=20_000, ai_share=0.0)
+        stream = list(generator.stream(args.records))
+        self.values = [g.value for g in stream]
+        self.keys = [g.key for g in stream]
+        self.expected_eligible = sum(g.expected == "eligible" for g in stream)
+        self.expected_malformed = sum(g.expected == "malformed" for g in stream)
+        self.results["input"] = {
+            "records": len(stream),
+            "eligible": self.expected_eligible,
+            "malformed": self.expected_malformed,
+            "mean_value_bytes": round(statistics.mean(len(v) for v in self.values), 1),
+            "decisions": {r: sum(g.expected == r for g in stream) for r in generator.mix},
+        }
+
+        self.optouts_topic = self.topic("optouts", 1, {"cleanup.policy": "compact"})
+        opted = generator.optouts()
+        self.produce(self.optouts_topic, list(opted))
+        capacity = max(args.optouts, 1_000)
+        log(f"building the opt-out filter: {args.optouts} opt-outs at 1e-6")
+        optouts = OptOutFilter(capacity, 1e-6)
+        start = time.perf_counter()
+        for i in range(args.optouts - len(opted)):
+            optouts.add(f"bench-optout-{i:09d}")
+        codec = Codec()
+        for _, value in opted:
+            optouts.add(codec.decode(value, OPTOUT)[1]["user_id"])
+        build = time.perf_counter() - start
+        self.snapshot = self.work / "optouts.snapshot"
+        start = time.perf_counter()
+        write_snapshot(self.snapshot, optouts.header(self.optouts_topic, {0: len(opted)}), optouts.snapshot_bytes())
+        save = time.perf_counter() - start
+        start = time.perf_counter()
+        loaded = load_snapshot(self.snapshot, capacity, 1e-6, self.optouts_topic)
+        load = time.perf_counter() - start
+        self.optouts = loaded.filter
+        self.capacity = capacity
+        self.results["optouts"] = {
+            "entries": optouts.entries,
+            "filter_bytes": optouts.size_bytes,
+            "filter_mib": optouts.size_bytes / 2**20,
+            "build_seconds": build,
+            "build_per_second": optouts.entries / build,
+            "snapshot_save_seconds": save,
+            "snapshot_load_seconds": load,
+            "estimated_false_positive_rate": optouts.estimated_fp_rate(),
+            "library": "fastbloom-rs",
+        }
+
+        self.input_topic = self.topic("bench-posts", 4)
+        self.empty_topic = self.topic("bench-ai", 1)
+        log(f"producing the input to {self.input_topic}")
+        self.produce(self.input_topic, list(zip(self.keys, self.values, strict=True)))
+
+    # -- pipelines ------------------------------------------------------------------------------------
+
+    def run_script(self, kind: str, source: str, count: int) -> dict[str, Any]:
+        sink = self.topic(f"out-{kind}", 4)
+        cmd = [
+            sys.executable,
+            "-m",
+            "tests.benchmarks.pipelines",
+            kind,
+            self.bootstrap,
+            source,
+            sink,
+            f"g-{uuid.uuid4().hex[:8]}",
+            str(count),
+        ]
+        if kind == "peer":
+            cmd += [str(self.snapshot), self.key.hex()]
+        result = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=1800,
+            env={**os.environ, "BENCH_CPU": str(PIPELINE_CPU)},
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"{kind} failed:\n{result.stderr[-3000:]}")
+        report = orjson.loads(result.stdout.strip().splitlines()[-1])
+        return self._figures(
+            report["records"], report["last"] - report["first"], report["cpu_seconds"], report["peak_rss_bytes"]
+        )
+
+    @staticmethod
+    def _figures(records: int, wall: float, cpu: float, rss: int) -> dict[str, Any]:
+        return {
+            "records": records,
+            "seconds": wall,
+            "records_per_second": records / wall,
+            "us_per_record": wall / records * 1e6,
+            "cpu_seconds": cpu,
+            "cpu_us_per_record": cpu / records * 1e6,
+            "peak_rss_bytes": rss,
+            "peak_rss_mib": rss / 2**20,
+        }
+
+    def start_service(
+        self,
+        source: str,
+        guarantee: str = "at-least-once",
+        cpu: int = PIPELINE_CPU,
+        group: str | None = None,
+        sink: str | None = None,
+    ) -> tuple[subprocess.Popen[bytes], int, str]:
+        port = free_port()
+        snapshot = self.work / f"snapshot-{uuid.uuid4().hex[:6]}"
+        shutil.copy(self.snapshot, snapshot)
+        sink = sink or self.topic("out-service", 4)
+        env = {
+            **os.environ,
+            "TF_BOOTSTRAP_SERVERS": self.bootstrap,
+            "TF_GROUP_ID": group or f"tf-{uuid.uuid4().hex[:8]}",
+            "TF_POSTS_TOPIC": source,
+            "TF_AI_INTERACTIONS_TOPIC": self.empty_topic,
+            "TF_OPTOUTS_TOPIC": self.optouts_topic,
+            "TF_TRAINING_TOPIC": sink,
+            "TF_REVOCATIONS_TOPIC": self.topic("revocations", 1),
+            "TF_DLQ_TOPIC": self.topic("dlq", 1),
+            "TF_HMAC_KEY": self.key.hex(),
+            "TF_OPTOUT_SNAPSHOT_PATH": str(snapshot),
+            "TF_OPTOUT_CAPACITY": str(self.capacity),
+            "TF_METRICS_HOST": "127.0.0.1",
+            "TF_METRICS_PORT": str(port),
+            "TF_PROCESSING_GUARANTEE": guarantee,
+            "TF_REVOCATIONS_START": "latest",
+            "TF_LOG_LEVEL": "warning",
+            "TF_OPTOUT_SNAPSHOT_INTERVAL_SECONDS": "3600",
+            "TF_TRANSACTIONAL_ID": f"bench-{uuid.uuid4().hex[:8]}",
+        }
+        self.service_log = self.work / f"service-{port}.log"
+        with self.service_log.open("wb") as log_file:
+            command = ["taskset", "-c", str(cpu), sys.executable, "-m", "consumer.cli", "run"]
+            if os.environ.get("BENCH_PROFILE"):  # e.g. "py-spy record -o profile.svg --"
+                command = [*os.environ["BENCH_PROFILE"].split(), *command]
+            process = subprocess.Popen(
+                command,
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        return process, port, sink
+
+    @staticmethod
+    def scrape(port: int) -> dict[str, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        totals: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "training_filter_records_total":
+                    totals["records"] = totals.get("records", 0) + sample.value
+                elif sample.name == "training_filter_produced_records_total":
+                    totals[sample.labels["output"]] = sample.value
+        return totals
+
+    def run_services(self, guarantee: str = "at-least-once", processes: int = 1) -> dict[str, Any]:
+        group = f"tf-{uuid.uuid4().hex[:8]}"
+        sink = self.topic("out-service", 4)
+        started = [
+            self.start_service(self.input_topic, guarantee, cpu=i % 2, group=group, sink=sink) for i in range(processes)
+        ]
+        count = len(self.values)
+        first = cpu_first = 0.0
+        deadline = time.monotonic() + 1800
+        while time.monotonic() < deadline:
+            for process, _, _ in started:
+                if process.poll() is not None:
+                    raise RuntimeError(
+                        f"the service exited with {process.returncode}:\n" + self.service_log.read_text()[-3000:]
+                    )
+            totals = {}
+            try:
+                parts = [self.scrape(port) for _, port, _ in started]
+                totals = {k: sum(p.get(k, 0) for p in parts) for k in ("records", "training", "dlq")}
+            except OSError:
+                pass
+            now = time.time()
+            if not first and totals.get("records", 0) > 0:
+                first, cpu_first = now - 0.005, sum(cpu_seconds(p.pid) for p, _, _ in started)
+            if (
+                totals.get("records", 0) >= count
+                and totals.get("training", 0) >= self.expected_eligible
+                and totals.get("dlq", 0) >= self.expected_malformed
+            ):
+                break
+            time.sleep(0.01)
+        else:
+            raise RuntimeError("the service did not finish the input")
+        wall, cpu = now - first, sum(cpu_seconds(p.pid) for p, _, _ in started) - cpu_first
+        rss = max(peak_rss(p.pid) for p, _, _ in started)
+        for process, _, _ in started:
+            process.send_signal(signal.SIGTERM)
+        for process, _, _ in started:
+            process.wait(60)
+        return self._figures(count, wall, cpu, rss)
+
+    # -- latency --------------------------------------------------------------------------------------
+
+    def latency(self, kind: str, rate: float) -> dict[str, Any]:
+        """p50/p99 from produce to arrival in the output, at a fixed offered load of `rate` records/s."""
+        seconds = self.args.latency_seconds
+        total = int(rate * seconds)
+        source = self.topic(f"lat-in-{kind}", 4)
+        values = [self.values[i % len(self.values)] for i in range(total)]
+        outputs_expected = sum(1 for i in range(total) if self._eligible_index(i % len(self.values)))
+        if kind == "passthrough":
+            outputs_expected = total
+        if kind == "training-filter":
+            process, _, sink = self.start_service(source)
+            time.sleep(3)  # start-up and assignment before the load starts
+        else:
+            sink = self.topic(f"lat-out-{kind}", 4)
+            cmd = [
+                sys.executable,
+                "-m",
+                "tests.benchmarks.pipelines",
+                kind,
+                self.bootstrap,
+                source,
+                sink,
+                f"g-{uuid.uuid4().hex[:8]}",
+                str(total),
+            ]
+            if kind == "peer":
+                cmd += [str(self.snapshot), self.key.hex()]
+            process = subprocess.Popen(
+                cmd,
+                env={**os.environ, "BENCH_CPU": str(PIPELINE_CPU)},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(3)
+        arrivals_file = self.work / f"arrivals-{kind}.json"
+        reader = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.benchmarks.reader",
+                self.bootstrap,
+                sink,
+                str(outputs_expected),
+                str(seconds + 60),
+                str(arrivals_file),
+            ],
+            env={**os.environ, "BENCH_CPU": str(HARNESS_CPU)},
+            stdout=subprocess.PIPE,
+        )
+        assert reader.stdout is not None
+        reader.stdout.readline()
+        time.sleep(1)
+        sent = self._offer(source, values, rate)
+        reader.wait(seconds + 120)
+        if kind == "training-filter":
+            process.send_signal(signal.SIGTERM)
+        process.wait(120)
+        arrivals = orjson.loads(arrivals_file.read_bytes())
+        warmup = min(sent.values()) + 1.0
+        latencies = sorted((arrivals[i] - t) * 1000 for i, t in sent.items() if i in arrivals and t >= warmup)
+        if not latencies:
+            raise RuntimeError(f"no output arrived for the {kind} latency run")
+        return {
+            "offered_records_per_second": rate,
+            "samples": len(latencies),
+            "p50_ms": latencies[len(latencies) // 2],
+            "p99_ms": latencies[int(len(latencies) * 0.99)],
+            "max_ms": latencies[-1],
+        }
+
+    def _eligible_index(self, index: int) -> bool:
+        if not hasattr(self, "_eligible"):
+            decider = Decider(load_policy())
+            flags = []
+            for value in self.values:
+                try:
+                    f = fastpath.decode_post(value)
+                except fastpath.FastPathMiss:
+                    flags.append(False)
+                    continue
+                flags.append(
+                    decider.decide(
+                        decider.policy and __import__("rules").Source.POST,
+                        f[4],
+                        f[3],
+                        f[2],
+                        f[8],
+                        f[1],
+                        self.optouts.contains,
+                    )
+                    == "eligible"
+                )
+            self._eligible = flags
+        return self._eligible[index]
+
+    def _offer(self, topic: str, values: list[bytes], rate: float) -> dict[str, float]:
+        """Produce at `rate` records/s in 5 ms ticks, each with a unique 12-byte id patched into the value."""
+        producer = Producer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "linger.ms": 1,
+                "log_level": 3,
+                "queue.buffering.max.messages": 1_000_000,
+            }
+        )
+        sent: dict[str, float] = {}
+        tick = 0.005
+        per_tick = rate * tick
+        start = time.monotonic()
+        owed = 0.0
+        index = 0
+        while index < len(values):
+            owed += per_tick
+            while owed >= 1 and index < len(values):
+                value = values[index]
+                if len(value) > 18 and value[5] == 24:  # a framed post with a 12-byte id
+                    rid = f"L{index:011d}"
+                    value = value[:6] + rid.encode() + value[18:]
+                    sent[rid] = time.monotonic()
+                try:
+                    producer.produce(topic, value, b"k%d" % (index % 1000))
+                except BufferError:
+                    producer.poll(0.01)
+                    producer.produce(topic, value, b"k%d" % (index % 1000))
+                index += 1
+                owed -= 1
+            producer.poll(0)
+            next_tick = start + tick * (1 + int((time.monotonic() - start) / tick))
+            time.sleep(max(0.0, next_tick - time.monotonic()))
+        producer.flush(60)
+        return sent
+
+    # -- the whole run --------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        os.sched_setaffinity(0, {HARNESS_CPU})
+        with LocalKafka(cpus={HARNESS_CPU}, heap="1g") as broker:
+            self.bootstrap = broker.bootstrap
+            self.prepare()
+            n = len(self.values)
+            r = self.results
+            if self.args.only == "training-filter":  # for profiling: the service alone, then stop
+                log("training-filter (at-least-once) only")
+                r["training_filter"] = self.run_services()
+                print(orjson.dumps(r["training_filter"], option=orjson.OPT_INDENT_2).decode())
+                return r
+            log("passthrough")
+            r["passthrough"] = self.run_script("passthrough", self.input_topic, n)
+            log("training-filter (at-least-once)")
+            r["training_filter"] = self.run_services()
+            log("peer (Quix Streams)")
+            r["peer"] = self.run_script("peer", self.input_topic, n)
+            log("training-filter (exactly-once)")
+            r["training_filter_exactly_once"] = self.run_services("exactly-once")
+            log("training-filter, two processes")
+            r["training_filter_two_processes"] = self.run_services(processes=2)
+            r["latency"] = {}
+            for kind, key in (("passthrough", "passthrough"), ("training-filter", "training_filter"), ("peer", "peer")):
+                rate = r[key]["records_per_second"] / 2
+                log(f"latency of {kind} at {rate:,.0f} records/s")
+                r["latency"][key] = self.latency(kind, rate)
+            log("per-stage profile")
+            os.sched_setaffinity(0, {PIPELINE_CPU})
+            r["stages_us_per_record"] = profile(
+                self.values, self.optouts, Decider(load_policy()), self.bootstrap, self.topic("out-stages", 4), self.key
+            )
+            os.sched_setaffinity(0, {HARNESS_CPU})
+            r["ratios"] = ratios(r)
+        shutil.rmtree(self.work, ignore_errors=True)
+        return r
+
+
+def ratios(r: dict[str, Any]) -> dict[str, float]:
+    tf = r["training_filter"]["records_per_second"]
+    return {
+        "training_filter_over_passthrough": tf / r["passthrough"]["records_per_second"],
+        "training_filter_over_peer": tf / r["peer"]["records_per_second"],
+        "exactly_once_over_at_least_once": r["training_filter_exactly_once"]["records_per_second"] / tf,
+        "two_processes_over_one": r["training_filter_two_processes"]["records_per_second"] / tf,
+    }
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    memory = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(int(memory) / 2**20, 1),
+        "python": platform.python_version(),
+        "fast_path": "compiled" if fastpath.COMPILED else "interpreted",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def table(r: dict[str, Any]) -> str:
+    lines = [
+        f"machine: {r['machine']['cpu']}, {r['machine']['cores']} cores, {r['machine']['memory_gib']} GiB; "
+        f"Python {r['machine']['python']}; fast path {r['machine']['fast_path']}",
+        f"input: {r['input']['records']:,} posts, mean {r['input']['mean_value_bytes']:.0f} bytes, "
+        f"{r['input']['eligible']:,} eligible; filter: {r['optouts']['entries']:,} opt-outs",
+        "",
+        f"{'pipeline':<32}{'records/s':>11}{'µs/rec':>8}{'CPU s':>8}{'CPU µs/rec':>11}{'peak RSS MiB':>13}"
+        f"{'p50 ms':>8}{'p99 ms':>8}",
+    ]
+    rows = [
+        ("passthrough", "passthrough"),
+        ("training-filter", "training_filter"),
+        ("peer (Quix Streams)", "peer"),
+        ("training-filter exactly-once", "training_filter_exactly_once"),
+        ("training-filter, 2 processes", "training_filter_two_processes"),
+    ]
+    for label, key in rows:
+        x = r[key]
+        lat = r.get("latency", {}).get(key)
+        p50 = f"{lat['p50_ms']:.1f}" if lat else "-"
+        p99 = f"{lat['p99_ms']:.1f}" if lat else "-"
+        lines.append(
+            f"{label:<32}{x['records_per_second']:>11,.0f}{x['us_per_record']:>8.2f}{x['cpu_seconds']:>8.2f}"
+            f"{x['cpu_us_per_record']:>11.2f}{x['peak_rss_mib']:>13.0f}{p50:>8}{p99:>8}"
+        )
+    q = r["ratios"]
+    o = r["optouts"]
+    s = r["stages_us_per_record"]
+    lines += [
+        "",
+        "ratios (target):",
+        f"  training-filter / passthrough      {q['training_filter_over_passthrough']:.2f}  (>= 0.35)",
+        f"  training-filter / peer             {q['training_filter_over_peer']:.2f}  (>= 5)",
+        f"  exactly-once / at-least-once       {q['exactly_once_over_at_least_once']:.2f}",
+        f"  two processes / one                {q['two_processes_over_one']:.2f}  (>= 1.7)",
+        "",
+        "opt-out filter:",
+        f"  {o['entries']:,} entries, {o['filter_mib']:.1f} MiB (< 50), estimated FP rate "
+        f"{o['estimated_false_positive_rate']:.1e}",
+        f"  build {o['build_per_second']:,.0f} adds/s ({o['build_seconds']:.1f} s); snapshot save "
+        f"{o['snapshot_save_seconds']:.2f} s, load {o['snapshot_load_seconds']:.2f} s (< 2)",
+        f"  service peak RSS minus filter: {r['training_filter']['peak_rss_mib'] - o['filter_mib']:.0f} MiB (< 300)",
+        "",
+        "hot loop stages, µs per input record:",
+    ]
+    for name in (
+        "decode_fast_path",
+        "decode_fastavro_reference",
+        "rules",
+        "bloom_lookup",
+        "encode_and_pseudonymise",
+        "produce",
+    ):
+        lines.append(f"  {name:<28}{s[name]:>7.3f}")
+    lines.append(
+        f"  (per eligible record: encode+pseudonymise {s['encode_and_pseudonymise_per_eligible']:.3f}, "
+        f"produce {s['produce_per_eligible']:.3f}; eligible share {s['eligible_share']:.2f})"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=400_000)
+    parser.add_argument("--optouts", type=int, default=10_000_000)
+    parser.add_argument("--latency-seconds", type=float, default=8.0)
+    parser.add_argument("--quick", action="store_true", help="a small run that checks the benchmark works")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--only", choices=["training-filter"], help="run only this pipeline (for profiling)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.records, args.optouts, args.latency_seconds = 20_000, 200_000, 2.0
+    if (os.cpu_count() or 1) < 2:
+        print(
+            "the benchmark pins the pipelines and the broker to two different CPUs; this machine has one",
+            file=sys.stderr,
+        )
+        return 2
+    results = Bench(args).run()
+    if args.only:
+        return 0
+    print()
+    print(table(results))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    print(f"\nwritten to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
