@@ -41,8 +41,10 @@ class OptOutFilter:
         self.fp_rate = fp_rate
         self._bloom = bloom if bloom is not None else BloomFilter(capacity, fp_rate)
         self.entries = entries  # distinct users added (a false positive on add is not counted)
-        # The hot loop calls this with raw UTF-8 bytes; contains_bytes and contains_str hash the same bytes.
-        self.contains = self._bloom.contains_bytes
+        # The hot loop calls this with raw UTF-8 bytes (contains_bytes and contains_str hash the same bytes).
+        # The library's Python wrapper adds a frame per call (0.15 µs); its Rust object is called directly.
+        native = getattr(self._bloom, "_py_bloom", None)
+        self.contains = native.contains_bytes if native is not None else self._bloom.contains_bytes
 
     def add(self, user_id: str | bytes) -> bool:
         """Add a user; True when the filter did not (appear to) hold them before."""

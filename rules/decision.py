@@ -24,6 +24,13 @@ class Reason(StrEnum):
 
 
 REASONS: tuple[Reason, ...] = tuple(Reason)
+_SOURCE_EXCLUDED = Reason.SOURCE_EXCLUDED
+_NOT_PUBLIC = Reason.NOT_PUBLIC
+_REGION = Reason.REGION
+_UNKNOWN_AGE = Reason.UNKNOWN_AGE
+_UNDER_AGE = Reason.UNDER_AGE
+_OPTED_OUT = Reason.OPTED_OUT
+_ELIGIBLE = Reason.ELIGIBLE
 DROP_REASONS: tuple[Reason, ...] = tuple(r for r in Reason if r is not Reason.ELIGIBLE)
 
 
@@ -110,30 +117,31 @@ class Decider:
         is the only check that consults shared state.
         """
         if not self._include[source]:
-            return Reason.SOURCE_EXCLUDED
+            return _SOURCE_EXCLUDED
         if not public:
-            return Reason.NOT_PUBLIC
-        # The memo look-ups are inlined: this runs once per record in the hot loop.
+            return _NOT_PUBLIC
+        # Memo look-ups inlined and reasons bound to module names (an enum attribute look-up costs
+        # 0.1 µs): this runs once per record in the hot loop.
         code = self._country_memo.get(raw_country, False)
         if code is False:
             code = self.allowed_country(raw_country)
         if code is None:
-            return Reason.REGION
+            return _REGION
         if birth_day is None:
-            return Reason.UNKNOWN_AGE
+            return _UNKNOWN_AGE
         created_day = created_ms // MS_PER_DAY
         if birth_day > created_day:
-            return Reason.UNKNOWN_AGE
+            return _UNKNOWN_AGE
         bounds = self._birth_memo.get(birth_day)
         if bounds is None:
             bounds = self._age_bounds(birth_day)
         if bounds is None or created_day >= bounds[1]:
-            return Reason.UNKNOWN_AGE
+            return _UNKNOWN_AGE
         if created_day < bounds[0]:
-            return Reason.UNDER_AGE
+            return _UNDER_AGE
         if opted_out(user_id):
-            return Reason.OPTED_OUT
-        return Reason.ELIGIBLE
+            return _OPTED_OUT
+        return _ELIGIBLE
 
     def decide_record(self, source: Source, record: Mapping[str, Any], opted_out: OptedOut) -> Reason:
         """The reason for a record decoded by fastavro (or parsed from JSON into the same types)."""

@@ -107,6 +107,40 @@ class Bench:
                     producer.poll(0.05)
         assert producer.flush(120) == 0
 
+    def publish_input(self) -> str:
+        """A fresh topic holding the whole input, written first (uncommitted) and made visible to
+        read_committed consumers by one transaction commit when `release()` is called. So every
+        pipeline starts, joins its group and gets its partitions before any record is visible: the
+        measurement is the steady state, without start-up or rebalance time."""
+        topic = self.topic("bench-posts", 4)
+        producer = Producer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "linger.ms": 20,
+                "batch.size": 1_000_000,
+                "compression.type": "lz4",
+                "queue.buffering.max.messages": 1_000_000,
+                "log_level": 3,
+                "transactional.id": f"bench-input-{uuid.uuid4().hex[:8]}",
+                "transaction.timeout.ms": 300_000,
+            }
+        )
+        producer.init_transactions(30)
+        producer.begin_transaction()
+        for key, value in zip(self.keys, self.values, strict=True):
+            while True:
+                try:
+                    producer.produce(topic, value, key)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+        assert producer.flush(120) == 0
+        self._pending_input = producer
+        return topic
+
+    def release(self) -> None:
+        self._pending_input.commit_transaction(60)
+
     # -- set-up ---------------------------------------------------------------------------------------
 
     def prepare(self) -> None:
@@ -160,14 +194,12 @@ class Bench:
             "library": "fastbloom-rs",
         }
 
-        self.input_topic = self.topic("bench-posts", 4)
         self.empty_topic = self.topic("bench-ai", 1)
-        log(f"producing the input to {self.input_topic}")
-        self.produce(self.input_topic, list(zip(self.keys, self.values, strict=True)))
 
     # -- pipelines ------------------------------------------------------------------------------------
 
-    def run_script(self, kind: str, source: str, count: int) -> dict[str, Any]:
+    def run_script(self, kind: str, count: int) -> dict[str, Any]:
+        source = self.publish_input()
         sink = self.topic(f"out-{kind}", 4)
         cmd = [
             sys.executable,
@@ -182,17 +214,19 @@ class Bench:
         ]
         if kind == "peer":
             cmd += [str(self.snapshot), self.key.hex()]
-        result = subprocess.run(
+        process = subprocess.Popen(
             cmd,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            check=False,
-            timeout=1800,
             env={**os.environ, "BENCH_CPU": str(PIPELINE_CPU)},
         )
-        if result.returncode != 0:
-            raise RuntimeError(f"{kind} failed:\n{result.stderr[-3000:]}")
-        report = orjson.loads(result.stdout.strip().splitlines()[-1])
+        time.sleep(6)  # start-up and partition assignment
+        self.release()
+        stdout, stderr = process.communicate(timeout=1800)
+        if process.returncode != 0:
+            raise RuntimeError(f"{kind} failed:\n{stderr[-3000:]}")
+        report = orjson.loads(stdout.strip().splitlines()[-1])
         return self._figures(
             report["records"], report["last"] - report["first"], report["cpu_seconds"], report["peak_rss_bytes"]
         )
@@ -256,6 +290,20 @@ class Bench:
             )
         return process, port, sink
 
+    def _wait_assigned(self, ports: list[int], partitions: int) -> None:
+        """Until every instance has partitions and together they hold all of them (a stable group)."""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                assigned = [self.scrape(port).get("assigned", 0) for port in ports]
+            except OSError:
+                assigned = []
+            if assigned and all(assigned) and sum(assigned) == partitions:
+                time.sleep(1)  # let the group settle
+                return
+            time.sleep(0.2)
+        raise RuntimeError("the service instances did not get their partitions")
+
     @staticmethod
     def scrape(port: int) -> dict[str, float]:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
@@ -267,14 +315,17 @@ class Bench:
                     totals["records"] = totals.get("records", 0) + sample.value
                 elif sample.name == "training_filter_produced_records_total":
                     totals[sample.labels["output"]] = sample.value
+                elif sample.name == "training_filter_assigned_partitions":
+                    totals["assigned"] = sample.value
         return totals
 
     def run_services(self, guarantee: str = "at-least-once", processes: int = 1) -> dict[str, Any]:
+        source = self.publish_input()
         group = f"tf-{uuid.uuid4().hex[:8]}"
         sink = self.topic("out-service", 4)
-        started = [
-            self.start_service(self.input_topic, guarantee, cpu=i % 2, group=group, sink=sink) for i in range(processes)
-        ]
+        started = [self.start_service(source, guarantee, cpu=i % 2, group=group, sink=sink) for i in range(processes)]
+        self._wait_assigned([port for _, port, _ in started], partitions=4 + 1)
+        self.release()
         count = len(self.values)
         first = cpu_first = 0.0
         deadline = time.monotonic() + 1800
@@ -459,11 +510,11 @@ class Bench:
                 print(orjson.dumps(r["training_filter"], option=orjson.OPT_INDENT_2).decode())
                 return r
             log("passthrough")
-            r["passthrough"] = self.run_script("passthrough", self.input_topic, n)
+            r["passthrough"] = self.run_script("passthrough", n)
             log("training-filter (at-least-once)")
             r["training_filter"] = self.run_services()
             log("peer (Quix Streams)")
-            r["peer"] = self.run_script("peer", self.input_topic, n)
+            r["peer"] = self.run_script("peer", n)
             log("training-filter (exactly-once)")
             r["training_filter_exactly_once"] = self.run_services("exactly-once")
             log("training-filter, two processes")
