@@ -159,6 +159,11 @@ class Codec:
         self._writers[schema_id] = entry
         return entry
 
+    def is_reader_schema(self, schema_id: int, name: str) -> bool:
+        """True when the writer schema of `schema_id` is exactly (canonically) the reader schema `name`."""
+        entry = self._writers.get(schema_id)
+        return entry is not None and entry.canonical == self.catalog.by_name(name).canonical
+
     def write_id(self, name: str, subject: str | None = None) -> int:
         """The id to frame `name` with: registered under `subject` when a registry is set."""
         cached = self._write_ids.get(name)

@@ -33,6 +33,8 @@ DEFAULT_POM = REPO_ROOT / "deploy" / "local-kafka" / "pom.xml"
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "training-filter"
 DEFAULT_STATE = CACHE_DIR / "local-kafka.json"
 
+_STORE_PASSWORD = "local-kafka-test-only"  # a throw-away store for a loopback test broker
+
 _LOG4J = """\
 status = warn
 appender.out.type = Console
@@ -114,6 +116,33 @@ class LocalKafka:
         return f"127.0.0.1:{self.listener_ports[name]}"
 
     @property
+    def secure_bootstrap(self) -> str:
+        return self.listener_bootstrap("SASL_SSL")
+
+    @property
+    def ca_path(self) -> Path:
+        """The broker's self-signed certificate (PEM): the CA a TLS client must trust."""
+        assert self.data_dir is not None
+        return self.data_dir / "ca.pem"
+
+    def _tls_material(self) -> None:
+        """A self-signed certificate for 127.0.0.1 made with the JDK's keytool (no other tools needed)."""
+        assert self.data_dir is not None
+        store = self.data_dir / "broker.p12"
+        if store.exists():
+            return
+        keytool = shutil.which("keytool") or str(Path(_java()).with_name("keytool"))
+        common = ["-storetype", "PKCS12", "-storepass", _STORE_PASSWORD, "-keystore", str(store)]
+        for args in (
+            ["-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048", "-validity", "7",
+             "-dname", "CN=localhost", "-ext", "SAN=ip:127.0.0.1,dns:localhost", "-keypass", _STORE_PASSWORD],
+            ["-exportcert", "-alias", "broker", "-rfc", "-file", str(self.ca_path)],
+        ):
+            result = subprocess.run([keytool, *args, *common], capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                raise LocalKafkaError(f"keytool failed: {result.stderr or result.stdout}")
+
+    @property
     def log_path(self) -> Path:
         assert self.data_dir is not None
         return self.data_dir / "broker.log"
@@ -161,6 +190,22 @@ class LocalKafka:
             self._owns_dir = True
         self.port = self.port or free_port()
         self.controller_port = self.controller_port or free_port()
+        if self.secure:
+            self.listeners.setdefault("SASL_SSL", "SASL_SSL")
+            self._tls_material()
+            self.extra_properties.update({
+                "sasl.enabled.mechanisms": "SCRAM-SHA-256",
+                "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config":
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                "listener.name.sasl_ssl.ssl.keystore.location": str(self.data_dir / "broker.p12"),
+                "listener.name.sasl_ssl.ssl.keystore.password": _STORE_PASSWORD,
+                "listener.name.sasl_ssl.ssl.keystore.type": "PKCS12",
+                "listener.name.sasl_ssl.ssl.key.password": _STORE_PASSWORD,
+                "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                # The loopback PLAINTEXT listeners (controller, inter-broker, test tooling) stay trusted.
+                "super.users": "User:ANONYMOUS",
+                "allow.everyone.if.no.acl.found": "false",
+            })
         for name in self.listeners:
             self.listener_ports.setdefault(name, free_port())
         config = self.data_dir / "server.properties"
@@ -175,10 +220,6 @@ class LocalKafka:
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
         ]
-        if self.jaas:
-            jaas_file = self.data_dir / "jaas.conf"
-            jaas_file.write_text(self.jaas)
-            jvm.append(f"-Djava.security.auth.login.config={jaas_file}")
         if not (self.data_dir / "logs" / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
             fmt = [

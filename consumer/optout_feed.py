@@ -228,6 +228,7 @@ class RevocationEmitter:
         self.flush_seconds = flush_seconds
         self.tracker = OffsetTracker()
         self.assigned: set[tuple[str, int]] = set()
+        codec.write_id(REVOCATION, subject=f"{revocations_topic}-value")
         self.producer = Producer({**producer_config, "enable.idempotence": True, "acks": "all", "linger.ms": 20})
         self.consumer = Consumer(
             {

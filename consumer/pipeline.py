@@ -60,6 +60,7 @@ class BatchProcessor:
         self.training_topic = training_topic
         self.dlq_topic = dlq_topic
         self.on_backpressure = on_backpressure
+        codec.write_id(TRAINING_RECORD, subject=f"{training_topic}-value")  # TopicNameStrategy with a registry
         self.header = codec.header(TRAINING_RECORD)
         self.policy_version = decider.policy.version
         self.routes: dict[str, Route] = {}
@@ -103,6 +104,7 @@ class BatchProcessor:
         training_topic = self.training_topic
         delivered = batch.delivered
         eligible = ELIGIBLE
+        max_bytes = self.codec.max_value_bytes  # larger values take the reference path to the DLQ
         last: dict[tuple[str, int], int] = {}
         counts: dict[Reason, int] = {}
         run_topic: str | None = None
@@ -130,7 +132,7 @@ class BatchProcessor:
                 continue  # not subscribed; cannot happen unless the subscription changed under us
             value = msg.value()
             fields = None
-            if value is not None and value[:5] in route.fast_headers:
+            if value is not None and len(value) <= max_bytes and value[:5] in route.fast_headers:
                 try:
                     fields = route.fast_decode(value)
                 except FastPathMiss:
@@ -188,10 +190,12 @@ class BatchProcessor:
     ) -> None:
         """Reference codec: other schema versions (resolved to v1), and anything the fast path refused."""
         try:
-            _, record = self.codec.decode(value, route.schema_name)
+            schema_id, record = self.codec.decode(value, route.schema_name)
         except CodecError as exc:
             self._dead_letter(msg, route, exc.detail, batch, tally)
             return
+        if value is not None and self.codec.is_reader_schema(schema_id, route.schema_name):
+            route.fast_headers.add(value[:5])  # e.g. a registry id for the v1 schema: fast from now on
         fields = record_fields(route.source, record)
         if fields is None:
             self._dead_letter(msg, route, "invalid_fields", batch, tally)

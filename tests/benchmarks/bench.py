@@ -140,6 +140,7 @@ class Bench:
 
     def release(self) -> None:
         self._pending_input.commit_transaction(60)
+        self._pending_input = None  # closes the producer before the broker goes away
 
     # -- set-up ---------------------------------------------------------------------------------------
 

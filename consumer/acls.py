@@ -1,0 +1,33 @@
+"""The Kafka ACLs training-filter needs, and nothing more: one list that the Strimzi KafkaUser in
+deploy/kubernetes/ and the security tests are both checked against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Acl:
+    resource_type: str  # TOPIC, GROUP, TRANSACTIONAL_ID, CLUSTER
+    name: str
+    pattern: str  # LITERAL or PREFIXED
+    operation: str  # READ, WRITE, DESCRIBE, IDEMPOTENT_WRITE
+
+
+def required_acls(group_id: str = "training-filter", posts: str = "posts.v1", ai: str = "ai-interactions.v1",
+                  optouts: str = "privacy.optouts.v1", training: str = "training.eligible.v1",
+                  revocations: str = "training.revocations.v1", dlq: str = "training-filter.dlq.v1",
+                  transactional_id_prefix: str | None = "training-filter") -> list[Acl]:
+    acls = []
+    for topic in (posts, ai, optouts):
+        acls += [Acl("TOPIC", topic, "LITERAL", "READ"), Acl("TOPIC", topic, "LITERAL", "DESCRIBE")]
+    for topic in (training, revocations, dlq):
+        acls += [Acl("TOPIC", topic, "LITERAL", "WRITE"), Acl("TOPIC", topic, "LITERAL", "DESCRIBE")]
+    # The input group, and the "-optout-feed" and "-revocations" groups derived from it.
+    acls.append(Acl("GROUP", group_id, "PREFIXED", "READ"))
+    # The idempotent producer (brokers before 3.0 ask for this; later ones accept topic WRITE instead).
+    acls.append(Acl("CLUSTER", "kafka-cluster", "LITERAL", "IDEMPOTENT_WRITE"))
+    if transactional_id_prefix:  # exactly-once only
+        acls += [Acl("TRANSACTIONAL_ID", transactional_id_prefix, "PREFIXED", "WRITE"),
+                 Acl("TRANSACTIONAL_ID", transactional_id_prefix, "PREFIXED", "DESCRIBE")]
+    return acls

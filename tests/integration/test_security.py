@@ -1,0 +1,165 @@
+"""Security: no personal data in logs or metric labels; SASL/SCRAM over TLS with exactly the
+documented ACLs; bad credentials and a missing permission fail safely."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from collections.abc import Iterator
+
+import pytest
+from confluent_kafka.admin import (
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
+)
+
+from consumer.codec import TRAINING_RECORD, Codec
+from consumer.generator import StreamGenerator
+from consumer.local_kafka import LocalKafka, LocalKafkaError
+from tests.faults.scenarios import SERVICE_PASSWORD, SERVICE_USER, grant, secure_env
+from tests.harness import HMAC_KEY, ServiceProcess, Topics, produce, read_all
+
+pytestmark = pytest.mark.integration
+CODEC = Codec()
+
+
+def test_no_user_id_birth_date_text_or_key_in_any_log_line_or_metric(kafka, topics, new_service):
+    generator = StreamGenerator(seed=31, users_per_pool=300, posts_topic=topics.posts, ai_topic=topics.ai)
+    produce(kafka.bootstrap, ((topics.optouts, k, v) for k, v in generator.optouts()))
+    stream = list(generator.stream(3000))
+    service = new_service(TF_LOG_LEVEL="debug", TF_LOG_SUMMARY_SECONDS="1").start()
+    service.wait_ready()
+    produce(kafka.bootstrap, ((g.topic, g.key, g.value) for g in stream))
+    service.wait_processed(len(stream))
+    service.wait_settled()
+    time.sleep(1.5)  # at least one summary line after the stream
+    metrics_text = service.get("/metrics")[1].decode()
+    assert service.stop() == 0
+    log_text = service.log_path.read_text()
+    assert '"event":"summary"' in log_text and '"event":"batch"' in log_text
+
+    secrets = set()
+    for pool in generator.pools.values():
+        for user in pool:
+            secrets.add(user.user_id)
+            if user.birth_day is not None:
+                secrets.add((dt.date(1970, 1, 1) + dt.timedelta(days=user.birth_day)).isoformat())
+    snippets = set()
+    for g in stream:
+        if g.expected == "malformed":
+            continue
+        record = CODEC.decode(g.value, "platform.content.v1.Post" if g.source == "post" else
+                              "platform.content.v1.AiInteraction")[1]
+        text = record.get("text") or record["prompt"]
+        snippets.add(text[20:60])  # 40 characters: several words, never a log token by chance
+    secrets.add(HMAC_KEY.decode())
+    for haystack, where in ((log_text, "log"), (metrics_text, "metrics")):
+        leaked = [s for s in secrets | snippets if s and s in haystack]
+        assert not leaked, f"personal data in the {where}: {leaked[:3]}"
+    # Metric label values come from fixed sets and topic/partition numbers only.
+    for label_value in re.findall(r'="([^"]*)"', metrics_text):
+        assert label_value in _allowed_label_values(topics) or label_value.isdigit() or _is_version(label_value), \
+            label_value
+
+
+def _allowed_label_values(topics: Topics) -> set[str]:
+    from consumer.metrics import DLQ_CAUSES, OPTOUT_RESULTS, OUTPUTS
+    from rules import REASONS, Source, load_policy
+
+    return ({str(r) for r in REASONS} | {str(s) for s in Source} | set(OUTPUTS) | set(DLQ_CAUSES)
+            | set(OPTOUT_RESULTS) | {"assign", "revoke", "lost", "load", "save", "ok", "failed", "unusable",
+                                     "committed", "compiled", "interpreted", "at-least-once", "exactly-once",
+                                     "CPython", "Linux", load_policy().version, topics.posts, topics.ai,
+                                     "+Inf"})
+
+
+def _is_version(value: str) -> bool:
+    return bool(re.fullmatch(r"[0-9.]+|[0-9.e+-]+", value))
+
+
+@pytest.fixture(scope="module")
+def secure_broker() -> Iterator[LocalKafka]:
+    try:
+        broker = LocalKafka(secure=True, scram_users={SERVICE_USER: SERVICE_PASSWORD}).start()
+    except LocalKafkaError as exc:
+        pytest.fail(f"the secure local broker did not start: {exc}", pytrace=False)
+    yield broker
+    broker.cleanup()
+
+
+def test_the_service_over_sasl_ssl_with_exactly_the_documented_acls(secure_broker, tmp_path):
+    topics = Topics.unique(secure_broker.bootstrap)
+    admin = AdminClient({"bootstrap.servers": secure_broker.bootstrap})
+    group = f"tf-{topics.posts}"
+    grant(admin, topics, group)
+    generator = StreamGenerator(seed=32, users_per_pool=100, posts_topic=topics.posts, ai_topic=topics.ai)
+    produce(secure_broker.bootstrap, ((topics.optouts, k, v) for k, v in generator.optouts()))
+    stream = list(generator.stream(1500))
+    service = ServiceProcess(secure_broker.secure_bootstrap, topics, tmp_path, group=group,
+                             env_overrides=secure_env(secure_broker))
+    service.start().wait_ready(90)
+    produce(secure_broker.bootstrap, ((g.topic, g.key, g.value) for g in stream))
+    service.wait_processed(len(stream))
+    service.wait_settled()
+    assert service.stop() == 0
+    ids = {CODEC.decode(m.value(), TRAINING_RECORD)[1]["record_id"]
+           for m in read_all(secure_broker.bootstrap, topics.training)}
+    assert ids == {g.record_id for g in stream if g.expected == "eligible"}
+    assert read_all(secure_broker.bootstrap, topics.revocations), "revocations need their ACLs too"
+    assert SERVICE_PASSWORD not in service.log_path.read_text()
+
+
+def test_wrong_password_fails_start_up_without_leaking_it(secure_broker, tmp_path):
+    topics = Topics.unique(secure_broker.bootstrap)
+    service = ServiceProcess(secure_broker.secure_bootstrap, topics, tmp_path, env_overrides={
+        **secure_env(secure_broker), "TF_KAFKA_SASL_PASSWORD": "not-the-password-123"})
+    service.start()
+    assert service.process is not None
+    code = service.process.wait(90)
+    assert code == 1
+    log = service.log_path.read_text()
+    assert "optout_feed_unavailable" in log or "Authentication" in log
+    assert "not-the-password-123" not in log
+
+
+def test_a_write_permission_removed_stops_the_service_and_loses_nothing(secure_broker, tmp_path):
+    topics = Topics.unique(secure_broker.bootstrap)
+    admin = AdminClient({"bootstrap.servers": secure_broker.bootstrap})
+    group = f"tf-{topics.posts}"
+    grant(admin, topics, group)
+    generator = StreamGenerator(seed=33, users_per_pool=100, posts_topic=topics.posts, ai_topic=topics.ai)
+    stream = list(generator.stream(2000))
+    env = {**secure_env(secure_broker), "TF_BATCH_SIZE": "100"}
+    service = ServiceProcess(secure_broker.secure_bootstrap, topics, tmp_path, group=group, env_overrides=env)
+    service.start().wait_ready(90)
+    produce(secure_broker.bootstrap, ((g.topic, g.key, g.value) for g in stream[:1000]))
+    service.wait_processed(1000)
+    service.wait_settled()
+    no_write = AclBindingFilter(ResourceType.TOPIC, topics.training, ResourcePatternType.LITERAL,
+                                f"User:{SERVICE_USER}", "*", AclOperation.WRITE, AclPermissionType.ALLOW)
+    for future in admin.delete_acls([no_write]).values():
+        future.result(30)
+    time.sleep(2)  # let the broker's authorizer see the change
+    produce(secure_broker.bootstrap, ((g.topic, g.key, g.value) for g in stream[1000:]))
+    assert service.process is not None
+    assert service.process.wait(120) == 1, "a record that cannot be delivered must stop the service"
+    assert "produce_failed" in service.log_path.read_text()
+
+    grant(admin, topics, group)
+    restarted = ServiceProcess(secure_broker.secure_bootstrap, topics, tmp_path, group=group, env_overrides=env)
+    restarted.start().wait_ready(90)
+    eligible = {g.record_id for g in stream if g.expected == "eligible"}
+    deadline = time.monotonic() + 90
+    ids: set[str] = set()
+    while time.monotonic() < deadline and not eligible <= ids:
+        ids = {CODEC.decode(m.value(), TRAINING_RECORD)[1]["record_id"]
+               for m in read_all(secure_broker.bootstrap, topics.training)}
+        time.sleep(1)
+    assert restarted.stop() == 0
+    assert eligible - ids == set(), "records were lost when the output could not be written"
+    assert ids - eligible == set()

@@ -1,0 +1,258 @@
+"""Hostile input: random and mutated bytes through the whole hot loop (the real BatchProcessor with
+a recording producer), whole records through the rules, oversized values, wrong schema ids, and a
+newer schema version with added fields."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consumer.codec import AI_INTERACTION, POST, TRAINING_RECORD, Codec
+from consumer.offsets import PendingBatch
+from consumer.pipeline import BatchProcessor
+from consumer.pseudonym import Pseudonymiser
+from rules import Decider, Reason, Source, load_policy
+
+CODEC = Codec()
+POLICY = load_policy()
+
+
+class Msg:
+    """What confluent_kafka.Message offers the pipeline."""
+
+    def __init__(self, topic: str, value: bytes | None, key: bytes | None = b"k", partition: int = 0,
+                 offset: int = 0) -> None:
+        self._topic, self._value, self._key, self._partition, self._offset = topic, value, key, partition, offset
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return None
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 0)
+
+
+class RecordingProducer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None, Any]] = []
+
+    def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None, partition: int = -1,
+                on_delivery: Any = None, headers: Any = None) -> None:
+        self.sent.append((topic, value, key, headers))
+        on_delivery(None, None)
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+
+def processor(codec: Codec = CODEC, opted_out: Any = lambda _u: False) -> tuple[BatchProcessor, RecordingProducer]:
+    producer = RecordingProducer()
+    proc = BatchProcessor(decider=Decider(POLICY), codec=codec, pseudonymiser=Pseudonymiser(b"h" * 32),
+                          opted_out=opted_out, producer=producer, training_topic="training", dlq_topic="dlq",
+                          posts_topic="posts", ai_interactions_topic="ai", on_backpressure=lambda: None)
+    return proc, producer
+
+
+def run(proc: BatchProcessor, messages: list[Msg]) -> dict[tuple[Source, str], int]:
+    tally: dict[tuple[Source, str], int] = {}
+    proc.process(messages, PendingBatch(), tally)
+    return tally
+
+
+ADULT_POST = {"post_id": "p-1", "author_id": "u-1", "author_birth_date": 7000, "author_country": "DE",
+              "visibility": "PUBLIC", "kind": "POST", "surface": "s", "language": "de", "text": "hallo welt",
+              "created_at": 1_767_225_600_000}
+MINOR_AI = {"interaction_id": "i-1", "user_id": "u-2", "user_birth_date": 14_000, "user_country": "FR",
+            "context": "DIRECT_WITH_AI", "surface": "s", "language": None, "prompt": "p", "response": "r",
+            "created_at": 1_767_225_600_000}
+
+
+@settings(max_examples=500)
+@given(values=st.lists(st.binary(max_size=300) | st.none(), max_size=20), topic=st.sampled_from(["posts", "ai"]))
+def test_random_bytes_never_escape_and_never_reach_training(values, topic):
+    proc, producer = processor()
+    tally = run(proc, [Msg(topic, v, offset=i) for i, v in enumerate(values)])
+    assert sum(tally.values()) == len(values)
+    assert all(t == "dlq" for t, *_ in producer.sent), "random bytes reached the training topic"
+    assert all(reason == "malformed" for (_, reason) in tally)
+
+
+def mutations(record: dict[str, Any], name: str):  # type: ignore[no-untyped-def]
+    data = CODEC.encode(name, record)
+    return st.lists(st.tuples(st.integers(0, len(data) - 1), st.integers(0, 255)), min_size=1, max_size=4).map(
+        lambda edits: _apply(data, edits))
+
+
+def _apply(data: bytes, edits: list[tuple[int, int]]) -> bytes:
+    out = bytearray(data)
+    for index, byte in edits:
+        out[index] = byte
+    return bytes(out)
+
+
+@settings(max_examples=1500)
+@given(value=mutations(MINOR_AI, AI_INTERACTION))
+def test_a_mutated_minor_is_never_eligible_unless_the_mutation_made_them_a_valid_adult(value):
+    proc, producer = processor()
+    run(proc, [Msg("ai", value)])
+    for topic, out, *_ in producer.sent:
+        if topic != "training":
+            continue
+        # Emitted: then the mutated bytes must decode (reference codec) to a record that passes every rule.
+        _, record = CODEC.decode(value, AI_INTERACTION)
+        assert Decider(POLICY).decide_record(Source.AI_INTERACTION, record, lambda _u: False) is Reason.ELIGIBLE
+        assert CODEC.decode(out, TRAINING_RECORD)[1]["record_id"] == record["interaction_id"]
+
+
+@settings(max_examples=1500)
+@given(value=mutations(ADULT_POST, POST))
+def test_a_mutated_post_is_emitted_only_if_it_decodes_and_passes_every_rule(value):
+    proc, producer = processor()
+    run(proc, [Msg("posts", value)])
+    emitted = [out for topic, out, *_ in producer.sent if topic == "training"]
+    try:
+        _, record = CODEC.decode(value, POST)
+        expected = Decider(POLICY).decide_record(Source.POST, record, lambda _u: False)
+    except Exception:
+        expected = Reason.MALFORMED
+    assert bool(emitted) == (expected is Reason.ELIGIBLE)
+
+
+@given(record=st.fixed_dictionaries({
+    "post_id": st.text(max_size=5), "author_id": st.text(max_size=5),
+    "author_birth_date": st.none() | st.dates(), "author_country": st.text(max_size=4),
+    "visibility": st.text(max_size=8) | st.sampled_from(["PUBLIC", "FRIENDS"]), "kind": st.just("POST"),
+    "surface": st.text(max_size=3), "language": st.none(), "text": st.text(max_size=5),
+    "created_at": st.datetimes(timezones=st.just(dt.UTC)) | st.datetimes() | st.integers() | st.text(max_size=3),
+}) | st.dictionaries(st.text(max_size=12), st.integers() | st.text(max_size=4) | st.none(), max_size=6))
+def test_whole_records_through_the_rules_never_raise(record):
+    reason = Decider(POLICY).decide_record(Source.POST, record, lambda _u: False)
+    assert isinstance(reason, Reason)
+    if reason is Reason.ELIGIBLE:
+        assert record["visibility"] == "PUBLIC"
+
+
+def test_oversized_values_go_to_the_dlq():
+    codec = Codec(max_value_bytes=10_000)
+    proc, producer = processor(codec)
+    big = codec.encode(POST, {**ADULT_POST, "text": "x" * 20_000})
+    tally = run(proc, [Msg("posts", big)])
+    assert tally == {(Source.POST, "malformed"): 1}
+    (topic, value, _key, headers), = producer.sent
+    assert topic == "dlq" and value == big
+    assert dict(headers)["tf.cause"] == b"oversized"
+
+
+def test_huge_strings_within_the_limit_are_processed():
+    proc, producer = processor()
+    huge = CODEC.encode(POST, {**ADULT_POST, "text": "ä" * 400_000})
+    assert run(proc, [Msg("posts", huge)]) == {(Source.POST, "eligible"): 1}
+    assert CODEC.decode(producer.sent[0][1], TRAINING_RECORD)[1]["text"] == "ä" * 400_000
+
+
+def test_a_length_prefix_claiming_more_than_the_value_is_malformed():
+    data = bytearray(CODEC.encode(POST, ADULT_POST))
+    data[5] = 0xFE  # post_id length: a huge varint start
+    data[6] = 0xFF
+    proc, producer = processor()
+    assert run(proc, [Msg("posts", bytes(data))]) == {(Source.POST, "malformed"): 1}
+
+
+def test_wrong_schema_ids_are_malformed_with_their_cause():
+    proc, producer = processor()
+    optout = CODEC.encode("platform.privacy.v1.OptOut", {"user_id": "u", "opted_out_at": 0, "source": "x"})
+    ai_on_posts = CODEC.encode(AI_INTERACTION, MINOR_AI)
+    unknown = b"\x00\x00\x00\x30\x39" + CODEC.encode(POST, ADULT_POST)[5:]
+    run(proc, [Msg("posts", optout), Msg("posts", ai_on_posts), Msg("posts", unknown)])
+    causes = [dict(h)["tf.cause"] for _t, _v, _k, h in producer.sent]
+    assert causes == [b"bad_body", b"bad_body", b"unknown_schema"]
+
+
+class Registry:
+    def __init__(self, schemas: dict[int, str]) -> None:
+        self.schemas = schemas
+
+    def get_schema(self, schema_id: int) -> Any:
+        class Found:
+            schema_str = self.schemas[schema_id]
+
+        return Found()
+
+    def register_schema(self, subject: str, schema: Any) -> int:
+        self.schemas[900 + len(self.schemas)] = schema.schema_str
+        return 899 + len(self.schemas)
+
+
+def post_v2_schema() -> dict[str, Any]:
+    schema = copy.deepcopy(json.loads((CODEC.catalog.directory / "post.v1.avsc").read_text()))
+    schema["fields"].insert(3, {"name": "media_url", "type": ["null", "string"], "default": None, "doc": "new"})
+    schema["fields"].append({"name": "reactions", "type": "long", "default": 0, "doc": "new"})
+    return schema
+
+
+def test_a_newer_schema_version_with_added_fields_is_resolved_and_decided():
+    v2 = post_v2_schema()
+    codec = Codec(registry=Registry({201: json.dumps(v2)}))
+    import io
+
+    import fastavro
+
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, fastavro.parse_schema(v2, named_schemas={}),
+                               {**ADULT_POST, "media_url": "https://x", "reactions": 7})
+    value = b"\x00" + (201).to_bytes(4, "big") + body.getvalue()
+    proc, producer = processor(codec)
+    assert run(proc, [Msg("posts", value, offset=5)]) == {(Source.POST, "eligible"): 1}
+    record = codec.decode(producer.sent[0][1], TRAINING_RECORD)[1]  # framed with the id the registry gave
+    assert record["record_id"] == "p-1" and record["text"] == "hallo welt" and record["source_offset"] == 5
+    assert "media_url" not in record
+
+
+def test_a_newer_version_that_adds_an_enum_symbol_fails_closed():
+    v2 = post_v2_schema()
+    for f in v2["fields"]:
+        if f["name"] == "visibility":
+            f["type"]["symbols"] = [*f["type"]["symbols"], "CLOSE_FRIENDS"]
+    codec = Codec(registry=Registry({202: json.dumps(v2)}))
+    import io
+
+    import fastavro
+
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, fastavro.parse_schema(v2, named_schemas={}),
+                               {**ADULT_POST, "visibility": "CLOSE_FRIENDS", "media_url": None, "reactions": 0})
+    proc, producer = processor(codec)
+    assert run(proc, [Msg("posts", b"\x00" + (202).to_bytes(4, "big") + body.getvalue())]) == {
+        (Source.POST, "malformed"): 1}
+    assert producer.sent[0][0] == "dlq"
+
+
+def test_a_registry_id_whose_schema_is_exactly_v1_joins_the_fast_path():
+    schema_text = (CODEC.catalog.directory / "post.v1.avsc").read_text()
+    codec = Codec(registry=Registry({300: schema_text}))
+    proc, producer = processor(codec)
+    value = b"\x00" + (300).to_bytes(4, "big") + CODEC.encode(POST, ADULT_POST)[5:]
+    assert run(proc, [Msg("posts", value), Msg("posts", value, offset=1)]) == {(Source.POST, "eligible"): 2}
+    assert value[:5] in proc.routes["posts"].fast_headers
