@@ -2,7 +2,7 @@
 PYTHON ?= .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: help install demo test unit integration lint kafka-start kafka-stop clean
+.PHONY: help install demo test unit integration faults bench lint kafka-start kafka-stop clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,6 +26,13 @@ unit: $(VENV_STAMP)  ## the unit tests only (no broker)
 
 integration: $(VENV_STAMP)  ## the integration tests only
 	$(PYTHON) -m pytest -q tests/integration
+
+faults: $(VENV_STAMP)  ## the fault-injection suite, long form (prints the table; CI runs the short form)
+	$(PYTHON) -m tests.faults.run
+
+bench: $(VENV_STAMP)  ## the benchmark (a few minutes; writes tests/benchmarks/results/latest.json)
+	$(PYTHON) -m pip install -q -e '.[bench]'
+	$(PYTHON) -m tests.benchmarks.bench
 
 lint: $(VENV_STAMP)  ## ruff and mypy
 	$(PYTHON) -m ruff check consumer rules tests

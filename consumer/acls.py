@@ -14,10 +14,16 @@ class Acl:
     operation: str  # READ, WRITE, DESCRIBE, IDEMPOTENT_WRITE
 
 
-def required_acls(group_id: str = "training-filter", posts: str = "posts.v1", ai: str = "ai-interactions.v1",
-                  optouts: str = "privacy.optouts.v1", training: str = "training.eligible.v1",
-                  revocations: str = "training.revocations.v1", dlq: str = "training-filter.dlq.v1",
-                  transactional_id_prefix: str | None = "training-filter") -> list[Acl]:
+def required_acls(
+    group_id: str = "training-filter",
+    posts: str = "posts.v1",
+    ai: str = "ai-interactions.v1",
+    optouts: str = "privacy.optouts.v1",
+    training: str = "training.eligible.v1",
+    revocations: str = "training.revocations.v1",
+    dlq: str = "training-filter.dlq.v1",
+    transactional_id_prefix: str | None = "training-filter",
+) -> list[Acl]:
     acls = []
     for topic in (posts, ai, optouts):
         acls += [Acl("TOPIC", topic, "LITERAL", "READ"), Acl("TOPIC", topic, "LITERAL", "DESCRIBE")]
@@ -28,6 +34,8 @@ def required_acls(group_id: str = "training-filter", posts: str = "posts.v1", ai
     # The idempotent producer (brokers before 3.0 ask for this; later ones accept topic WRITE instead).
     acls.append(Acl("CLUSTER", "kafka-cluster", "LITERAL", "IDEMPOTENT_WRITE"))
     if transactional_id_prefix:  # exactly-once only
-        acls += [Acl("TRANSACTIONAL_ID", transactional_id_prefix, "PREFIXED", "WRITE"),
-                 Acl("TRANSACTIONAL_ID", transactional_id_prefix, "PREFIXED", "DESCRIBE")]
+        acls += [
+            Acl("TRANSACTIONAL_ID", transactional_id_prefix, "PREFIXED", "WRITE"),
+            Acl("TRANSACTIONAL_ID", transactional_id_prefix, "PREFIXED", "DESCRIBE"),
+        ]
     return acls

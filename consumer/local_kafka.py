@@ -102,9 +102,9 @@ class LocalKafka:
     extra_properties: dict[str, str] = field(default_factory=dict)
     listeners: dict[str, str] = field(default_factory=dict)  # name -> security protocol, for extra listeners
     listener_ports: dict[str, int] = field(default_factory=dict)
-    jaas: str | None = None
     cpus: set[int] | None = None  # pin the broker (every JVM thread) to these CPUs, for benchmarks
     scram_users: dict[str, str] = field(default_factory=dict)  # created at format time (SCRAM-SHA-256)
+    secure: bool = False  # add a SASL_SSL listener (SCRAM-SHA-256 over TLS) and enforce ACLs on it
     process: subprocess.Popen[bytes] | None = None
     _owns_dir: bool = False
 
@@ -134,8 +134,23 @@ class LocalKafka:
         keytool = shutil.which("keytool") or str(Path(_java()).with_name("keytool"))
         common = ["-storetype", "PKCS12", "-storepass", _STORE_PASSWORD, "-keystore", str(store)]
         for args in (
-            ["-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048", "-validity", "7",
-             "-dname", "CN=localhost", "-ext", "SAN=ip:127.0.0.1,dns:localhost", "-keypass", _STORE_PASSWORD],
+            [
+                "-genkeypair",
+                "-alias",
+                "broker",
+                "-keyalg",
+                "RSA",
+                "-keysize",
+                "2048",
+                "-validity",
+                "7",
+                "-dname",
+                "CN=localhost",
+                "-ext",
+                "SAN=ip:127.0.0.1,dns:localhost",
+                "-keypass",
+                _STORE_PASSWORD,
+            ],
             ["-exportcert", "-alias", "broker", "-rfc", "-file", str(self.ca_path)],
         ):
             result = subprocess.run([keytool, *args, *common], capture_output=True, text=True, check=False)
@@ -193,19 +208,20 @@ class LocalKafka:
         if self.secure:
             self.listeners.setdefault("SASL_SSL", "SASL_SSL")
             self._tls_material()
-            self.extra_properties.update({
-                "sasl.enabled.mechanisms": "SCRAM-SHA-256",
-                "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config":
-                    "org.apache.kafka.common.security.scram.ScramLoginModule required;",
-                "listener.name.sasl_ssl.ssl.keystore.location": str(self.data_dir / "broker.p12"),
-                "listener.name.sasl_ssl.ssl.keystore.password": _STORE_PASSWORD,
-                "listener.name.sasl_ssl.ssl.keystore.type": "PKCS12",
-                "listener.name.sasl_ssl.ssl.key.password": _STORE_PASSWORD,
-                "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-                # The loopback PLAINTEXT listeners (controller, inter-broker, test tooling) stay trusted.
-                "super.users": "User:ANONYMOUS",
-                "allow.everyone.if.no.acl.found": "false",
-            })
+            self.extra_properties.update(
+                {
+                    "sasl.enabled.mechanisms": "SCRAM-SHA-256",
+                    "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config": "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                    "listener.name.sasl_ssl.ssl.keystore.location": str(self.data_dir / "broker.p12"),
+                    "listener.name.sasl_ssl.ssl.keystore.password": _STORE_PASSWORD,
+                    "listener.name.sasl_ssl.ssl.keystore.type": "PKCS12",
+                    "listener.name.sasl_ssl.ssl.key.password": _STORE_PASSWORD,
+                    "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                    # The loopback PLAINTEXT listeners (controller, inter-broker, test tooling) stay trusted.
+                    "super.users": "User:ANONYMOUS",
+                    "allow.everyone.if.no.acl.found": "false",
+                }
+            )
         for name in self.listeners:
             self.listener_ports.setdefault(name, free_port())
         config = self.data_dir / "server.properties"

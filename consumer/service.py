@@ -312,8 +312,11 @@ class Service:
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         self.metrics.rebalances.labels("assign").inc()
         consumer.incremental_assign(partitions)
+        # librdkafka keeps a partition's paused flag across losing and regaining it: set it explicitly.
         if self.paused:
             consumer.pause(partitions)
+        else:
+            consumer.resume(partitions)
         self.assigned.update((p.topic, p.partition) for p in partitions)
         self.delivery.assigned_partitions(partitions)
         self.metrics.assigned.set(len(self.assigned))

@@ -36,6 +36,9 @@ from consumer.local_kafka import LocalKafka
 from tests.harness import ServiceProcess, Topics, produce, read_all
 
 CODEC = Codec()
+# A killed instance's partitions move after its session expires: 6 s (the broker's minimum) instead of
+# the 45 s default keeps each scenario short. Production keeps the default (or uses static membership).
+FAST_FAILOVER = {"TF_CONSUMER_KAFKA_SESSION_TIMEOUT_MS": "6000", "TF_CONSUMER_KAFKA_HEARTBEAT_INTERVAL_MS": "1000"}
 SERVICE_USER = "tf-service"
 SERVICE_PASSWORD = "tf-service-test-password"
 
@@ -54,8 +57,12 @@ class Row:
 
     @property
     def ok(self) -> bool:
-        return (self.missing == 0 and self.ineligible_emitted == 0
-                and (self.duplicates_allowed or self.duplicates == 0) and not self.failures)
+        return (
+            self.missing == 0
+            and self.ineligible_emitted == 0
+            and (self.duplicates_allowed or self.duplicates == 0)
+            and not self.failures
+        )
 
     failures: list[str] = field(default_factory=list)
 
@@ -64,8 +71,16 @@ def check_output(name: str, bootstrap: str, topic: str, stream: list[Generated],
     eligible = {g.record_id for g in stream if g.expected == "eligible"}
     emitted = [CODEC.decode(m.value(), TRAINING_RECORD)[1]["record_id"] for m in read_all(bootstrap, topic)]
     unique = set(emitted)
-    return Row(name, len(stream), len(eligible), len(unique & eligible), len(unique - eligible),
-               len(eligible - unique), len(emitted) - len(unique), duplicates_allowed)
+    return Row(
+        name,
+        len(stream),
+        len(eligible),
+        len(unique & eligible),
+        len(unique - eligible),
+        len(eligible - unique),
+        len(emitted) - len(unique),
+        duplicates_allowed,
+    )
 
 
 def wait_for_output(bootstrap: str, topic: str, stream: list[Generated], timeout: float) -> None:
@@ -97,7 +112,7 @@ class Feeder(threading.Thread):
             chunks = 20
             size = max(1, len(self.stream) // chunks)
             for i in range(0, len(self.stream), size):
-                produce(self.bootstrap, ((g.topic, g.key, g.value) for g in self.stream[i:i + size]), **self.config)
+                produce(self.bootstrap, ((g.topic, g.key, g.value) for g in self.stream[i : i + size]), **self.config)
                 time.sleep(self.seconds / chunks)
         except BaseException as exc:  # reported by the scenario
             self.error = exc
@@ -112,10 +127,19 @@ def kill_nine(broker: LocalKafka, workdir: Path, records: int, kills: int, guara
     topics = Topics.unique(broker.bootstrap)
     generator, stream = _stream(topics, records, seed)
     produce(broker.bootstrap, ((topics.optouts, k, v) for k, v in generator.optouts()))
-    service = ServiceProcess(broker.bootstrap, topics, workdir, env_overrides={
-        "TF_PROCESSING_GUARANTEE": guarantee, "TF_BATCH_SIZE": "300", "TF_LOG_LEVEL": "info",
-        "TF_OPTOUT_SNAPSHOT_PATH": str(workdir / f"snapshot-{topics.posts}"), "TF_OPTOUT_SNAPSHOT_INTERVAL_SECONDS": "1",
-    })
+    service = ServiceProcess(
+        broker.bootstrap,
+        topics,
+        workdir,
+        env_overrides={
+            **FAST_FAILOVER,
+            "TF_PROCESSING_GUARANTEE": guarantee,
+            "TF_BATCH_SIZE": "300",
+            "TF_LOG_LEVEL": "info",
+            "TF_OPTOUT_SNAPSHOT_PATH": str(workdir / f"snapshot-{topics.posts}"),
+            "TF_OPTOUT_SNAPSHOT_INTERVAL_SECONDS": "1",
+        },
+    )
     feeder = Feeder(broker.bootstrap, stream, seconds=kills * 1.5)
     service.start().wait_ready()
     feeder.start()
@@ -129,23 +153,43 @@ def kill_nine(broker: LocalKafka, workdir: Path, records: int, kills: int, guara
     wait_for_output(broker.bootstrap, topics.training, stream, timeout=90)
     service.wait_settled(60)
     service.stop()
-    row = check_output(f"kill -9 x{killed} ({guarantee})", broker.bootstrap, topics.training, stream,
-                       duplicates_allowed=guarantee == "at-least-once")
+    row = check_output(
+        f"kill -9 x{killed} ({guarantee})",
+        broker.bootstrap,
+        topics.training,
+        stream,
+        duplicates_allowed=guarantee == "at-least-once",
+    )
     if feeder.error:
         row.failures.append(f"feeder: {feeder.error}")
     return row
 
 
-def broker_restart(broker: LocalKafka, workdir: Path, records: int, guarantee: str = "at-least-once",
-                   down_seconds: float = 5.0, seed: int = 6) -> Row:
+def broker_restart(
+    broker: LocalKafka,
+    workdir: Path,
+    records: int,
+    guarantee: str = "at-least-once",
+    down_seconds: float = 5.0,
+    seed: int = 6,
+) -> Row:
     """Stop the broker (controlled shutdown) mid-stream and start it again on the same data."""
     topics = Topics.unique(broker.bootstrap)
     generator, stream = _stream(topics, records, seed)
     produce(broker.bootstrap, ((topics.optouts, k, v) for k, v in generator.optouts()))
     half = len(stream) // 2
     produce(broker.bootstrap, ((g.topic, g.key, g.value) for g in stream[:half]))
-    service = ServiceProcess(broker.bootstrap, topics, workdir, env_overrides={
-        "TF_PROCESSING_GUARANTEE": guarantee, "TF_BATCH_SIZE": "200", "TF_LOG_LEVEL": "info"})
+    service = ServiceProcess(
+        broker.bootstrap,
+        topics,
+        workdir,
+        env_overrides={
+            **FAST_FAILOVER,
+            "TF_PROCESSING_GUARANTEE": guarantee,
+            "TF_BATCH_SIZE": "200",
+            "TF_LOG_LEVEL": "info",
+        },
+    )
     service.start().wait_ready()
     deadline = time.monotonic() + 60
     while service.metric_sum("training_filter_records_total") < half // 3 and time.monotonic() < deadline:
@@ -159,8 +203,13 @@ def broker_restart(broker: LocalKafka, workdir: Path, records: int, guarantee: s
     service.wait_settled(60)
     alive = service.process is not None and service.process.poll() is None
     service.stop()
-    row = check_output(f"broker restart, {down_seconds:.0f} s down ({guarantee})", broker.bootstrap,
-                       topics.training, stream, duplicates_allowed=guarantee == "at-least-once")
+    row = check_output(
+        f"broker restart, {down_seconds:.0f} s down ({guarantee})",
+        broker.bootstrap,
+        topics.training,
+        stream,
+        duplicates_allowed=guarantee == "at-least-once",
+    )
     if not alive:
         row.failures.append("the service did not ride out the restart")
     if ready_while_down == 200:
@@ -178,10 +227,21 @@ def _probe(service: ServiceProcess, path: str) -> int:
 
 def grant(admin: AdminClient, topics: Topics, group: str) -> list[AclBinding]:
     bindings = []
-    for acl in required_acls(group, topics.posts, topics.ai, topics.optouts, topics.training, topics.revocations,
-                             topics.dlq):
-        bindings.append(AclBinding(ResourceType[acl.resource_type], acl.name, ResourcePatternType[acl.pattern],
-                                   f"User:{SERVICE_USER}", "*", AclOperation[acl.operation], AclPermissionType.ALLOW))
+    for acl in required_acls(
+        group, topics.posts, topics.ai, topics.optouts, topics.training, topics.revocations, topics.dlq
+    ):
+        kind = "BROKER" if acl.resource_type == "CLUSTER" else acl.resource_type  # confluent-kafka's name for it
+        bindings.append(
+            AclBinding(
+                ResourceType[kind],
+                acl.name,
+                ResourcePatternType[acl.pattern],
+                f"User:{SERVICE_USER}",
+                "*",
+                AclOperation[acl.operation],
+                AclPermissionType.ALLOW,
+            )
+        )
     for future in admin.create_acls(bindings).values():
         future.result(30)
     return bindings
@@ -189,13 +249,18 @@ def grant(admin: AdminClient, topics: Topics, group: str) -> list[AclBinding]:
 
 def secure_env(broker: LocalKafka) -> dict[str, str]:
     """The documented settings, and only those, for SASL/SCRAM over TLS."""
-    return {"TF_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "TF_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
-            "TF_KAFKA_SASL_USERNAME": SERVICE_USER, "TF_KAFKA_SASL_PASSWORD": SERVICE_PASSWORD,
-            "TF_KAFKA_SSL_CA_LOCATION": str(broker.ca_path)}
+    return {
+        "TF_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "TF_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
+        "TF_KAFKA_SASL_USERNAME": SERVICE_USER,
+        "TF_KAFKA_SASL_PASSWORD": SERVICE_PASSWORD,
+        "TF_KAFKA_SSL_CA_LOCATION": str(broker.ca_path),
+    }
 
 
-def optout_feed_outage(broker: LocalKafka, workdir: Path, records: int, outage_seconds: float = 6.0,
-                       seed: int = 7) -> Row:
+def optout_feed_outage(
+    broker: LocalKafka, workdir: Path, records: int, outage_seconds: float = 6.0, seed: int = 7
+) -> Row:
     """Take the opt-out topic away from the service (its READ permission revoked) mid-stream.
 
     Input must pause within the lag bound, /readyz must fail, nothing may be emitted while the feed
@@ -209,8 +274,13 @@ def optout_feed_outage(broker: LocalKafka, workdir: Path, records: int, outage_s
     grant(admin, topics, group)
     produce(broker.bootstrap, ((topics.optouts, k, v) for k, v in generator.optouts()))
     bound = 2.0
-    service = ServiceProcess(broker.secure_bootstrap, topics, workdir, group=group, env_overrides={
-        **secure_env(broker), "TF_OPTOUT_MAX_LAG_SECONDS": str(bound), "TF_LOG_LEVEL": "info"})
+    service = ServiceProcess(
+        broker.secure_bootstrap,
+        topics,
+        workdir,
+        group=group,
+        env_overrides={**secure_env(broker), "TF_OPTOUT_MAX_LAG_SECONDS": str(bound), "TF_LOG_LEVEL": "info"},
+    )
     service.start().wait_ready(90)
     half = len(stream) // 2
     produce(broker.bootstrap, ((g.topic, g.key, g.value) for g in stream[:half]))
@@ -218,8 +288,15 @@ def optout_feed_outage(broker: LocalKafka, workdir: Path, records: int, outage_s
 
     # A user who is eligible so far, and who objects during the outage.
     victim = next(g for g in stream[:half] if g.expected == "eligible")
-    revoke = AclBindingFilter(ResourceType.TOPIC, topics.optouts, ResourcePatternType.LITERAL,
-                              f"User:{SERVICE_USER}", "*", AclOperation.ANY, AclPermissionType.ALLOW)
+    revoke = AclBindingFilter(
+        ResourceType.TOPIC,
+        topics.optouts,
+        ResourcePatternType.LITERAL,
+        f"User:{SERVICE_USER}",
+        "*",
+        AclOperation.ANY,
+        AclPermissionType.ALLOW,
+    )
     for future in admin.delete_acls([revoke]).values():
         future.result(30)
     outage_started = time.monotonic()
@@ -228,6 +305,9 @@ def optout_feed_outage(broker: LocalKafka, workdir: Path, records: int, outage_s
     victim_records = _records_of(generator, victim, topics, 50)
     produce(broker.bootstrap, [(g.topic, g.key, g.value) for g in victim_records + after])
     produce(broker.bootstrap, ((g.topic, g.key, g.value) for g in stream[half:]))
+    # Everything of the victim's produced from now on must be dropped, whatever it was built as.
+    stream = stream[:half] + [_opted_out(g) if g.user_id == victim.user_id else g for g in stream[half:]]
+    after = [_opted_out(g) if g.user_id == victim.user_id else g for g in after]
 
     paused_at = ready_failed_at = None
     while time.monotonic() - outage_started < outage_seconds:
@@ -245,8 +325,13 @@ def optout_feed_outage(broker: LocalKafka, workdir: Path, records: int, outage_s
     service.wait_settled(60)
     service.stop()
 
-    row = check_output(f"opt-out feed unreadable for {outage_seconds:.0f} s", broker.bootstrap, topics.training,
-                       full + victim_records, duplicates_allowed=True)
+    row = check_output(
+        f"opt-out feed unreadable for {outage_seconds:.0f} s",
+        broker.bootstrap,
+        topics.training,
+        full + victim_records,
+        duplicates_allowed=True,
+    )
     row.records_in = len(full) + len(victim_records)
     if paused_at is None or paused_at > bound + 2:
         row.failures.append(f"input did not pause within the {bound} s bound (paused at {paused_at})")
@@ -254,8 +339,11 @@ def optout_feed_outage(broker: LocalKafka, workdir: Path, records: int, outage_s
         row.failures.append("/readyz stayed 200 during the outage")
     if emitted_later_in_outage != emitted_during:
         row.failures.append("records were emitted while the feed was out")
-    row.notes.append(f"paused after {paused_at:.1f} s, /readyz 503 after {ready_failed_at:.1f} s"
-                     if paused_at is not None and ready_failed_at is not None else "no pause seen")
+    row.notes.append(
+        f"paused after {paused_at:.1f} s, /readyz 503 after {ready_failed_at:.1f} s"
+        if paused_at is not None and ready_failed_at is not None
+        else "no pause seen"
+    )
     return row
 
 
@@ -274,23 +362,45 @@ def _records_of(generator: StreamGenerator, user: Generated, topics: Topics, cou
         value["author_id"] = user.user_id
         value["author_birth_date"] = (value["author_birth_date"] - dt.date(1970, 1, 1)).days
         value["created_at"] = int(value["created_at"].timestamp() * 1000)
-        out.append(Generated(topics.posts, user.key, CODEC.encode("platform.content.v1.Post", value), g.record_id,
-                             user.user_id, "opted_out", "post"))
+        out.append(
+            Generated(
+                topics.posts,
+                user.key,
+                CODEC.encode("platform.content.v1.Post", value),
+                g.record_id,
+                user.user_id,
+                "opted_out",
+                "post",
+            )
+        )
     return out
 
 
-def rebalance(broker: LocalKafka, workdir: Path, records: int, guarantee: str = "at-least-once",
-              seed: int = 8) -> Row:
+def _opted_out(g: Generated) -> Generated:
+    return Generated(
+        g.topic,
+        g.key,
+        g.value,
+        g.record_id,
+        g.user_id,
+        "opted_out" if g.expected == "eligible" else g.expected,
+        g.source,
+    )
+
+
+def rebalance(broker: LocalKafka, workdir: Path, records: int, guarantee: str = "at-least-once", seed: int = 8) -> Row:
     """A second instance joins mid-stream and leaves again (SIGTERM); cooperative rebalances both ways."""
     topics = Topics.unique(broker.bootstrap)
     generator, stream = _stream(topics, records, seed)
     produce(broker.bootstrap, ((topics.optouts, k, v) for k, v in generator.optouts()))
     group = f"tf-{topics.posts}"
-    common = {"TF_PROCESSING_GUARANTEE": guarantee, "TF_BATCH_SIZE": "200", "TF_LOG_LEVEL": "info"}
-    first = ServiceProcess(broker.bootstrap, topics, workdir, group=group,
-                           env_overrides={**common, "TF_TRANSACTIONAL_ID": f"{group}-a"})
-    second = ServiceProcess(broker.bootstrap, topics, workdir, group=group,
-                            env_overrides={**common, "TF_TRANSACTIONAL_ID": f"{group}-b"})
+    common = {**FAST_FAILOVER, "TF_PROCESSING_GUARANTEE": guarantee, "TF_BATCH_SIZE": "200", "TF_LOG_LEVEL": "info"}
+    first = ServiceProcess(
+        broker.bootstrap, topics, workdir, group=group, env_overrides={**common, "TF_TRANSACTIONAL_ID": f"{group}-a"}
+    )
+    second = ServiceProcess(
+        broker.bootstrap, topics, workdir, group=group, env_overrides={**common, "TF_TRANSACTIONAL_ID": f"{group}-b"}
+    )
     first.start().wait_ready()
     feeder = Feeder(broker.bootstrap, stream, seconds=8)
     feeder.start()
@@ -304,8 +414,13 @@ def rebalance(broker: LocalKafka, workdir: Path, records: int, guarantee: str = 
     first.wait_settled(60)
     rebalances = first.metric_sum("training_filter_rebalances_total", kind="revoke")
     first.stop()
-    row = check_output(f"rebalance: instance joins and leaves ({guarantee})", broker.bootstrap, topics.training,
-                       stream, duplicates_allowed=False)
+    row = check_output(
+        f"rebalance: instance joins and leaves ({guarantee})",
+        broker.bootstrap,
+        topics.training,
+        stream,
+        duplicates_allowed=False,
+    )
     if not shared:
         row.failures.append("the second instance processed nothing: no rebalance was exercised")
     if not rebalances:
@@ -315,12 +430,16 @@ def rebalance(broker: LocalKafka, workdir: Path, records: int, guarantee: str = 
 
 
 def table(rows: list[Row]) -> str:
-    head = (f"{'scenario':<44}{'records in':>11}{'eligible':>10}{'emitted':>9}{'ineligible':>11}{'missing':>9}"
-            f"{'duplicates':>11}  result")
+    head = (
+        f"{'scenario':<44}{'records in':>11}{'eligible':>10}{'emitted':>9}{'ineligible':>11}{'missing':>9}"
+        f"{'duplicates':>11}  result"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r.scenario:<44}{r.records_in:>11}{r.eligible_expected:>10}{r.eligible_emitted:>9}"
-                     f"{r.ineligible_emitted:>11}{r.missing:>9}{r.duplicates:>11}  {'ok' if r.ok else 'FAILED'}")
+        lines.append(
+            f"{r.scenario:<44}{r.records_in:>11}{r.eligible_expected:>10}{r.eligible_emitted:>9}"
+            f"{r.ineligible_emitted:>11}{r.missing:>9}{r.duplicates:>11}  {'ok' if r.ok else 'FAILED'}"
+        )
         for note in r.notes + r.failures:
             lines.append(f"    {note}")
     return "\n".join(lines)

@@ -53,8 +53,9 @@ def test_no_user_id_birth_date_text_or_key_in_any_log_line_or_metric(kafka, topi
     for g in stream:
         if g.expected == "malformed":
             continue
-        record = CODEC.decode(g.value, "platform.content.v1.Post" if g.source == "post" else
-                              "platform.content.v1.AiInteraction")[1]
+        record = CODEC.decode(
+            g.value, "platform.content.v1.Post" if g.source == "post" else "platform.content.v1.AiInteraction"
+        )[1]
         text = record.get("text") or record["prompt"]
         snippets.add(text[20:60])  # 40 characters: several words, never a log token by chance
     secrets.add(HMAC_KEY.decode())
@@ -63,19 +64,43 @@ def test_no_user_id_birth_date_text_or_key_in_any_log_line_or_metric(kafka, topi
         assert not leaked, f"personal data in the {where}: {leaked[:3]}"
     # Metric label values come from fixed sets and topic/partition numbers only.
     for label_value in re.findall(r'="([^"]*)"', metrics_text):
-        assert label_value in _allowed_label_values(topics) or label_value.isdigit() or _is_version(label_value), \
+        assert label_value in _allowed_label_values(topics) or label_value.isdigit() or _is_version(label_value), (
             label_value
+        )
 
 
 def _allowed_label_values(topics: Topics) -> set[str]:
     from consumer.metrics import DLQ_CAUSES, OPTOUT_RESULTS, OUTPUTS
     from rules import REASONS, Source, load_policy
 
-    return ({str(r) for r in REASONS} | {str(s) for s in Source} | set(OUTPUTS) | set(DLQ_CAUSES)
-            | set(OPTOUT_RESULTS) | {"assign", "revoke", "lost", "load", "save", "ok", "failed", "unusable",
-                                     "committed", "compiled", "interpreted", "at-least-once", "exactly-once",
-                                     "CPython", "Linux", load_policy().version, topics.posts, topics.ai,
-                                     "+Inf"})
+    return (
+        {str(r) for r in REASONS}
+        | {str(s) for s in Source}
+        | set(OUTPUTS)
+        | set(DLQ_CAUSES)
+        | set(OPTOUT_RESULTS)
+        | {
+            "assign",
+            "revoke",
+            "lost",
+            "load",
+            "save",
+            "ok",
+            "failed",
+            "unusable",
+            "committed",
+            "compiled",
+            "interpreted",
+            "at-least-once",
+            "exactly-once",
+            "CPython",
+            "Linux",
+            load_policy().version,
+            topics.posts,
+            topics.ai,
+            "+Inf",
+        }
+    )
 
 
 def _is_version(value: str) -> bool:
@@ -100,15 +125,18 @@ def test_the_service_over_sasl_ssl_with_exactly_the_documented_acls(secure_broke
     generator = StreamGenerator(seed=32, users_per_pool=100, posts_topic=topics.posts, ai_topic=topics.ai)
     produce(secure_broker.bootstrap, ((topics.optouts, k, v) for k, v in generator.optouts()))
     stream = list(generator.stream(1500))
-    service = ServiceProcess(secure_broker.secure_bootstrap, topics, tmp_path, group=group,
-                             env_overrides=secure_env(secure_broker))
+    service = ServiceProcess(
+        secure_broker.secure_bootstrap, topics, tmp_path, group=group, env_overrides=secure_env(secure_broker)
+    )
     service.start().wait_ready(90)
     produce(secure_broker.bootstrap, ((g.topic, g.key, g.value) for g in stream))
     service.wait_processed(len(stream))
     service.wait_settled()
     assert service.stop() == 0
-    ids = {CODEC.decode(m.value(), TRAINING_RECORD)[1]["record_id"]
-           for m in read_all(secure_broker.bootstrap, topics.training)}
+    ids = {
+        CODEC.decode(m.value(), TRAINING_RECORD)[1]["record_id"]
+        for m in read_all(secure_broker.bootstrap, topics.training)
+    }
     assert ids == {g.record_id for g in stream if g.expected == "eligible"}
     assert read_all(secure_broker.bootstrap, topics.revocations), "revocations need their ACLs too"
     assert SERVICE_PASSWORD not in service.log_path.read_text()
@@ -116,8 +144,12 @@ def test_the_service_over_sasl_ssl_with_exactly_the_documented_acls(secure_broke
 
 def test_wrong_password_fails_start_up_without_leaking_it(secure_broker, tmp_path):
     topics = Topics.unique(secure_broker.bootstrap)
-    service = ServiceProcess(secure_broker.secure_bootstrap, topics, tmp_path, env_overrides={
-        **secure_env(secure_broker), "TF_KAFKA_SASL_PASSWORD": "not-the-password-123"})
+    service = ServiceProcess(
+        secure_broker.secure_bootstrap,
+        topics,
+        tmp_path,
+        env_overrides={**secure_env(secure_broker), "TF_KAFKA_SASL_PASSWORD": "not-the-password-123"},
+    )
     service.start()
     assert service.process is not None
     code = service.process.wait(90)
@@ -133,6 +165,7 @@ def test_a_write_permission_removed_stops_the_service_and_loses_nothing(secure_b
     group = f"tf-{topics.posts}"
     grant(admin, topics, group)
     generator = StreamGenerator(seed=33, users_per_pool=100, posts_topic=topics.posts, ai_topic=topics.ai)
+    produce(secure_broker.bootstrap, ((topics.optouts, k, v) for k, v in generator.optouts()))
     stream = list(generator.stream(2000))
     env = {**secure_env(secure_broker), "TF_BATCH_SIZE": "100"}
     service = ServiceProcess(secure_broker.secure_bootstrap, topics, tmp_path, group=group, env_overrides=env)
@@ -140,8 +173,15 @@ def test_a_write_permission_removed_stops_the_service_and_loses_nothing(secure_b
     produce(secure_broker.bootstrap, ((g.topic, g.key, g.value) for g in stream[:1000]))
     service.wait_processed(1000)
     service.wait_settled()
-    no_write = AclBindingFilter(ResourceType.TOPIC, topics.training, ResourcePatternType.LITERAL,
-                                f"User:{SERVICE_USER}", "*", AclOperation.WRITE, AclPermissionType.ALLOW)
+    no_write = AclBindingFilter(
+        ResourceType.TOPIC,
+        topics.training,
+        ResourcePatternType.LITERAL,
+        f"User:{SERVICE_USER}",
+        "*",
+        AclOperation.WRITE,
+        AclPermissionType.ALLOW,
+    )
     for future in admin.delete_acls([no_write]).values():
         future.result(30)
     time.sleep(2)  # let the broker's authorizer see the change
@@ -157,8 +197,10 @@ def test_a_write_permission_removed_stops_the_service_and_loses_nothing(secure_b
     deadline = time.monotonic() + 90
     ids: set[str] = set()
     while time.monotonic() < deadline and not eligible <= ids:
-        ids = {CODEC.decode(m.value(), TRAINING_RECORD)[1]["record_id"]
-               for m in read_all(secure_broker.bootstrap, topics.training)}
+        ids = {
+            CODEC.decode(m.value(), TRAINING_RECORD)[1]["record_id"]
+            for m in read_all(secure_broker.bootstrap, topics.training)
+        }
         time.sleep(1)
     assert restarted.stop() == 0
     assert eligible - ids == set(), "records were lost when the output could not be written"

@@ -25,8 +25,9 @@ POLICY = load_policy()
 class Msg:
     """What confluent_kafka.Message offers the pipeline."""
 
-    def __init__(self, topic: str, value: bytes | None, key: bytes | None = b"k", partition: int = 0,
-                 offset: int = 0) -> None:
+    def __init__(
+        self, topic: str, value: bytes | None, key: bytes | None = b"k", partition: int = 0, offset: int = 0
+    ) -> None:
         self._topic, self._value, self._key, self._partition, self._offset = topic, value, key, partition, offset
 
     def error(self) -> None:
@@ -58,8 +59,15 @@ class RecordingProducer:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, bytes | None, Any]] = []
 
-    def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None, partition: int = -1,
-                on_delivery: Any = None, headers: Any = None) -> None:
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int = -1,
+        on_delivery: Any = None,
+        headers: Any = None,
+    ) -> None:
         self.sent.append((topic, value, key, headers))
         on_delivery(None, None)
 
@@ -69,9 +77,18 @@ class RecordingProducer:
 
 def processor(codec: Codec = CODEC, opted_out: Any = lambda _u: False) -> tuple[BatchProcessor, RecordingProducer]:
     producer = RecordingProducer()
-    proc = BatchProcessor(decider=Decider(POLICY), codec=codec, pseudonymiser=Pseudonymiser(b"h" * 32),
-                          opted_out=opted_out, producer=producer, training_topic="training", dlq_topic="dlq",
-                          posts_topic="posts", ai_interactions_topic="ai", on_backpressure=lambda: None)
+    proc = BatchProcessor(
+        decider=Decider(POLICY),
+        codec=codec,
+        pseudonymiser=Pseudonymiser(b"h" * 32),
+        opted_out=opted_out,
+        producer=producer,
+        training_topic="training",
+        dlq_topic="dlq",
+        posts_topic="posts",
+        ai_interactions_topic="ai",
+        on_backpressure=lambda: None,
+    )
     return proc, producer
 
 
@@ -81,12 +98,30 @@ def run(proc: BatchProcessor, messages: list[Msg]) -> dict[tuple[Source, str], i
     return tally
 
 
-ADULT_POST = {"post_id": "p-1", "author_id": "u-1", "author_birth_date": 7000, "author_country": "DE",
-              "visibility": "PUBLIC", "kind": "POST", "surface": "s", "language": "de", "text": "hallo welt",
-              "created_at": 1_767_225_600_000}
-MINOR_AI = {"interaction_id": "i-1", "user_id": "u-2", "user_birth_date": 14_000, "user_country": "FR",
-            "context": "DIRECT_WITH_AI", "surface": "s", "language": None, "prompt": "p", "response": "r",
-            "created_at": 1_767_225_600_000}
+ADULT_POST = {
+    "post_id": "p-1",
+    "author_id": "u-1",
+    "author_birth_date": 7000,
+    "author_country": "DE",
+    "visibility": "PUBLIC",
+    "kind": "POST",
+    "surface": "s",
+    "language": "de",
+    "text": "hallo welt",
+    "created_at": 1_767_225_600_000,
+}
+MINOR_AI = {
+    "interaction_id": "i-1",
+    "user_id": "u-2",
+    "user_birth_date": 14_000,
+    "user_country": "FR",
+    "context": "DIRECT_WITH_AI",
+    "surface": "s",
+    "language": None,
+    "prompt": "p",
+    "response": "r",
+    "created_at": 1_767_225_600_000,
+}
 
 
 @settings(max_examples=500)
@@ -102,7 +137,8 @@ def test_random_bytes_never_escape_and_never_reach_training(values, topic):
 def mutations(record: dict[str, Any], name: str):  # type: ignore[no-untyped-def]
     data = CODEC.encode(name, record)
     return st.lists(st.tuples(st.integers(0, len(data) - 1), st.integers(0, 255)), min_size=1, max_size=4).map(
-        lambda edits: _apply(data, edits))
+        lambda edits: _apply(data, edits)
+    )
 
 
 def _apply(data: bytes, edits: list[tuple[int, int]]) -> bytes:
@@ -140,13 +176,26 @@ def test_a_mutated_post_is_emitted_only_if_it_decodes_and_passes_every_rule(valu
     assert bool(emitted) == (expected is Reason.ELIGIBLE)
 
 
-@given(record=st.fixed_dictionaries({
-    "post_id": st.text(max_size=5), "author_id": st.text(max_size=5),
-    "author_birth_date": st.none() | st.dates(), "author_country": st.text(max_size=4),
-    "visibility": st.text(max_size=8) | st.sampled_from(["PUBLIC", "FRIENDS"]), "kind": st.just("POST"),
-    "surface": st.text(max_size=3), "language": st.none(), "text": st.text(max_size=5),
-    "created_at": st.datetimes(timezones=st.just(dt.UTC)) | st.datetimes() | st.integers() | st.text(max_size=3),
-}) | st.dictionaries(st.text(max_size=12), st.integers() | st.text(max_size=4) | st.none(), max_size=6))
+@given(
+    record=st.fixed_dictionaries(
+        {
+            "post_id": st.text(max_size=5),
+            "author_id": st.text(max_size=5),
+            "author_birth_date": st.none() | st.dates(),
+            "author_country": st.text(max_size=4),
+            "visibility": st.text(max_size=8) | st.sampled_from(["PUBLIC", "FRIENDS"]),
+            "kind": st.just("POST"),
+            "surface": st.text(max_size=3),
+            "language": st.none(),
+            "text": st.text(max_size=5),
+            "created_at": st.datetimes(timezones=st.just(dt.UTC))
+            | st.datetimes()
+            | st.integers()
+            | st.text(max_size=3),
+        }
+    )
+    | st.dictionaries(st.text(max_size=12), st.integers() | st.text(max_size=4) | st.none(), max_size=6)
+)
 def test_whole_records_through_the_rules_never_raise(record):
     reason = Decider(POLICY).decide_record(Source.POST, record, lambda _u: False)
     assert isinstance(reason, Reason)
@@ -160,7 +209,7 @@ def test_oversized_values_go_to_the_dlq():
     big = codec.encode(POST, {**ADULT_POST, "text": "x" * 20_000})
     tally = run(proc, [Msg("posts", big)])
     assert tally == {(Source.POST, "malformed"): 1}
-    (topic, value, _key, headers), = producer.sent
+    ((topic, value, _key, headers),) = producer.sent
     assert topic == "dlq" and value == big
     assert dict(headers)["tf.cause"] == b"oversized"
 
@@ -176,7 +225,7 @@ def test_a_length_prefix_claiming_more_than_the_value_is_malformed():
     data = bytearray(CODEC.encode(POST, ADULT_POST))
     data[5] = 0xFE  # post_id length: a huge varint start
     data[6] = 0xFF
-    proc, producer = processor()
+    proc, _producer = processor()
     assert run(proc, [Msg("posts", bytes(data))]) == {(Source.POST, "malformed"): 1}
 
 
@@ -220,8 +269,9 @@ def test_a_newer_schema_version_with_added_fields_is_resolved_and_decided():
     import fastavro
 
     body = io.BytesIO()
-    fastavro.schemaless_writer(body, fastavro.parse_schema(v2, named_schemas={}),
-                               {**ADULT_POST, "media_url": "https://x", "reactions": 7})
+    fastavro.schemaless_writer(
+        body, fastavro.parse_schema(v2, named_schemas={}), {**ADULT_POST, "media_url": "https://x", "reactions": 7}
+    )
     value = b"\x00" + (201).to_bytes(4, "big") + body.getvalue()
     proc, producer = processor(codec)
     assert run(proc, [Msg("posts", value, offset=5)]) == {(Source.POST, "eligible"): 1}
@@ -241,18 +291,22 @@ def test_a_newer_version_that_adds_an_enum_symbol_fails_closed():
     import fastavro
 
     body = io.BytesIO()
-    fastavro.schemaless_writer(body, fastavro.parse_schema(v2, named_schemas={}),
-                               {**ADULT_POST, "visibility": "CLOSE_FRIENDS", "media_url": None, "reactions": 0})
+    fastavro.schemaless_writer(
+        body,
+        fastavro.parse_schema(v2, named_schemas={}),
+        {**ADULT_POST, "visibility": "CLOSE_FRIENDS", "media_url": None, "reactions": 0},
+    )
     proc, producer = processor(codec)
     assert run(proc, [Msg("posts", b"\x00" + (202).to_bytes(4, "big") + body.getvalue())]) == {
-        (Source.POST, "malformed"): 1}
+        (Source.POST, "malformed"): 1
+    }
     assert producer.sent[0][0] == "dlq"
 
 
 def test_a_registry_id_whose_schema_is_exactly_v1_joins_the_fast_path():
     schema_text = (CODEC.catalog.directory / "post.v1.avsc").read_text()
     codec = Codec(registry=Registry({300: schema_text}))
-    proc, producer = processor(codec)
+    proc, _producer = processor(codec)
     value = b"\x00" + (300).to_bytes(4, "big") + CODEC.encode(POST, ADULT_POST)[5:]
     assert run(proc, [Msg("posts", value), Msg("posts", value, offset=1)]) == {(Source.POST, "eligible"): 2}
     assert value[:5] in proc.routes["posts"].fast_headers
