@@ -34,6 +34,7 @@ CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tr
 DEFAULT_STATE = CACHE_DIR / "local-kafka.json"
 
 _STORE_PASSWORD = "local-kafka-test-only"  # a throw-away store for a loopback test broker
+_SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
 
 _LOG4J = """\
 status = warn
@@ -211,7 +212,7 @@ class LocalKafka:
             self.extra_properties.update(
                 {
                     "sasl.enabled.mechanisms": "SCRAM-SHA-256",
-                    "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config": "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                    "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config": _SCRAM_LOGIN,
                     "listener.name.sasl_ssl.ssl.keystore.location": str(self.data_dir / "broker.p12"),
                     "listener.name.sasl_ssl.ssl.keystore.password": _STORE_PASSWORD,
                     "listener.name.sasl_ssl.ssl.keystore.type": "PKCS12",
