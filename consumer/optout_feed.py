@@ -83,7 +83,8 @@ class OptOutFeed:
         )
         # End offsets and metadata come from a second client that never fetches: on the feed consumer's
         # own connection they would queue behind its long-polling fetch (up to fetch.wait.max.ms each).
-        self.ends = Consumer({**config, "enable.auto.commit": False})
+        self.auth_error: str | None = None
+        self.ends = Consumer({**config, "enable.auto.commit": False, "error_cb": self._on_error})
         self.positions: dict[int, int] = {}
         self.caught_up_at: float | None = None  # clock time of the end offsets last reached
         self.last_error: str | None = None
@@ -100,15 +101,29 @@ class OptOutFeed:
         self._metadata_checked = self.clock()
 
     def _partitions(self, timeout: float) -> list[int]:
-        try:
-            metadata = self.ends.list_topics(self.topic, timeout=timeout)
-        except KafkaException as exc:
-            raise FeedError(f"cannot read metadata of {self.topic}: {exc.args[0].name()}") from exc
+        """The topic's partitions, asked in short steps so that a credential the broker rejects fails
+        at once instead of after the whole timeout."""
+        deadline = self.clock() + timeout
+        while True:
+            self.ends.poll(0)  # serves the error callback; this client is assigned nothing, so it gets no records
+            if self.auth_error is not None:
+                raise FeedError(f"the broker rejected the credentials: {self.auth_error} (check TF_KAFKA_SASL_*)")
+            try:
+                metadata = self.ends.list_topics(self.topic, timeout=min(1.0, max(0.1, deadline - self.clock())))
+                break
+            except KafkaException as exc:
+                if self.clock() >= deadline:
+                    raise FeedError(f"cannot read metadata of {self.topic}: {exc.args[0].name()}") from exc
         info = metadata.topics.get(self.topic)
         if info is None or info.error is not None or not info.partitions:
             why = info.error.name() if info is not None and info.error is not None else "no such topic"
             raise FeedError(f"opt-out topic {self.topic} is not readable: {why}")
         return sorted(info.partitions)
+
+    def _on_error(self, err: KafkaError) -> None:
+        """librdkafka's error callback (client-level errors, e.g. the broker refusing the credentials)."""
+        if err.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+            self.auth_error = err.name()
 
     def _add_new_partitions(self) -> None:
         """The topic may gain partitions while running; every one must be read."""
