@@ -2,7 +2,7 @@
 PYTHON ?= .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: help install demo test unit integration faults bench lint kafka-start kafka-stop clean
+.PHONY: help install demo test unit integration faults bench deploy-check lint kafka-start kafka-stop clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ faults: $(VENV_STAMP)  ## the fault-injection suite, long form (prints the table
 bench: $(VENV_STAMP)  ## the benchmark (a few minutes; writes tests/benchmarks/results/latest.json)
 	$(PYTHON) -m pip install -q -e '.[bench]'
 	$(PYTHON) -m tests.benchmarks.bench
+
+deploy-check: $(VENV_STAMP)  ## validate manifests, CRs, alert rules, dashboard and Dockerfile (part of make test)
+	$(PYTHON) -m pytest -q tests/deploy
 
 lint: $(VENV_STAMP)  ## ruff and mypy
 	$(PYTHON) -m ruff check consumer rules tests

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
 
 from consumer.codec import TRAINING_RECORD, Codec
 from consumer.generator import StreamGenerator
+from tests.deploy.promql import expressions_of_dashboard, expressions_of_rules, metric_names
+from tests.deploy.tools import DEPLOY
 from tests.harness import produce, pseudonym, read_all
 
 pytestmark = pytest.mark.integration
@@ -66,6 +69,16 @@ def test_ten_thousand_records_exactly_the_eligible_ones_reach_training(kafka, to
     dead = read_all(kafka.bootstrap, topics.dlq)
     assert len(dead) == sum(1 for g in stream if g.expected == "malformed")
     assert service.metric_sum("training_filter_dlq_records_total") == len(dead)
+
+    # Every metric the dashboard and the alert rules query exists in what this run exposed.
+    exposed = set(service.metrics())
+    queried: set[str] = set()
+    dashboard = json.loads((DEPLOY / "grafana" / "training-filter.json").read_text())
+    for expr in expressions_of_dashboard(dashboard) + expressions_of_rules(
+        DEPLOY / "prometheus" / "training-filter-rules.yaml"
+    ):
+        queried |= metric_names(expr)
+    assert queried - exposed == set(), "the dashboard or alerts query metrics the service does not expose"
     assert service.stop() == 0
 
 
