@@ -33,6 +33,7 @@ faults: $(VENV_STAMP)  ## the fault-injection suite, long form (prints the table
 bench: $(VENV_STAMP)  ## the benchmark (a few minutes; writes tests/benchmarks/results/latest.json)
 	$(PYTHON) -m pip install -q -e '.[bench]'
 	$(PYTHON) -m tests.benchmarks.bench
+	taskset -c 0 $(PYTHON) -m tests.benchmarks.bloom_candidates tests/benchmarks/results/bloom-candidates.json
 
 deploy-check: $(VENV_STAMP)  ## validate manifests, CRs, alert rules, dashboard and Dockerfile (part of make test)
 	$(PYTHON) -m pytest -q tests/deploy

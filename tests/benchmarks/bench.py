@@ -199,9 +199,7 @@ class Bench:
 
     # -- pipelines ------------------------------------------------------------------------------------
 
-    def run_script(self, kind: str, count: int) -> dict[str, Any]:
-        source = self.publish_input()
-        sink = self.topic(f"out-{kind}", 4)
+    def _pipeline_command(self, kind: str, source: str, sink: str, count: int) -> list[str]:
         cmd = [
             sys.executable,
             "-m",
@@ -215,6 +213,12 @@ class Bench:
         ]
         if kind == "peer":
             cmd += [str(self.snapshot), self.key.hex()]
+        return cmd
+
+    def run_script(self, kind: str, count: int) -> dict[str, Any]:
+        source = self.publish_input()
+        sink = self.topic(f"out-{kind}", 4)
+        cmd = self._pipeline_command(kind, source, sink, count)
         process = subprocess.Popen(
             cmd,
             stdout=subprocess.PIPE,
@@ -378,19 +382,7 @@ class Bench:
             time.sleep(3)  # start-up and assignment before the load starts
         else:
             sink = self.topic(f"lat-out-{kind}", 4)
-            cmd = [
-                sys.executable,
-                "-m",
-                "tests.benchmarks.pipelines",
-                kind,
-                self.bootstrap,
-                source,
-                sink,
-                f"g-{uuid.uuid4().hex[:8]}",
-                str(total),
-            ]
-            if kind == "peer":
-                cmd += [str(self.snapshot), self.key.hex()]
+            cmd = self._pipeline_command(kind, source, sink, total)
             process = subprocess.Popen(
                 cmd,
                 env={**os.environ, "BENCH_CPU": str(PIPELINE_CPU)},
