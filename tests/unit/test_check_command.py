@@ -160,3 +160,10 @@ def test_console_script_reports_a_bad_policy(tmp_path):
     )
     assert result.returncode == 2
     assert b"not valid TOML" in result.stderr
+
+
+def test_deeply_nested_and_huge_lines_are_malformed_not_a_crash():
+    nested = b'{"post_id": "deep", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    huge = orjson.dumps({**ADULT_POST, "post_id": "huge", "text": "w" * 2_000_000})
+    unknown_nested = orjson.dumps({**ADULT_POST, "post_id": "extra", "extra": {"a": [{"b": [1, 2, {"c": None}]}]}})
+    assert run([nested, huge, unknown_nested]) == [(None, "malformed"), ("huge", "eligible"), ("extra", "eligible")]
