@@ -39,12 +39,12 @@ from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumer import fastpath
-from consumer.codec import OPTOUT, Codec
+from consumer.codec import OPTOUT, POST, Codec
 from consumer.generator import StreamGenerator
 from consumer.local_kafka import LocalKafka, free_port
 from consumer.optout_filter import OptOutFilter, load_snapshot, write_snapshot
 from consumer.topics import TopicSpec, ensure_topics
-from rules import Decider, load_policy
+from rules import Decider, Reason, Source, load_policy
 from tests.benchmarks.stages import profile
 
 PIPELINE_CPU = 0
@@ -87,8 +87,8 @@ class Bench:
         ensure_topics(self.bootstrap, [TopicSpec(full, partitions, config or {})])
         return full
 
-    def produce(self, topic: str, items: list[tuple[bytes | None, bytes]]) -> None:
-        producer = Producer(
+    def _bulk_producer(self, **extra: Any) -> Producer:
+        return Producer(
             {
                 "bootstrap.servers": self.bootstrap,
                 "linger.ms": 20,
@@ -96,8 +96,12 @@ class Bench:
                 "compression.type": "lz4",
                 "queue.buffering.max.messages": 1_000_000,
                 "log_level": 3,
+                **extra,
             }
         )
+
+    @staticmethod
+    def _produce_all(producer: Producer, topic: str, items: Any) -> None:
         for key, value in items:
             while True:
                 try:
@@ -107,34 +111,21 @@ class Bench:
                     producer.poll(0.05)
         assert producer.flush(120) == 0
 
+    def produce(self, topic: str, items: list[tuple[bytes | None, bytes]]) -> None:
+        self._produce_all(self._bulk_producer(), topic, items)
+
     def publish_input(self) -> str:
         """A fresh topic holding the whole input, written first (uncommitted) and made visible to
         read_committed consumers by one transaction commit when `release()` is called. So every
         pipeline starts, joins its group and gets its partitions before any record is visible: the
         measurement is the steady state, without start-up or rebalance time."""
         topic = self.topic("bench-posts", 4)
-        producer = Producer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "linger.ms": 20,
-                "batch.size": 1_000_000,
-                "compression.type": "lz4",
-                "queue.buffering.max.messages": 1_000_000,
-                "log_level": 3,
-                "transactional.id": f"bench-input-{uuid.uuid4().hex[:8]}",
-                "transaction.timeout.ms": 300_000,
-            }
+        producer = self._bulk_producer(
+            **{"transactional.id": f"bench-input-{uuid.uuid4().hex[:8]}", "transaction.timeout.ms": 300_000}
         )
         producer.init_transactions(30)
         producer.begin_transaction()
-        for key, value in zip(self.keys, self.values, strict=True):
-            while True:
-                try:
-                    producer.produce(topic, value, key)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-        assert producer.flush(120) == 0
+        self._produce_all(producer, topic, zip(self.keys, self.values, strict=True))
         self._pending_input = producer
         return topic
 
@@ -413,7 +404,10 @@ class Bench:
         if kind == "training-filter":
             process.send_signal(signal.SIGTERM)
         process.wait(120)
-        arrivals = orjson.loads(arrivals_file.read_bytes())
+        read = orjson.loads(arrivals_file.read_bytes())
+        arrivals = read["arrivals"]
+        if read["received"] < read["expected"]:
+            log(f"{kind}: {read['received']} of {read['expected']} outputs arrived before the reader's deadline")
         warmup = min(sent.values()) + 1.0
         latencies = sorted((arrivals[i] - t) * 1000 for i, t in sent.items() if i in arrivals and t >= warmup)
         if not latencies:
@@ -427,27 +421,22 @@ class Bench:
         }
 
     def _eligible_index(self, index: int) -> bool:
+        """Whether input value `index` is eligible, decided the way the service does: the frame's
+        schema id first (a corrupt header goes to the DLQ even when the body would decode)."""
         if not hasattr(self, "_eligible"):
             decider = Decider(load_policy())
+            header = Codec().header(POST)
             flags = []
             for value in self.values:
                 try:
+                    if not value.startswith(header):
+                        raise fastpath.FastPathMiss("not the v1 frame")
                     f = fastpath.decode_post(value)
                 except fastpath.FastPathMiss:
                     flags.append(False)
                     continue
-                flags.append(
-                    decider.decide(
-                        decider.policy and __import__("rules").Source.POST,
-                        f[4],
-                        f[3],
-                        f[2],
-                        f[8],
-                        f[1],
-                        self.optouts.contains,
-                    )
-                    == "eligible"
-                )
+                reason = decider.decide(Source.POST, f[4], f[3], f[2], f[8], f[1], self.optouts.contains)
+                flags.append(reason is Reason.ELIGIBLE)
             self._eligible = flags
         return self._eligible[index]
 

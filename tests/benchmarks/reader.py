@@ -49,7 +49,7 @@ def main(bootstrap: str, topic: str, expected: int, timeout: float, out_file: st
                     pass  # a passed-through corrupt record: counted, not timed
     consumer.close()
     with open(out_file, "wb") as handle:
-        handle.write(orjson.dumps(arrivals))
+        handle.write(orjson.dumps({"received": received, "expected": expected, "arrivals": arrivals}))
 
 
 if __name__ == "__main__":
