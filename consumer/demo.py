@@ -170,10 +170,11 @@ def run_demo(records: int = 20_000, keep_running: bool = False) -> int:
             print("one of them, as ML teams read it:")
             print("  " + dumps(sample).decode()[:600])
         print(f"metrics: http://127.0.0.1:{port}/metrics  (readiness /readyz, liveness /healthz)")
-        print(
-            f"look at the output: training-filter tail --bootstrap-servers {broker.bootstrap} "
-            "--topic training.eligible.v1 --max 3"
-        )
+        if keep_running:  # otherwise the broker is gone when this command returns
+            print(
+                f"look at the output: training-filter tail --bootstrap-servers {broker.bootstrap} "
+                "--topic training.eligible.v1 --max 3"
+            )
         ok = counted == expected
         print("decisions match the generated stream" if ok else "decisions DIFFER from the generated stream")
         if keep_running:
