@@ -41,8 +41,8 @@ class AtLeastOnce:
         self.tracker = OffsetTracker()
         self.assigned: set[tuple[str, int]] = set()
 
-    def open_batch(self) -> PendingBatch:
-        return self.tracker.open()
+    def open_batch(self, output: str = "training") -> PendingBatch:
+        return self.tracker.open(output)
 
     def close_batch(self, batch: PendingBatch, consumed: list[tuple[str, int, int]]) -> None:
         OffsetTracker.seal(batch, consumed)
@@ -64,7 +64,7 @@ class AtLeastOnce:
             self.consumer.store_offsets(offsets=offsets)
 
     def take_counts(self) -> tuple[int, int]:
-        """(training records, dead letters) acknowledged since the last call."""
+        """(records of the batches' output, dead letters) acknowledged since the last call."""
         counts = (self.tracker.produced, self.tracker.dead_lettered)
         self.tracker.produced = self.tracker.dead_lettered = 0
         return counts
@@ -121,12 +121,12 @@ class ExactlyOnce(AtLeastOnce):
         except KafkaException as exc:
             raise FatalDeliveryError(f"cannot initialise transactions: {_name(exc)}") from exc
 
-    def open_batch(self) -> PendingBatch:
+    def open_batch(self, output: str = "training") -> PendingBatch:
         if not self.in_transaction:
             self.producer.begin_transaction()
             self.in_transaction = True
             self.started = time.monotonic()
-        batch = PendingBatch()
+        batch = PendingBatch(output)
         self.batches.append(batch)
         return batch
 

@@ -26,12 +26,22 @@ class ProduceFailed(Exception):
 
 
 class PendingBatch:
-    __slots__ = ("dead_lettered", "error", "error_output", "next_offsets", "outstanding", "produced", "sealed")
+    __slots__ = (
+        "dead_lettered",
+        "error",
+        "error_output",
+        "next_offsets",
+        "output",
+        "outstanding",
+        "produced",
+        "sealed",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, output: str = "training") -> None:
+        self.output = output  # what `delivered` reports on: the training topic, or the revocations topic
         self.next_offsets: dict[TopicPartition, int] = {}
         self.outstanding = 0
-        self.produced = 0  # acknowledged training records
+        self.produced = 0  # acknowledged records of `output`
         self.dead_lettered = 0  # acknowledged dead letters
         self.sealed = False
         self.error: str | None = None
@@ -42,12 +52,12 @@ class PendingBatch:
         self.outstanding += 1
 
     def delivered(self, err: Any, msg: Any) -> None:
-        """Delivery report of a training record (runs inside producer.poll()/flush() on this thread)."""
+        """Delivery report of a record of `output` (runs inside producer.poll()/flush() on this thread)."""
         self.outstanding -= 1
         if err is None:
             self.produced += 1
         elif self.error is None:
-            self.error, self.error_output = err.name(), "training"
+            self.error, self.error_output = err.name(), self.output
 
     def dead_letter_delivered(self, err: Any, msg: Any) -> None:
         self.outstanding -= 1
@@ -64,11 +74,11 @@ class PendingBatch:
 class OffsetTracker:
     def __init__(self) -> None:
         self._batches: deque[PendingBatch] = deque()
-        self.produced = 0  # acknowledged training records of released batches, for the metrics
+        self.produced = 0  # acknowledged records (training or revocations) of released batches, for the metrics
         self.dead_lettered = 0
 
-    def open(self) -> PendingBatch:
-        batch = PendingBatch()
+    def open(self, output: str = "training") -> PendingBatch:
+        batch = PendingBatch(output)
         self._batches.append(batch)
         return batch
 

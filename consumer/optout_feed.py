@@ -19,9 +19,8 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from consumer.codec import OPTOUT, REVOCATION, Codec, CodecError
-from consumer.delivery import FatalDeliveryError
+from consumer.delivery import AtLeastOnce
 from consumer.metrics import Metrics
-from consumer.offsets import OffsetTracker, ProduceFailed
 from consumer.optout_filter import OptOutFilter
 from consumer.pseudonym import Pseudonymiser
 
@@ -241,8 +240,6 @@ class RevocationEmitter:
         self.metrics = metrics
         self.log = log
         self.flush_seconds = flush_seconds
-        self.tracker = OffsetTracker()
-        self.assigned: set[tuple[str, int]] = set()
         codec.write_id(REVOCATION, subject=f"{revocations_topic}-value")
         self.producer = Producer({**producer_config, "enable.idempotence": True, "acks": "all", "linger.ms": 20})
         self.consumer = Consumer(
@@ -253,6 +250,8 @@ class RevocationEmitter:
                 "partition.assignment.strategy": "cooperative-sticky",
             }
         )
+        # The same at-least-once bookkeeping as the input: offsets stored only behind acknowledged output.
+        self.delivery = AtLeastOnce(self.consumer, self.producer, metrics, log)
 
     def start(self) -> None:
         self.consumer.subscribe(
@@ -260,29 +259,18 @@ class RevocationEmitter:
         )
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        self.assigned.update((p.topic, p.partition) for p in partitions)
+        self.delivery.assigned_partitions(partitions)
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        self.producer.flush(self.flush_seconds)
-        self._store()
-        gone = {(p.topic, p.partition) for p in partitions}
-        try:
-            consumer.commit(asynchronous=False)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError._NO_OFFSET:
-                self.log.warning("revocation_commit_failed", error=exc.args[0].name())
-        self.tracker.forget(gone)
-        self.assigned -= gone
+        self.delivery.revoked(partitions, self.flush_seconds)
 
     def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        gone = {(p.topic, p.partition) for p in partitions}
-        self.tracker.forget(gone)
-        self.assigned -= gone
+        self.delivery.lost(partitions)
 
     def poll(self) -> None:
         messages = self.consumer.consume(num_messages=1000, timeout=0)
         if messages:
-            batch = self.tracker.open()
+            batch = self.delivery.open_batch("revocations")
             consumed: list[tuple[str, int, int]] = []
             for msg in messages:
                 if msg.error() is not None:
@@ -300,43 +288,21 @@ class RevocationEmitter:
                 batch.expect()
                 while True:
                     try:
-                        self.producer.produce(
-                            self.revocations_topic, value, pseudonym, on_delivery=self._counted(batch)
-                        )
+                        self.producer.produce(self.revocations_topic, value, pseudonym, on_delivery=batch.delivered)
                         break
                     except BufferError:
                         self.producer.poll(0.05)
-            OffsetTracker.seal(batch, consumed)
-        self.producer.poll(0)
-        self._store()
+            self.delivery.close_batch(batch, consumed)
+        self.delivery.tick()  # ProduceFailed becomes FatalDeliveryError: the service stops, nothing committed past it
+        self._count()
 
-    def _counted(self, batch: Any) -> Callable[[Any, Any], None]:
-        def delivered(err: Any, msg: Any) -> None:
-            batch.delivered(err, msg)
-            if err is None:
-                self.metrics.revocations.inc()
-                self.metrics.produced.labels("revocations").inc()
-            else:
-                self.metrics.produce_errors.labels("revocations").inc()
-                self.log.error("produce_failed", output="revocations", error=err.name())
-
-        return delivered
-
-    def _store(self) -> None:
-        try:
-            ready = self.tracker.release()
-        except ProduceFailed as exc:  # the service stops without committing past the failed revocation
-            raise FatalDeliveryError(str(exc)) from exc
-        offsets = [TopicPartition(t, p, o) for (t, p), o in ready.items() if (t, p) in self.assigned]
-        if offsets:
-            self.consumer.store_offsets(offsets=offsets)
+    def _count(self) -> None:
+        revoked, _ = self.delivery.take_counts()
+        if revoked:
+            self.metrics.revocations.inc(revoked)
+            self.metrics.produced.labels("revocations").inc(revoked)
 
     def close(self, timeout: float) -> None:
-        self.producer.flush(timeout)
-        try:
-            self._store()
-            self.consumer.commit(asynchronous=False)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError._NO_OFFSET:
-                self.log.warning("revocation_commit_failed", error=exc.args[0].name())
+        self.delivery.shutdown(timeout)
+        self._count()
         self.consumer.close()
