@@ -110,9 +110,6 @@ class SchemaCatalog:
             # The newest id of a name is the one the service writes and reads into.
             self._by_name[entry.name] = entry
 
-    def by_id(self, schema_id: int) -> SchemaEntry | None:
-        return self._by_id.get(schema_id)
-
     def by_name(self, name: str) -> SchemaEntry:
         return self._by_name[name]
 

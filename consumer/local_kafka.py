@@ -312,11 +312,6 @@ class LocalKafka:
             proc.kill()
             proc.wait(10)
 
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
     def cleanup(self) -> None:
         self.stop()
         if self._owns_dir and self.data_dir is not None:

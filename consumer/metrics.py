@@ -4,7 +4,6 @@ error name) or from Kafka topic/partition numbers: never a user id, a date or te
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -168,6 +167,3 @@ class _FeedLag:
         family.add_metric([], self._seconds())
         yield family
 
-
-def now() -> float:
-    return time.time()

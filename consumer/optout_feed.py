@@ -171,10 +171,6 @@ class OptOutFeed:
         self.last_error = None
         return True
 
-    def poll(self) -> None:
-        """Apply whatever opt-outs are already fetched, without waiting."""
-        self._apply(self.consumer.consume(num_messages=10_000, timeout=0))
-
     def _apply(self, messages: list[Any]) -> bool:
         added = 0
         results: dict[str, int] = {}

@@ -81,9 +81,6 @@ class BatchProcessor:
         self.dlq_causes: dict[tuple[Source, str], int] = {}
         self.consumer_errors: list[Any] = []
 
-    def set_opted_out(self, opted_out: Callable[[bytes], bool]) -> None:
-        self.opted_out = opted_out
-
     def process(
         self, messages: list[Any], batch: PendingBatch, tally: dict[tuple[Source, str], int]
     ) -> list[tuple[str, int, int]]:

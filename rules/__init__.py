@@ -6,7 +6,6 @@ this package, so a privacy reviewer debugging the policy sees exactly what the s
 """
 
 from rules.decision import (
-    DROP_REASONS,
     REASONS,
     Decider,
     Reason,
@@ -15,7 +14,6 @@ from rules.decision import (
 from rules.policy import Policy, PolicyError, default_policy_path, load_policy, parse_policy
 
 __all__ = [
-    "DROP_REASONS",
     "REASONS",
     "Decider",
     "Policy",

@@ -11,10 +11,6 @@ _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 NEVER = 1 << 62
 
 
-def utc_day(epoch_ms: int) -> int:
-    """The UTC calendar day of a timestamp; floor division keeps pre-1970 instants on the right day."""
-    return epoch_ms // MS_PER_DAY
-
 
 def date_from_day(day: int) -> dt.date | None:
     """The calendar date of a day number, or None when it is outside years 1 to 9999."""

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any
 
-from rules.age import MS_PER_DAY, date_from_day, day_from_date, nth_birthday, utc_day
+from rules.age import MS_PER_DAY, date_from_day, day_from_date, nth_birthday
 from rules.countries import normalise_country
 from rules.policy import Policy
 
@@ -31,7 +31,6 @@ _UNKNOWN_AGE = Reason.UNKNOWN_AGE
 _UNDER_AGE = Reason.UNDER_AGE
 _OPTED_OUT = Reason.OPTED_OUT
 _ELIGIBLE = Reason.ELIGIBLE
-DROP_REASONS: tuple[Reason, ...] = tuple(r for r in Reason if r is not Reason.ELIGIBLE)
 
 
 class Source(StrEnum):
@@ -129,7 +128,7 @@ class Decider:
             return _REGION
         if birth_day is None:
             return _UNKNOWN_AGE
-        created_day = created_ms // MS_PER_DAY
+        created_day = created_ms // MS_PER_DAY  # the UTC calendar day; floor division keeps pre-1970 right
         if birth_day > created_day:
             return _UNKNOWN_AGE
         bounds = self._birth_memo.get(birth_day)
@@ -219,4 +218,4 @@ def _as_epoch_ms(value: Any) -> int | None:
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
-__all__ = ["DROP_REASONS", "REASONS", "Decider", "Reason", "Source", "record_fields", "utc_day"]
+__all__ = ["REASONS", "Decider", "Reason", "Source", "record_fields"]

@@ -14,7 +14,6 @@ import signal
 import threading
 import time
 import urllib.error
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -444,6 +443,3 @@ def table(rows: list[Row]) -> str:
             lines.append(f"    {note}")
     return "\n".join(lines)
 
-
-def summary(rows: list[Row]) -> Counter[str]:
-    return Counter("ok" if r.ok else "failed" for r in rows)
