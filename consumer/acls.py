@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from consumer.config import DEFAULT_TOPICS, TopicNames
+
 
 @dataclass(frozen=True)
 class Acl:
@@ -16,18 +18,13 @@ class Acl:
 
 def required_acls(
     group_id: str = "training-filter",
-    posts: str = "posts.v1",
-    ai: str = "ai-interactions.v1",
-    optouts: str = "privacy.optouts.v1",
-    training: str = "training.eligible.v1",
-    revocations: str = "training.revocations.v1",
-    dlq: str = "training-filter.dlq.v1",
+    topics: TopicNames = DEFAULT_TOPICS,
     transactional_id_prefix: str | None = "training-filter",
 ) -> list[Acl]:
     acls = []
-    for topic in (posts, ai, optouts):
+    for topic in (topics.posts, topics.ai, topics.optouts):
         acls += [Acl("TOPIC", topic, "LITERAL", "READ"), Acl("TOPIC", topic, "LITERAL", "DESCRIBE")]
-    for topic in (training, revocations, dlq):
+    for topic in (topics.training, topics.revocations, topics.dlq):
         acls += [Acl("TOPIC", topic, "LITERAL", "WRITE"), Acl("TOPIC", topic, "LITERAL", "DESCRIBE")]
     # The input group, and the "-optout-feed" and "-revocations" groups derived from it.
     acls.append(Acl("GROUP", group_id, "PREFIXED", "READ"))

@@ -86,6 +86,20 @@ def _topic(text: str) -> str:
     return value
 
 
+@dataclass(frozen=True)
+class TopicNames:
+    """The six topics the service touches, with their default names (TF_*_TOPIC override them)."""
+
+    posts: str = "posts.v1"
+    ai: str = "ai-interactions.v1"
+    optouts: str = "privacy.optouts.v1"
+    training: str = "training.eligible.v1"
+    revocations: str = "training.revocations.v1"
+    dlq: str = "training-filter.dlq.v1"
+
+
+DEFAULT_TOPICS = TopicNames()
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("BOOTSTRAP_SERVERS", None, "Kafka bootstrap servers, host:port[,host:port]"),
     Setting(
@@ -94,12 +108,12 @@ SETTINGS: tuple[Setting, ...] = (
         "consumer group of the input topics; the opt-out feed and the "
         "revocation emitter derive their groups from it (-optout-feed, -revocations)",
     ),
-    Setting("POSTS_TOPIC", "posts.v1", "input topic of Post records", _topic),
-    Setting("AI_INTERACTIONS_TOPIC", "ai-interactions.v1", "input topic of AiInteraction records", _topic),
-    Setting("OPTOUTS_TOPIC", "privacy.optouts.v1", "compacted topic of OptOut records (key = user id)", _topic),
-    Setting("TRAINING_TOPIC", "training.eligible.v1", "output topic of TrainingRecord", _topic),
-    Setting("REVOCATIONS_TOPIC", "training.revocations.v1", "output topic of Revocation", _topic),
-    Setting("DLQ_TOPIC", "training-filter.dlq.v1", "dead-letter topic for undecodable input", _topic),
+    Setting("POSTS_TOPIC", DEFAULT_TOPICS.posts, "input topic of Post records", _topic),
+    Setting("AI_INTERACTIONS_TOPIC", DEFAULT_TOPICS.ai, "input topic of AiInteraction records", _topic),
+    Setting("OPTOUTS_TOPIC", DEFAULT_TOPICS.optouts, "compacted topic of OptOut records (key = user id)", _topic),
+    Setting("TRAINING_TOPIC", DEFAULT_TOPICS.training, "output topic of TrainingRecord", _topic),
+    Setting("REVOCATIONS_TOPIC", DEFAULT_TOPICS.revocations, "output topic of Revocation", _topic),
+    Setting("DLQ_TOPIC", DEFAULT_TOPICS.dlq, "dead-letter topic for undecodable input", _topic),
     Setting(
         "HMAC_KEY_FILE",
         "",

@@ -166,4 +166,3 @@ class _FeedLag:
         )
         family.add_metric([], self._seconds())
         yield family
-

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from consumer.config import DEFAULT_TOPICS, TopicNames
+
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -16,26 +18,18 @@ class TopicSpec:
     config: dict[str, str]
 
 
-def service_topics(
-    posts: str = "posts.v1",
-    ai: str = "ai-interactions.v1",
-    optouts: str = "privacy.optouts.v1",
-    training: str = "training.eligible.v1",
-    revocations: str = "training.revocations.v1",
-    dlq: str = "training-filter.dlq.v1",
-    partitions: int = 4,
-) -> list[TopicSpec]:
+def service_topics(names: TopicNames = DEFAULT_TOPICS, partitions: int = 4) -> list[TopicSpec]:
     forever = {"retention.ms": "-1"}
     return [
-        TopicSpec(posts, partitions, {}),
-        TopicSpec(ai, partitions, {}),
+        TopicSpec(names.posts, partitions, {}),
+        TopicSpec(names.ai, partitions, {}),
         # Opt-outs are kept forever and compacted by user id: the topic is the register of objections.
-        TopicSpec(optouts, 1, {"cleanup.policy": "compact", **forever}),
-        TopicSpec(training, partitions, {}),
+        TopicSpec(names.optouts, 1, {"cleanup.policy": "compact", **forever}),
+        TopicSpec(names.training, partitions, {}),
         # Revocations are permanent, so that a reader starting late still purges.
-        TopicSpec(revocations, 1, {"cleanup.policy": "compact", **forever}),
+        TopicSpec(names.revocations, 1, {"cleanup.policy": "compact", **forever}),
         # The DLQ holds the original values, which are personal data: a bounded retention (14 days).
-        TopicSpec(dlq, 1, {"retention.ms": str(14 * 24 * 3600 * 1000), "max.message.bytes": "2097152"}),
+        TopicSpec(names.dlq, 1, {"retention.ms": str(14 * 24 * 3600 * 1000), "max.message.bytes": "2097152"}),
     ]
 
 

@@ -21,6 +21,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from consumer.config import TopicNames
 from consumer.local_kafka import free_port
 from consumer.topics import ensure_topics, service_topics
 
@@ -31,14 +32,8 @@ def pseudonym(user_id: str, key: bytes = HMAC_KEY) -> str:
     return hmac.new(key, user_id.encode(), "sha256").hexdigest()
 
 
-@dataclass
-class Topics:
-    posts: str
-    ai: str
-    optouts: str
-    training: str
-    revocations: str
-    dlq: str
+class Topics(TopicNames):
+    """Topic names of one test, each with a unique suffix."""
 
     @classmethod
     def unique(cls, bootstrap: str, partitions: int = 4) -> Topics:
@@ -46,18 +41,7 @@ class Topics:
         topics = cls(
             f"posts-{tag}", f"ai-{tag}", f"optouts-{tag}", f"training-{tag}", f"revocations-{tag}", f"dlq-{tag}"
         )
-        ensure_topics(
-            bootstrap,
-            service_topics(
-                topics.posts,
-                topics.ai,
-                topics.optouts,
-                topics.training,
-                topics.revocations,
-                topics.dlq,
-                partitions=partitions,
-            ),
-        )
+        ensure_topics(bootstrap, service_topics(topics, partitions=partitions))
         return topics
 
     def env(self) -> dict[str, str]:

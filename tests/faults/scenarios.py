@@ -226,9 +226,7 @@ def _probe(service: ServiceProcess, path: str) -> int:
 
 def grant(admin: AdminClient, topics: Topics, group: str) -> list[AclBinding]:
     bindings = []
-    for acl in required_acls(
-        group, topics.posts, topics.ai, topics.optouts, topics.training, topics.revocations, topics.dlq
-    ):
+    for acl in required_acls(group, topics):
         kind = "BROKER" if acl.resource_type == "CLUSTER" else acl.resource_type  # confluent-kafka's name for it
         bindings.append(
             AclBinding(
@@ -442,4 +440,3 @@ def table(rows: list[Row]) -> str:
         for note in r.notes + r.failures:
             lines.append(f"    {note}")
     return "\n".join(lines)
-
