@@ -243,11 +243,25 @@ class Settings:
     def input_topics(self) -> list[str]:
         return [self.posts_topic, self.ai_interactions_topic]
 
-    def consumer_config(self, **overrides: Any) -> dict[str, Any]:
-        return {"bootstrap.servers": self.bootstrap_servers, **self.kafka_common, **self.kafka_consumer, **overrides}
+    def consumer_config(self, defaults: Mapping[str, Any] | None = None, /, **enforced: Any) -> dict[str, Any]:
+        """librdkafka consumer properties: `defaults`, then the operator's TF_*KAFKA_*, then `enforced`."""
+        return {
+            "bootstrap.servers": self.bootstrap_servers,
+            **(defaults or {}),
+            **self.kafka_common,
+            **self.kafka_consumer,
+            **enforced,
+        }
 
-    def producer_config(self, **overrides: Any) -> dict[str, Any]:
-        return {"bootstrap.servers": self.bootstrap_servers, **self.kafka_common, **self.kafka_producer, **overrides}
+    def producer_config(self, defaults: Mapping[str, Any] | None = None, /, **enforced: Any) -> dict[str, Any]:
+        """librdkafka producer properties: `defaults`, then the operator's TF_*KAFKA_*, then `enforced`."""
+        return {
+            "bootstrap.servers": self.bootstrap_servers,
+            **(defaults or {}),
+            **self.kafka_common,
+            **self.kafka_producer,
+            **enforced,
+        }
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:

@@ -171,22 +171,18 @@ class Service:
         self.metrics.feed_lag(self.feed.seconds_behind)
         self.feed.start(offsets)
 
-        # Our defaults, then the operator's TF_*KAFKA_* properties, then what the guarantees rest on.
-        producer_config: dict[str, Any] = {
-            "bootstrap.servers": s.bootstrap_servers,
-            # Batching for throughput; lz4 because text compresses well and lz4 costs little CPU.
-            "linger.ms": 5,
-            "batch.size": 1_000_000,
-            "compression.type": "lz4",
-            "queue.buffering.max.messages": 200_000,
-            "queue.buffering.max.kbytes": 131_072,
-            "message.timeout.ms": 300_000,  # retries ride out a broker restart of up to five minutes
-            **s.kafka_common,
-            **s.kafka_producer,
-            "enable.idempotence": True,
-            "acks": "all",
-            **self._kafka_log,
-        }
+        producer_config = s.producer_config(
+            {
+                # Batching for throughput; lz4 because text compresses well and lz4 costs little CPU.
+                "linger.ms": 5,
+                "batch.size": 1_000_000,
+                "compression.type": "lz4",
+                "queue.buffering.max.messages": 200_000,
+                "queue.buffering.max.kbytes": 131_072,
+                "message.timeout.ms": 300_000,  # retries ride out a broker restart of up to five minutes
+            },
+            **{"enable.idempotence": True, "acks": "all", **self._kafka_log},
+        )
         if s.exactly_once:
             producer_config["transactional.id"] = s.transactional_id or f"{s.group_id}-{socket.gethostname()}"
             # librdkafka requires message.timeout.ms <= transaction.timeout.ms; a minute bounds how long an
@@ -196,23 +192,24 @@ class Service:
                 int(producer_config["message.timeout.ms"]), int(producer_config["transaction.timeout.ms"])
             )
         self.producer = self._client(Producer, producer_config, "producer")
-        consumer_config: dict[str, Any] = {
-            "bootstrap.servers": s.bootstrap_servers,
-            "auto.offset.reset": "earliest",
-            "partition.assignment.strategy": "cooperative-sticky",
-            "fetch.max.bytes": 52_428_800,
-            "max.partition.fetch.bytes": 4_194_304,
-            "statistics.interval.ms": s.statistics_interval_ms,
-            "stats_cb": self._on_stats,
-            **s.kafka_common,
-            **s.kafka_consumer,
-            "group.id": s.group_id,
-            "enable.auto.commit": not s.exactly_once,
-            "auto.commit.interval.ms": 1000,
-            "enable.auto.offset.store": False,
-            "isolation.level": "read_committed",
-            **self._kafka_log,
-        }
+        consumer_config = s.consumer_config(
+            {
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "cooperative-sticky",
+                "fetch.max.bytes": 52_428_800,
+                "max.partition.fetch.bytes": 4_194_304,
+                "statistics.interval.ms": s.statistics_interval_ms,
+                "stats_cb": self._on_stats,
+            },
+            **{
+                "group.id": s.group_id,
+                "enable.auto.commit": not s.exactly_once,
+                "auto.commit.interval.ms": 1000,
+                "enable.auto.offset.store": False,
+                "isolation.level": "read_committed",
+                **self._kafka_log,
+            },
+        )
         self.input = self._client(Consumer, consumer_config, "input consumer")
         if s.exactly_once:
             self.delivery: AtLeastOnce = ExactlyOnce(

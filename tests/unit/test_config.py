@@ -88,3 +88,11 @@ def test_schema_registry_url_is_read_without_prefix_too():
 
 def test_every_setting_has_help():
     assert all(s.help and s.name.isupper() for s in SETTINGS)
+
+
+def test_operator_properties_override_defaults_but_not_what_the_guarantees_rest_on():
+    s = load_settings({**BASE, "TF_PRODUCER_KAFKA_LINGER_MS": "50", "TF_KAFKA_ACKS": "1"})
+    config = s.producer_config({"linger.ms": 5, "compression.type": "lz4"}, acks="all")
+    assert config["linger.ms"] == "50"  # the operator's setting beats our default
+    assert config["compression.type"] == "lz4"
+    assert config["acks"] == "all"  # an enforced property beats the operator's
