@@ -55,6 +55,15 @@ class LocalKafkaError(RuntimeError):
     """The local broker could not be fetched, formatted or started. The message says why."""
 
 
+def _cluster_id() -> str:
+    """A random Kafka cluster id (URL-safe base64 of a UUID). Like Kafka's own Uuid.randomUuid, never
+    one that starts with '-': the storage tool would read it as an option and refuse to format."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -238,7 +247,7 @@ class LocalKafka:
             f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
         ]
         if not (self.data_dir / "logs" / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            cluster_id = _cluster_id()
             fmt = [
                 java,
                 *jvm,
