@@ -17,6 +17,8 @@ from typing import Any, Protocol
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from consumer.strict_avro import Check, StrictAvroError, validator
+
 MAGIC_BYTE = 0
 HEADER = struct.Struct(">bI")
 HEADER_SIZE = HEADER.size  # 5
@@ -64,6 +66,8 @@ class SchemaEntry:
     parsed: Any
     canonical: str
     fingerprint: str
+    strict_form: str  # the canonical form plus logical types: what must match for the fast path
+    check: Check  # the strict encoding check run before fastavro (see consumer/strict_avro.py)
 
 
 class Registry(Protocol):
@@ -88,7 +92,33 @@ def _entry(schema_id: int, parsed: Any) -> SchemaEntry:
         parsed=parsed,
         canonical=canonical,
         fingerprint=fingerprint(canonical, "CRC-64-AVRO"),
+        strict_form=strict_form(parsed),
+        check=validator(parsed),
     )
+
+
+_STRICT_KEYS = ("type", "name", "fields", "symbols", "items", "values", "size", "logicalType", "precision", "scale")
+
+
+def strict_form(schema: Any) -> str:
+    """Parsing Canonical Form drops logical types, so a writer whose created_at is
+    `local-timestamp-millis` has the same canonical form as v1's `timestamp-millis`, yet its values
+    mean another instant. This form keeps them: equal strict forms decode to equal values."""
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(n) for n in node]
+        if not isinstance(node, dict):
+            return node
+        out = {k: node[k] for k in _STRICT_KEYS if k in node}
+        for key in ("type", "items", "values"):
+            if key in out:
+                out[key] = walk(out[key])
+        if "fields" in out:
+            out["fields"] = [{"name": f["name"], "type": walk(f["type"])} for f in out["fields"]]
+        return out
+
+    return json.dumps(walk(schema), sort_keys=True, separators=(",", ":"))
 
 
 class SchemaCatalog:
@@ -159,7 +189,7 @@ class Codec:
     def is_reader_schema(self, schema_id: int, name: str) -> bool:
         """True when the writer schema of `schema_id` is exactly (canonically) the reader schema `name`."""
         entry = self._writers.get(schema_id)
-        return entry is not None and entry.canonical == self.catalog.by_name(name).canonical
+        return entry is not None and entry.strict_form == self.catalog.by_name(name).strict_form
 
     def write_id(self, name: str, subject: str | None = None) -> int:
         """The id to frame `name` with: registered under `subject` when a registry is set."""
@@ -210,6 +240,12 @@ class Codec:
             wanted = self.catalog.by_name(reader_name)
             if wanted.canonical != writer.canonical:
                 reader = wanted.parsed
+        try:
+            end = writer.check(data, start)
+        except StrictAvroError as exc:
+            raise BodyError(f"Avro body breaks an encoding rule of schema id {schema_id}: {exc}") from exc
+        if end != len(data):
+            raise BodyError(f"{len(data) - end} trailing bytes after the Avro body")
         stream = io.BytesIO(data)
         stream.seek(start)
         try:
