@@ -74,6 +74,15 @@ def test_non_ascii_look_alike_never_normalises_into_a_region():
     assert decide("1990-01-01", "2026-01-01T00:00:00+00:00", country="\u0131s") is Reason.REGION
 
 
+@pytest.mark.parametrize("space", ["\u00a0", "\u2003", "\u3000", "\u200b", "\x85", "\x1c"])
+def test_non_ascii_spaces_are_not_stripped_into_a_region(space):
+    # Only ASCII white space is stripped: a non-breaking or ideographic space makes the code non-ASCII.
+    for raw in (f"{space}DE", f"DE{space}", f"{space}de{space}"):
+        assert normalise_country(raw) != "DE"
+        assert decide("1990-01-01", "2026-01-01T00:00:00+00:00", country=raw) is Reason.REGION
+        assert Decider(load_policy()).allowed_country(raw.encode()) is None
+
+
 def test_age_120_is_plausible_and_121_is_not():
     assert decide("1906-01-01", "2026-12-31T00:00:00+00:00") is Reason.ELIGIBLE  # 120
     assert decide("1905-01-01", "2026-01-01T00:00:00+00:00") is Reason.UNKNOWN_AGE  # 121 that day
