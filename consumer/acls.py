@@ -13,7 +13,7 @@ class Acl:
     resource_type: str  # TOPIC, GROUP, TRANSACTIONAL_ID, CLUSTER
     name: str
     pattern: str  # LITERAL or PREFIXED
-    operation: str  # READ, WRITE, DESCRIBE, IDEMPOTENT_WRITE
+    operation: str  # READ, WRITE, DESCRIBE, DESCRIBE_CONFIGS, IDEMPOTENT_WRITE
 
 
 def required_acls(
@@ -26,6 +26,11 @@ def required_acls(
         acls += [Acl("TOPIC", topic, "LITERAL", "READ"), Acl("TOPIC", topic, "LITERAL", "DESCRIBE")]
     for topic in (topics.training, topics.revocations, topics.dlq):
         acls += [Acl("TOPIC", topic, "LITERAL", "WRITE"), Acl("TOPIC", topic, "LITERAL", "DESCRIBE")]
+    # The revocations topic is also read: the register of every objection, by pseudonym (optout_feed.py).
+    acls.append(Acl("TOPIC", topics.revocations, "LITERAL", "READ"))
+    # The output topics' max.message.bytes sets the input size limit (output_limits.py).
+    for topic in (topics.training, topics.dlq):
+        acls.append(Acl("TOPIC", topic, "LITERAL", "DESCRIBE_CONFIGS"))
     # The input group, and the "-optout-feed" and "-revocations" groups derived from it.
     acls.append(Acl("GROUP", group_id, "PREFIXED", "READ"))
     # The idempotent producer (brokers before 3.0 ask for this; later ones accept topic WRITE instead).

@@ -141,7 +141,14 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("BATCH_SIZE", "2000", "records asked of one consume() call", _positive_int),
     Setting("BATCH_TIMEOUT_MS", "100", "longest wait of one consume() call for a batch to fill", _positive_int),
-    Setting("MAX_VALUE_BYTES", "1048576", "input values larger than this go to the DLQ as oversized", _positive_int),
+    Setting(
+        "MAX_VALUE_BYTES",
+        "1048576",
+        "input values larger than this go to the DLQ as oversized (the default is what a default Java "
+        "producer can write); the producer allows 64 KiB more, the output topics need 128 KiB more, and "
+        "a lower output topic limit lowers this one",
+        _positive_int,
+    ),
     Setting("OPTOUT_CAPACITY", "10000000", "opt-outs the Bloom filter is sized for", _positive_int),
     Setting("OPTOUT_FP_RATE", "1e-6", "the Bloom filter's false-positive rate at capacity", _probability),
     Setting(

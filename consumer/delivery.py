@@ -4,21 +4,32 @@
 `OffsetTracker`; they are stored with `store_offsets` and committed by librdkafka's auto-commit,
 and synchronously on revoke and shutdown. A crash can re-deliver records; none is lost.
 
-`ExactlyOnce`: every batch is produced inside a Kafka transaction that also carries the consumed
-offsets (`send_offsets_to_transaction` with the group's metadata, so a zombie of an older group
-generation is fenced). Readers with isolation.level=read_committed see each record once. A failed
-transaction is aborted and the consumer rewinds to the last committed offsets.
+`ExactlyOnce`: every batch is produced inside a Kafka transaction that also carries the offsets
+of exactly the input records whose outputs are in it (`send_offsets_to_transaction` with the
+group's metadata, so a zombie of an older group generation is fenced). Not the consumer's
+position: that is past every record consume() returned, including a batch the loop holds unprocessed
+while the opt-out feed cannot sync, and committing it would lose those records. Readers with
+isolation.level=read_committed see each record once. A failed transaction is aborted, the consumer
+rewinds to the last committed offsets, and `on_rewind` tells the loop to drop what it holds (it will
+be fetched again).
+
+Outputs the broker refuses for good (offsets.PER_RECORD_ERRORS) never stop the service: at-least-once
+hands them to `on_refused`, which writes them again or dead-letters them; exactly-once must abort
+the transaction (a refused record makes it abortable), notes them through `on_refused` and re-reads.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from consumer.metrics import Metrics
 from consumer.offsets import OffsetTracker, PendingBatch, ProduceFailed
+
+RefusedHandler = Callable[[PendingBatch], None]
 
 
 class FatalDeliveryError(Exception):
@@ -40,6 +51,8 @@ class AtLeastOnce:
         self.log = log
         self.tracker = OffsetTracker()
         self.assigned: set[tuple[str, int]] = set()
+        self.on_refused: RefusedHandler | None = None
+        self.on_rewind: Callable[[], None] = lambda: None
 
     def open_batch(self, output: str = "training") -> PendingBatch:
         return self.tracker.open(output)
@@ -53,6 +66,10 @@ class AtLeastOnce:
         self._store()
 
     def _store(self) -> None:
+        for batch in self.tracker.with_rejections():
+            if self.on_refused is None:
+                raise FatalDeliveryError(f"{batch.rejected[0].error} producing to {batch.rejected[0].output}")
+            self.on_refused(batch)
         try:
             ready = self.tracker.release()
         except ProduceFailed as exc:
@@ -71,9 +88,12 @@ class AtLeastOnce:
 
     def settle(self, timeout: float) -> bool:
         """Wait up to `timeout` for every in-flight record, then store what is acknowledged."""
-        remaining = self.producer.flush(timeout)
-        self._store()
-        return remaining == 0
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = self.producer.flush(max(0.0, deadline - time.monotonic()))
+            self._store()  # may write refused outputs again: then wait for those too
+            if self.tracker.in_flight() == 0 or time.monotonic() >= deadline:
+                return remaining == 0 and self.tracker.in_flight() == 0
 
     def commit(self, partitions: list[TopicPartition] | None = None) -> None:
         try:
@@ -116,6 +136,7 @@ class ExactlyOnce(AtLeastOnce):
         self.in_transaction = False
         self.started = 0.0
         self.batches: list[PendingBatch] = []
+        self.offsets: dict[tuple[str, int], int] = {}  # next offsets of the records in this transaction
         try:
             producer.init_transactions(timeout)
         except KafkaException as exc:
@@ -131,22 +152,35 @@ class ExactlyOnce(AtLeastOnce):
         return batch
 
     def close_batch(self, batch: PendingBatch, consumed: list[tuple[str, int, int]]) -> None:
+        offsets = self.offsets
+        for topic, partition, offset in consumed:
+            if offsets.get((topic, partition), -1) <= offset:
+                offsets[topic, partition] = offset + 1
         batch.sealed = True
 
     def tick(self) -> None:
         self.producer.poll(0)
-        if self.in_transaction and time.monotonic() - self.started >= self.interval:
+        if not self.in_transaction:
+            return
+        if any(b.rejected for b in self.batches):
+            self.log.warning("transaction_aborted", error=self._rejected_error())
+            self.metrics.transactions.labels("failed").inc()
+            self._abort_and_rewind()
+        elif time.monotonic() - self.started >= self.interval:
             self._commit_transaction()
 
+    def _rejected_error(self) -> str:
+        return next(b.rejected[0].error for b in self.batches if b.rejected)
+
     def _commit_transaction(self) -> bool:
-        """Commit the open transaction with the consumer's positions; on failure abort and rewind."""
+        """Commit the open transaction with the offsets of its records; on failure abort and rewind."""
         if not self.in_transaction:
             return True
         try:
-            positions = [tp for tp in self.consumer.position(self.consumer.assignment()) if tp.offset >= 0]
-            if positions:
+            offsets = [TopicPartition(t, p, o) for (t, p), o in self.offsets.items()]
+            if offsets:
                 self.producer.send_offsets_to_transaction(
-                    positions, self.consumer.consumer_group_metadata(), self.timeout
+                    offsets, self.consumer.consumer_group_metadata(), self.timeout
                 )
             self.producer.commit_transaction(self.timeout)
         except KafkaException as exc:
@@ -166,17 +200,23 @@ class ExactlyOnce(AtLeastOnce):
         self.tracker.produced += sum(b.produced for b in self.batches)
         self.tracker.dead_lettered += sum(b.dead_lettered for b in self.batches)
         self.batches.clear()
+        self.offsets = {}
 
     def _abort_and_rewind(self) -> None:
         try:
             self.producer.abort_transaction(self.timeout)
         except KafkaException as exc:
             raise FatalDeliveryError(f"cannot abort the transaction: {_name(exc)}") from exc
+        for batch in self.batches:
+            if batch.rejected and self.on_refused is not None:
+                self.on_refused(batch)  # remembers which inputs were refused, for the second reading
         self._finish_batches()
         assignment = self.consumer.assignment()
         if assignment:
             for tp in self.consumer.committed(assignment, timeout=self.timeout):
                 self.consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else -2))
+        # What the loop holds was fetched after the committed offsets: it will be fetched again.
+        self.on_rewind()
 
     def settle(self, timeout: float) -> bool:
         return self._commit_transaction()

@@ -19,8 +19,17 @@ disable_created_metrics()
 NS = "training_filter"
 BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 OUTPUTS = ("training", "dlq", "revocations")
-DLQ_CAUSES = ("bad_framing", "unknown_schema", "bad_body", "oversized", "invalid_fields")
-OPTOUT_RESULTS = ("applied", "tombstone_ignored", "undecodable_used_key", "undecodable_dropped")
+DLQ_CAUSES = ("bad_framing", "unknown_schema", "bad_body", "oversized", "invalid_fields", "output_rejected")
+OPTOUT_RESULTS = (
+    "applied",
+    "tombstone_ignored",
+    "undecodable_used_key",
+    "unexpected_used_key",
+    "undecodable_dropped",
+    "revocation_applied",
+    "revocation_used_key",
+    "revocation_tombstone_ignored",
+)
 
 
 class Metrics:
@@ -69,6 +78,11 @@ class Metrics:
             f"{NS}_dlq_records_total",
             "Input records sent to the dead-letter topic, by cause.",
             ["source", "cause"],
+            registry=r,
+        )
+        self.dlq_truncated = Counter(
+            f"{NS}_dlq_truncated_total",
+            "Dead letters written with headers only: too large for the DLQ, or refused by the broker.",
             registry=r,
         )
         self.rebalances = Counter(f"{NS}_rebalances_total", "Partition assignment changes.", ["kind"], registry=r)

@@ -9,10 +9,33 @@ completed batches before it, never past a batch still in flight or one that fail
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
+from confluent_kafka import KafkaError
+
 TopicPartition = tuple[str, int]
+Provenance = tuple[str, int, int]  # the input record's topic, partition and offset
+
+# Errors of one record that retrying cannot cure: the broker will never take it as it is. They
+# become dead letters; any other delivery error stops the service (nothing is committed past it).
+PER_RECORD_ERRORS = frozenset(
+    {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD, KafkaError.RECORD_LIST_TOO_LARGE}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An output the broker refused for good. `provenance` is known for dead letters; a training
+    record carries its own in its value."""
+
+    output: str  # "training" or "dlq"
+    value: bytes | None
+    key: bytes | None
+    provenance: Provenance | None
+    headers: list[tuple[str, bytes]] | None  # a dead letter's: delivery reports do not carry them
+    error: str
 
 
 class ProduceFailed(Exception):
@@ -34,6 +57,7 @@ class PendingBatch:
         "output",
         "outstanding",
         "produced",
+        "rejected",
         "sealed",
     )
 
@@ -46,6 +70,7 @@ class PendingBatch:
         self.sealed = False
         self.error: str | None = None
         self.error_output = ""
+        self.rejected: list[Rejected] = []  # outputs to dead-letter before the batch can complete
 
     def expect(self) -> None:
         """Call before each produce() whose delivery callback is `self.delivered`."""
@@ -56,19 +81,30 @@ class PendingBatch:
         self.outstanding -= 1
         if err is None:
             self.produced += 1
+        elif self.output == "training" and err.code() in PER_RECORD_ERRORS:
+            self.rejected.append(Rejected("training", msg.value(), msg.key(), None, None, err.name()))
         elif self.error is None:
             self.error, self.error_output = err.name(), self.output
 
-    def dead_letter_delivered(self, err: Any, msg: Any) -> None:
-        self.outstanding -= 1
-        if err is None:
-            self.dead_lettered += 1
-        elif self.error is None:
-            self.error, self.error_output = err.name(), "dlq"
+    def dead_letter_report(
+        self, provenance: Provenance, headers: list[tuple[str, bytes]], truncated: bool
+    ) -> Callable[[Any, Any], None]:
+        """The delivery callback of one dead letter (rare enough for a closure each)."""
+
+        def report(err: Any, msg: Any) -> None:
+            self.outstanding -= 1
+            if err is None:
+                self.dead_lettered += 1
+            elif not truncated and err.code() in PER_RECORD_ERRORS:
+                self.rejected.append(Rejected("dlq", None, None, provenance, headers, err.name()))
+            elif self.error is None:  # not even the headers-only letter was taken: the DLQ is unusable
+                self.error, self.error_output = err.name(), "dlq"
+
+        return report
 
     @property
     def done(self) -> bool:
-        return self.sealed and self.outstanding == 0
+        return self.sealed and self.outstanding == 0 and not self.rejected
 
 
 class OffsetTracker:
@@ -111,6 +147,9 @@ class OffsetTracker:
             self.dead_lettered += head.dead_lettered
             batches.popleft()
         return ready
+
+    def with_rejections(self) -> list[PendingBatch]:
+        return [b for b in self._batches if b.rejected]
 
     def in_flight(self) -> int:
         return sum(b.outstanding for b in self._batches)

@@ -2,12 +2,23 @@
 
 `OptOutFeed` is assigned every partition of the opt-out topic (no consumer group: each replica
 needs every opt-out) and never commits; its position lives in the filter snapshot. `sync()` asks
-the broker for the topic's current end offsets and applies opt-outs until it has reached them: the
-service calls it after each consume() and before filtering, so every opt-out acknowledged before a
-record was fetched is applied before that record is decided.
+the broker for the topic's partitions and their current end offsets, and applies opt-outs until it
+has reached them: the service calls it after each consume() and before filtering, so every opt-out
+acknowledged before a record was fetched is applied before that record is decided. The end offsets
+are the high watermarks (read_uncommitted): with read_committed they would be the last stable offset,
+which stops at the first open transaction, so an opt-out acknowledged after it would not be waited
+for. Partitions the topic gains are assigned in the same sync; metadata that cannot be had is a
+failed sync (input pauses), never a silent skip.
 
-`RevocationEmitter` is a consumer group on the same topic: each opt-out record is handled by exactly
-one replica, which produces one Revocation and commits only after the broker acknowledged it.
+The filter holds pseudonyms, and the feed reads a second topic into it: the service's own
+revocations topic, keyed by pseudonym, one record per opt-out ever seen. So an objection is never
+withdrawn, by any replica: a tombstone on the opt-out topic is counted (and alerted on) but applies
+nothing, and once compaction has removed the opt-out and its tombstone, a replica that rebuilds its
+filter from the topics still finds the user through the revocation. Only the opt-out topic gates
+input batch by batch; the revocations topic must be read to its end at start-up.
+
+`RevocationEmitter` is a consumer group on the opt-out topic: each opt-out record is handled by
+exactly one replica, which produces one Revocation and commits only after the broker acknowledged it.
 """
 
 from __future__ import annotations
@@ -16,39 +27,65 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicCollection,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
 
 from consumer.codec import OPTOUT, REVOCATION, Codec, CodecError
 from consumer.delivery import AtLeastOnce
 from consumer.metrics import Metrics
-from consumer.optout_filter import OptOutFilter
+from consumer.optout_filter import Offsets, OptOutFilter
 from consumer.pseudonym import Pseudonymiser
 
-_METADATA_REFRESH_SECONDS = 30.0
+_LEDGER_METADATA_SECONDS = 30.0  # the revocations topic's partitions are checked this often
 
 
 class FeedError(Exception):
     """The opt-out topic cannot be read (missing, unauthorised, broker down). No personal data."""
 
 
-def parse_optout(codec: Codec, msg: Any) -> tuple[bytes | None, int, str]:
-    """(user id, opted_out_at in epoch ms, result label) of an opt-out record.
+def parse_optout(codec: Codec, msg: Any) -> tuple[list[bytes], int, str]:
+    """(user ids to treat as opted out, opted_out_at in epoch ms, result label) of an opt-out record.
 
-    An undecodable value falls back to the key (the user id by contract) and the Kafka timestamp:
-    failing closed means treating the record as the opt-out it most likely is.
+    Never raises. An undecodable value, or a decoded one of an unexpected shape (e.g. a writer schema
+    whose opted_out_at is a plain long, or a user id that is not a string), falls back to the key
+    (the user id by contract) and the Kafka timestamp: failing closed means treating the record as
+    the opt-out it most likely is. A value whose user id differs from the key opts out both.
     """
     value = msg.value()
+    key = msg.key()
     if value is None:
-        return None, 0, "tombstone_ignored"  # an objection is never withdrawn by deleting it
+        return [], 0, "tombstone_ignored"  # an objection is never withdrawn by deleting it
     try:
         _, record = codec.decode(value, OPTOUT)
+        user_id = record["user_id"]
         when = record["opted_out_at"]
-        return record["user_id"].encode("utf-8"), int(when.timestamp() * 1000), "applied"
+        if not isinstance(user_id, str) or not user_id:
+            raise TypeError("user_id")
+        if hasattr(when, "timestamp"):
+            millis = int(when.timestamp() * 1000)
+        elif isinstance(when, int) and not isinstance(when, bool):
+            millis = when
+        else:
+            raise TypeError("opted_out_at")
+        users = [user_id.encode("utf-8")]
+        if key and key != users[0]:
+            users.append(key)
+        return users, millis, "applied"
     except CodecError:
-        key = msg.key()
-        if key:
-            return key, int(msg.timestamp()[1]), "undecodable_used_key"
-        return None, 0, "undecodable_dropped"
+        result = "undecodable_used_key"
+    except Exception:  # a decoded record the contract does not describe: the key still opts out
+        result = "unexpected_used_key"
+    if key:
+        return [key], int(msg.timestamp()[1]), result
+    return [], 0, "undecodable_dropped"
 
 
 class OptOutFeed:
@@ -56,18 +93,24 @@ class OptOutFeed:
         self,
         config: dict[str, Any],
         topic: str,
+        ledger_topic: str,
         optout_filter: OptOutFilter,
         codec: Codec,
+        pseudonymiser: Pseudonymiser,
         metrics: Metrics,
         log: Any,
         clock: Callable[[], float] = time.monotonic,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.topic = topic
+        self.ledger_topic = ledger_topic
         self.filter = optout_filter
         self.codec = codec
+        self.pseudonym = pseudonymiser.pseudonym
         self.metrics = metrics
         self.log = log
         self.clock = clock
+        self.stopping = stopping
         self.consumer = Consumer(
             {
                 **config,
@@ -82,41 +125,97 @@ class OptOutFeed:
         )
         # End offsets and metadata come from a second client that never fetches: on the feed consumer's
         # own connection they would queue behind its long-polling fetch (up to fetch.wait.max.ms each).
+        # read_uncommitted: its end offsets are the high watermarks, not the last stable offsets.
         self.auth_error: str | None = None
-        self.ends = Consumer({**config, "enable.auto.commit": False, "error_cb": self._on_error})
-        self.positions: dict[int, int] = {}
+        self.ends = Consumer(
+            {**config, "enable.auto.commit": False, "isolation.level": "read_uncommitted", "error_cb": self._on_error}
+        )
+        self._admin_config = {k: v for k, v in config.items() if k not in ("group.id",)}
+        self.positions: Offsets = {}
+        self.topic_ids: dict[str, str | None] = {topic: None, ledger_topic: None}
         self.caught_up_at: float | None = None  # clock time of the end offsets last reached
         self.last_error: str | None = None
-        self._metadata_checked = 0.0
+        self.reset_reason: str | None = None  # why a snapshot's offsets were not used
+        self._ledger_checked = 0.0
+        self._unexpected_logged = 0
 
     # -- start -----------------------------------------------------------------------------------
 
-    def start(self, offsets: dict[int, int] | None) -> None:
-        """Assign every partition, from the snapshot's offsets or from the beginning."""
-        partitions = self._partitions(timeout=30.0)
-        offsets = offsets or {}
-        self.positions = {p: offsets.get(p, 0) for p in partitions}
-        self.consumer.assign([TopicPartition(self.topic, p, offsets.get(p, OFFSET_BEGINNING)) for p in partitions])
-        self._metadata_checked = self.clock()
+    def start(self, offsets: Offsets | None, topic_ids: dict[str, str | None] | None = None) -> None:
+        """Assign every partition of both topics, from the snapshot's offsets or from the beginning.
 
-    def _partitions(self, timeout: float) -> list[int]:
+        A snapshot is not used (the filter is emptied and both topics are read from the start) when a
+        topic was re-created (its id changed) or the snapshot's offsets are beyond a partition's end
+        (the topic was truncated or re-created): resuming would skip opt-outs.
+        """
+        partitions = {t: self._partitions(t, timeout=30.0) for t in (self.topic, self.ledger_topic)}
+        current_ids = self._topic_ids()
+        offsets = dict(offsets or {})
+        if offsets:
+            self.reset_reason = self._snapshot_problem(offsets, topic_ids or {}, current_ids, partitions)
+            if self.reset_reason is not None:
+                self.log.warning("optout_snapshot_offsets_not_used", reason=self.reset_reason)
+                self.filter = OptOutFilter(self.filter.capacity, self.filter.fp_rate)
+                offsets = {}
+        self.topic_ids = {t: current_ids.get(t) for t in (self.topic, self.ledger_topic)}
+        self.positions = {(t, p): offsets.get((t, p), 0) for t, parts in partitions.items() for p in parts}
+        self.consumer.assign(
+            [
+                TopicPartition(t, p, offsets.get((t, p), OFFSET_BEGINNING))
+                for t, parts in partitions.items()
+                for p in parts
+            ]
+        )
+        self._ledger_checked = self.clock()
+
+    def _snapshot_problem(
+        self,
+        offsets: Offsets,
+        saved_ids: dict[str, str | None],
+        current_ids: dict[str, str | None],
+        partitions: dict[str, list[int]],
+    ) -> str | None:
+        for topic, saved in saved_ids.items():
+            now = current_ids.get(topic)
+            if saved and now and saved != now:
+                return f"topic {topic} was re-created (its id changed)"
+        for (topic, partition), offset in offsets.items():
+            if partition not in partitions.get(topic, []):
+                return f"partition {topic}/{partition} of the snapshot no longer exists"
+            _, high = self.ends.get_watermark_offsets(TopicPartition(topic, partition), timeout=10.0, cached=False)
+            if offset > high:
+                return f"the snapshot's offset of {topic}/{partition} is beyond its end (truncated or re-created)"
+        return None
+
+    def _topic_ids(self) -> dict[str, str | None]:
+        """The topics' ids (a re-created topic gets a new one), or None where the broker does not say."""
+        out: dict[str, str | None] = {}
+        try:
+            futures = AdminClient(self._admin_config).describe_topics(TopicCollection([self.topic, self.ledger_topic]))
+            for name, future in futures.items():
+                out[name] = str(future.result(10.0).topic_id)
+        except Exception:  # an older broker, or no DESCRIBE permission: the offsets check still applies
+            pass
+        return out
+
+    def _partitions(self, topic: str, timeout: float) -> list[int]:
         """The topic's partitions, asked in short steps so that a credential the broker rejects fails
-        at once instead of after the whole timeout."""
+        at once instead of after the whole timeout, and a stop request is not held up."""
         deadline = self.clock() + timeout
         while True:
             self.ends.poll(0)  # serves the error callback; this client is assigned nothing, so it gets no records
             if self.auth_error is not None:
                 raise FeedError(f"the broker rejected the credentials: {self.auth_error} (check TF_KAFKA_SASL_*)")
             try:
-                metadata = self.ends.list_topics(self.topic, timeout=min(1.0, max(0.1, deadline - self.clock())))
+                metadata = self.ends.list_topics(topic, timeout=min(1.0, max(0.1, deadline - self.clock())))
                 break
             except KafkaException as exc:
-                if self.clock() >= deadline:
-                    raise FeedError(f"cannot read metadata of {self.topic}: {exc.args[0].name()}") from exc
-        info = metadata.topics.get(self.topic)
+                if self.clock() >= deadline or self.stopping():
+                    raise FeedError(f"cannot read metadata of {topic}: {exc.args[0].name()}") from exc
+        info = metadata.topics.get(topic)
         if info is None or info.error is not None or not info.partitions:
             why = info.error.name() if info is not None and info.error is not None else "no such topic"
-            raise FeedError(f"opt-out topic {self.topic} is not readable: {why}")
+            raise FeedError(f"topic {topic} is not readable: {why}")
         return sorted(info.partitions)
 
     def _on_error(self, err: KafkaError) -> None:
@@ -124,41 +223,44 @@ class OptOutFeed:
         if err.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
             self.auth_error = err.name()
 
-    def _add_new_partitions(self) -> None:
-        """The topic may gain partitions while running; every one must be read."""
-        self._metadata_checked = self.clock()
-        try:
-            partitions = self._partitions(timeout=5.0)
-        except FeedError:
-            return
-        new = [p for p in partitions if p not in self.positions]
+    def _add_new_partitions(self, topic: str, timeout: float) -> None:
+        """Partitions the topic gained since the last look are read from their beginning. Raises
+        FeedError (a failed sync) when the metadata cannot be had."""
+        partitions = self._partitions(topic, timeout)
+        new = [p for p in partitions if (topic, p) not in self.positions]
         if new:
             for p in new:
-                self.positions[p] = 0
-            self.consumer.incremental_assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in new])
-            self.log.info("optout_partitions_added", topic=self.topic, partitions=new)
+                self.positions[topic, p] = 0
+            self.consumer.incremental_assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in new])
+            self.log.info("optout_partitions_added", topic=topic, partitions=new)
 
     # -- sync ------------------------------------------------------------------------------------
 
-    def sync(self, timeout: float) -> bool:
-        """Apply every opt-out up to the topic's current end; False if that takes longer than `timeout`."""
+    def sync(self, timeout: float, everything: bool = False) -> bool:
+        """Apply every opt-out up to the opt-out topic's current end (with `everything`, the
+        revocations topic's too); False if that fails or takes longer than `timeout`."""
         started = self.clock()
         deadline = started + timeout
-        if started - self._metadata_checked > _METADATA_REFRESH_SECONDS:
-            self._add_new_partitions()
-        ends: dict[int, int] = {}
+        gating = {self.topic, self.ledger_topic} if everything else {self.topic}
+        ends: dict[tuple[str, int], int] = {}
         try:
-            for partition in self.positions:
-                remaining = max(0.05, deadline - self.clock())
-                _, high = self.ends.get_watermark_offsets(
-                    TopicPartition(self.topic, partition), timeout=remaining, cached=False
-                )
-                ends[partition] = high
+            self._add_new_partitions(self.topic, max(0.1, deadline - self.clock()))
+            if everything or started - self._ledger_checked > _LEDGER_METADATA_SECONDS:
+                self._ledger_checked = started
+                self._add_new_partitions(self.ledger_topic, max(0.1, deadline - self.clock()))
+            for tp in self.positions:
+                if tp[0] in gating:
+                    remaining = max(0.05, deadline - self.clock())
+                    _, high = self.ends.get_watermark_offsets(TopicPartition(*tp), timeout=remaining, cached=False)
+                    ends[tp] = high
         except KafkaException as exc:
             self._failed(exc.args[0].name())
             return False
+        except FeedError as exc:
+            self._failed(str(exc))
+            return False
         while True:
-            behind = [p for p, end in ends.items() if self.positions[p] < end]
+            behind = [tp for tp, end in ends.items() if self.positions[tp] < end]
             if not behind:
                 break
             remaining = deadline - self.clock()
@@ -167,6 +269,10 @@ class OptOutFeed:
                 return False
             if not self._apply(self.consumer.consume(num_messages=10_000, timeout=min(remaining, 0.2))):
                 return False
+        if not everything:
+            # Whatever else has arrived (revocations, written by the replicas' emitters): keeps the
+            # snapshot's offsets of the revocations topic current. Never waits.
+            self._apply(self.consumer.consume(num_messages=10_000, timeout=0))
         self.caught_up_at = started
         self.last_error = None
         return True
@@ -175,28 +281,58 @@ class OptOutFeed:
         added = 0
         results: dict[str, int] = {}
         ok = True
+        add = self.filter.add
         for msg in messages:
             err = msg.error()
+            tp = (msg.topic(), msg.partition())
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
-                    partition = msg.partition()
-                    if msg.offset() > self.positions.get(partition, 0):
-                        self.positions[partition] = msg.offset()
+                    if msg.offset() > self.positions.get(tp, 0):
+                        self.positions[tp] = msg.offset()
                     continue
                 self._failed(err.name())
                 ok = False
                 continue
-            self.positions[msg.partition()] = msg.offset() + 1
-            user_id, _, result = parse_optout(self.codec, msg)
+            self.positions[tp] = msg.offset() + 1
+            if tp[0] == self.ledger_topic:
+                pseudonyms, result = self._revoked_pseudonym(msg)
+            else:
+                users, _, result = parse_optout(self.codec, msg)
+                pseudonyms = [self.pseudonym(u) for u in users]
+                if result == "unexpected_used_key":
+                    self._note_unexpected(msg)
             results[result] = results.get(result, 0) + 1
-            if user_id is not None and self.filter.add(user_id):
-                added += 1
+            for pseudonym in pseudonyms:
+                if add(pseudonym):
+                    added += 1
         for result, count in results.items():
             self.metrics.optout_records.labels(result).inc(count)
         if added:
             self.metrics.optout_entries.set(self.filter.entries)
             self.metrics.optout_fp_rate.set(self.filter.estimated_fp_rate())
         return ok
+
+    def _revoked_pseudonym(self, msg: Any) -> tuple[list[bytes], str]:
+        """The pseudonym of a record of the revocations topic (its key, by contract, if the value
+        does not decode)."""
+        value = msg.value()
+        if value is None:
+            return [], "revocation_tombstone_ignored"
+        try:
+            _, record = self.codec.decode(value, REVOCATION)
+            return [record["author_pseudonym"].encode("ascii")], "revocation_applied"
+        except Exception:
+            key = msg.key()
+            return ([key], "revocation_used_key") if key else ([], "undecodable_dropped")
+
+    def _note_unexpected(self, msg: Any) -> None:
+        """A decoded opt-out of a shape the contract does not describe: logged (where, never what),
+        a few times, then only counted."""
+        if self._unexpected_logged < 10:
+            self._unexpected_logged += 1
+            self.log.warning(
+                "optout_record_unexpected_key_used", topic=msg.topic(), partition=msg.partition(), offset=msg.offset()
+            )
 
     def _failed(self, error: str) -> None:
         if error != self.last_error:
@@ -274,20 +410,19 @@ class RevocationEmitter:
                 partition, offset = msg.partition(), msg.offset()
                 assert partition is not None and offset is not None  # always set on a consumed record
                 consumed.append((self.topic, partition, offset))
-                user_id, opted_out_at, _ = parse_optout(self.codec, msg)
-                if user_id is None:
-                    continue
-                pseudonym = self.pseudonymiser.pseudonym(user_id)
-                value = self.codec.encode(
-                    REVOCATION, {"author_pseudonym": pseudonym.decode("ascii"), "opted_out_at": opted_out_at}
-                )
-                batch.expect()
-                while True:
-                    try:
-                        self.producer.produce(self.revocations_topic, value, pseudonym, on_delivery=batch.delivered)
-                        break
-                    except BufferError:
-                        self.producer.poll(0.05)
+                users, opted_out_at, _ = parse_optout(self.codec, msg)
+                for user_id in users:
+                    pseudonym = self.pseudonymiser.pseudonym(user_id)
+                    value = self.codec.encode(
+                        REVOCATION, {"author_pseudonym": pseudonym.decode("ascii"), "opted_out_at": opted_out_at}
+                    )
+                    batch.expect()
+                    while True:
+                        try:
+                            self.producer.produce(self.revocations_topic, value, pseudonym, on_delivery=batch.delivered)
+                            break
+                        except BufferError:
+                            self.producer.poll(0.05)
             self.delivery.close_batch(batch, consumed)
         self.delivery.tick()  # ProduceFailed becomes FatalDeliveryError: the service stops, nothing committed past it
         self._count()

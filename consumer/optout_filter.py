@@ -2,13 +2,14 @@
 
 A Bloom filter never forgets and never misses a member: a user who opted out is always found; a
 user who did not is wrongly found with probability about `fp_rate` (then their content is dropped:
-the error is on the safe side).
+the error is on the safe side). Its members are pseudonyms (HMAC of the user id), so that the
+revocations topic, keyed by pseudonym, can fill it too (see consumer/optout_feed.py).
 
 Snapshot file: one JSON header line, then the filter's bytes. The header records the filter's
-parameters, the library version, a BLAKE2b digest of the bytes and the opt-out feed's next offset
-per partition, so a restart loads the filter and resumes the feed instead of re-reading the topic.
-A snapshot that does not match (other parameters, other library version, other topic, damaged) is
-ignored and the feed re-reads the topic from the start.
+parameters, the library version, a BLAKE2b digest of the bytes, a check value of the HMAC key (not
+the key), the topics' ids and the feed's next offset per topic and partition, so a restart loads
+the filter and resumes the feed instead of re-reading the topics. A snapshot that does not match
+(other parameters, library version, topics or key; damaged) is ignored and the topics are re-read.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from typing import Any
 import orjson
 from fastbloom_rs import BloomFilter
 
-FORMAT = 1
+FORMAT = 2
 LIBRARY = "fastbloom-rs"
+
+Offsets = dict[tuple[str, int], int]
 
 
 class SnapshotError(Exception):
@@ -78,7 +81,10 @@ class OptOutFilter:
 
     # -- snapshots -------------------------------------------------------------------------------
 
-    def header(self, topic: str, offsets: dict[int, int]) -> dict[str, Any]:
+    def header(self, offsets: Offsets, topic_ids: dict[str, str | None], key_check: str) -> dict[str, Any]:
+        by_topic: dict[str, dict[str, int]] = {topic: {} for topic in topic_ids}
+        for (topic, partition), offset in sorted(offsets.items()):
+            by_topic.setdefault(topic, {})[str(partition)] = offset
         return {
             "format": FORMAT,
             "library": LIBRARY,
@@ -87,8 +93,9 @@ class OptOutFilter:
             "fp_rate": self.fp_rate,
             "hashes": self.hashes,
             "entries": self.entries,
-            "topic": topic,
-            "offsets": {str(p): o for p, o in sorted(offsets.items())},
+            "key_check": key_check,
+            "topic_ids": dict(sorted(topic_ids.items())),
+            "offsets": by_topic,
             "saved_at": time.time(),
         }
 
@@ -114,11 +121,12 @@ def write_snapshot(path: Path, header: dict[str, Any], body: bytes) -> None:
 @dataclass(frozen=True)
 class LoadedSnapshot:
     filter: OptOutFilter
-    offsets: dict[int, int]
+    offsets: Offsets
+    topic_ids: dict[str, str | None]
     saved_at: float
 
 
-def load_snapshot(path: Path, capacity: int, fp_rate: float, topic: str) -> LoadedSnapshot:
+def load_snapshot(path: Path, capacity: int, fp_rate: float, topics: list[str], key_check: str) -> LoadedSnapshot:
     """The filter and feed offsets saved in `path`, or SnapshotError saying why it cannot be used."""
     try:
         with path.open("rb") as handle:
@@ -134,16 +142,19 @@ def load_snapshot(path: Path, capacity: int, fp_rate: float, topic: str) -> Load
         "library_version": version(LIBRARY),
         "capacity": capacity,
         "fp_rate": fp_rate,
-        "topic": topic,
     }
     for key, value in expected.items():
         if header.get(key) != value:
             raise SnapshotError(f"snapshot {key} is {header.get(key)!r}, this service needs {value!r}")
+    if sorted(header.get("topic_ids", {})) != sorted(topics):
+        raise SnapshotError(f"snapshot is of topics {sorted(header.get('topic_ids', {}))}, this service reads {topics}")
+    if header.get("key_check") != key_check:
+        raise SnapshotError("snapshot was made with another pseudonymisation key")
     if header.get("length") != len(body):
         raise SnapshotError("snapshot is truncated")
     if hashlib.blake2b(body, digest_size=32).hexdigest() != header.get("blake2b"):
         raise SnapshotError("snapshot digest does not match its contents")
     bloom = BloomFilter.from_bytes(body, int(header["hashes"]))
     loaded = OptOutFilter(capacity, fp_rate, bloom, int(header["entries"]))
-    offsets = {int(p): int(o) for p, o in header["offsets"].items()}
-    return LoadedSnapshot(loaded, offsets, float(header.get("saved_at", 0.0)))
+    offsets = {(t, int(p)): int(o) for t, parts in header["offsets"].items() for p, o in parts.items()}
+    return LoadedSnapshot(loaded, offsets, dict(header["topic_ids"]), float(header.get("saved_at", 0.0)))

@@ -12,16 +12,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from confluent_kafka import KafkaException
+
 from consumer import fastpath
 from consumer.codec import AI_INTERACTION, POST, TRAINING_RECORD, Codec, CodecError
+from consumer.dead_letters import DeadLetterWriter, dead_letter_headers
 from consumer.fastpath import FastPathMiss
-from consumer.offsets import PendingBatch
+from consumer.offsets import PER_RECORD_ERRORS, PendingBatch, Provenance
+from consumer.output_limits import OutputLimits, producer_max_bytes
 from consumer.pseudonym import Pseudonymiser
 from rules import Decider, Reason, Source
 from rules.decision import record_fields
 
 ELIGIBLE = Reason.ELIGIBLE
 MALFORMED = Reason.MALFORMED
+# How often one input record's output may be refused by the broker (in a delivery report) before it
+# is dead-lettered headers-only instead: the first refusal may have been another record's, sharing
+# its batch, or a topic limit that has since been read again.
+MAX_OUTPUT_ATTEMPTS = 2
 
 
 @dataclass
@@ -51,6 +59,7 @@ class BatchProcessor:
         posts_topic: str,
         ai_interactions_topic: str,
         on_backpressure: Callable[[], None],
+        limits: OutputLimits | None = None,
     ) -> None:
         self.decider = decider
         self.codec = codec
@@ -60,6 +69,14 @@ class BatchProcessor:
         self.training_topic = training_topic
         self.dlq_topic = dlq_topic
         self.on_backpressure = on_backpressure
+        if limits is None:  # no broker asked: the producer's own bound, and the broker's default topic limit
+            limits = OutputLimits.compute(
+                codec.max_value_bytes, producer_max_bytes(codec.max_value_bytes), training_topic, dlq_topic, {}
+            )
+        self.limits = limits
+        self.dead_letters = DeadLetterWriter(producer, dlq_topic, limits.dlq_record_max, on_backpressure)
+        # Input records whose output the broker refused, and how often (exactly-once re-reads them).
+        self.undeliverable: dict[Provenance, int] = {}
         codec.write_id(TRAINING_RECORD, subject=f"{training_topic}-value")  # TopicNameStrategy with a registry
         self.header = codec.header(TRAINING_RECORD)
         self.policy_version = decider.policy.version
@@ -101,7 +118,8 @@ class BatchProcessor:
         training_topic = self.training_topic
         delivered = batch.delivered
         eligible = ELIGIBLE
-        max_bytes = self.codec.max_value_bytes  # larger values take the reference path to the DLQ
+        max_bytes = self.limits.input_max  # larger values take the reference path to the DLQ
+        undeliverable = self.undeliverable
         last: dict[tuple[str, int], int] = {}
         counts: dict[Reason, int] = {}
         run_topic: str | None = None
@@ -129,6 +147,9 @@ class BatchProcessor:
                 continue  # not subscribed; cannot happen unless the subscription changed under us
             value = msg.value()
             fields = None
+            if undeliverable and undeliverable.get((topic, partition, offset), 0) >= MAX_OUTPUT_ATTEMPTS:
+                self._undeliverable(msg, route, batch)
+                continue
             if value is not None and len(value) <= max_bytes and value[:5] in route.fast_headers:
                 try:
                     fields = route.fast_decode(value)
@@ -166,6 +187,9 @@ class BatchProcessor:
                 batch.outstanding += produced
                 produced = 0
                 self._produce_when_room(training_topic, out, pseudonym, delivered)
+            except KafkaException as exc:
+                produced -= 1
+                self._refused(exc, msg, route, batch)
         batch.outstanding += produced
         if run_topic is not None:
             last[run_topic, run_partition] = run_offset
@@ -186,6 +210,9 @@ class BatchProcessor:
         self, msg: Any, value: bytes | None, route: Route, batch: PendingBatch, tally: dict[tuple[Source, str], int]
     ) -> None:
         """Reference codec: other schema versions (resolved to v1), and anything the fast path refused."""
+        if value is not None and len(value) > self.limits.input_max:  # may be below the codec's own bound
+            self._dead_letter(msg, route, "oversized", batch, tally)
+            return
         try:
             schema_id, record = self.codec.decode(value, route.schema_name)
         except CodecError as exc:
@@ -234,6 +261,9 @@ class BatchProcessor:
             self.producer.produce(self.training_topic, out, pseudonym, -1, batch.delivered)
         except BufferError:
             self._produce_when_room(self.training_topic, out, pseudonym, batch.delivered)
+        except KafkaException as exc:
+            batch.outstanding -= 1
+            self._refused(exc, msg, route, batch)
 
     def _dead_letter(
         self, msg: Any, route: Route, cause: str, batch: PendingBatch, tally: dict[tuple[Source, str], int]
@@ -242,24 +272,80 @@ class BatchProcessor:
         tally[key] = tally.get(key, 0) + 1
         cause_key = (route.source, cause)
         self.dlq_causes[cause_key] = self.dlq_causes.get(cause_key, 0) + 1
-        headers = [
-            ("tf.reason", b"malformed"),
-            ("tf.cause", cause.encode()),
-            ("tf.source.topic", msg.topic().encode()),
-            ("tf.source.partition", str(msg.partition()).encode()),
-            ("tf.source.offset", str(msg.offset()).encode()),
-            ("tf.source.timestamp", str(msg.timestamp()[1]).encode()),
-        ]
-        original = msg.headers()
-        if original:
-            headers.extend(original)
-        batch.outstanding += 1
+        provenance = (msg.topic(), msg.partition(), msg.offset())
+        headers = dead_letter_headers("malformed", cause, provenance, msg.timestamp()[1], msg.headers())
+        refused_before = bool(self.undeliverable) and provenance in self.undeliverable
+        self.dead_letters.write(batch, msg.value(), msg.key(), headers, provenance, force_truncate=refused_before)
+
+    # -- outputs the broker will never take --------------------------------------------------------
+
+    def _refused(self, exc: KafkaException, msg: Any, route: Route, batch: PendingBatch) -> None:
+        """produce() refused a training record at once (e.g. larger than message.max.bytes)."""
+        err = exc.args[0]
+        if err.code() not in PER_RECORD_ERRORS:
+            raise exc
+        self._undeliverable(msg, route, batch, err.name())
+
+    def _undeliverable(self, msg: Any, route: Route, batch: PendingBatch, error: str = "refused_before") -> None:
+        """An eligible record whose output cannot be written: a headers-only dead letter points at it."""
+        provenance = (msg.topic(), msg.partition(), msg.offset())
+        cause_key = (route.source, "output_rejected")
+        self.dlq_causes[cause_key] = self.dlq_causes.get(cause_key, 0) + 1
+        headers = dead_letter_headers("undeliverable", "output_rejected", provenance, msg.timestamp()[1], None)
+        headers.append(("tf.error", error.encode()))
+        self.dead_letters.write(batch, msg.value(), msg.key(), headers, provenance, force_truncate=True)
+
+    def note_refused(self, batch: PendingBatch) -> None:
+        """Exactly-once: the transaction of `batch` is aborted and its input read again; remember which
+        input records the broker refused, so that a record refused again is dead-lettered instead."""
+        for rejected in batch.rejected:
+            provenance = rejected.provenance or self.training_provenance(rejected.value)
+            if provenance is not None:
+                self.undeliverable[provenance] = self.undeliverable.get(provenance, 0) + 1
+        batch.rejected.clear()
+
+    def replace_refused(self, batch: PendingBatch) -> None:
+        """At-least-once: write again what the broker refused in `batch`'s delivery reports. A training
+        record gets one more attempt (it may only have shared a batch with the culprit) while it fits
+        the current limits; after that, or for a dead letter, a headers-only dead letter."""
+        pending, batch.rejected = batch.rejected, []
+        for rejected in pending:
+            if rejected.output == "dlq":
+                assert rejected.provenance is not None and rejected.headers is not None
+                headers = [*rejected.headers, ("tf.error", rejected.error.encode())]
+                self.dead_letters.write(batch, None, None, headers, rejected.provenance, force_truncate=True)
+                continue
+            provenance = self.training_provenance(rejected.value)
+            if provenance is None:  # cannot happen for a record this service built; fail loudly, not silently
+                raise ValueError("a refused training record without provenance")
+            attempts = self.undeliverable[provenance] = self.undeliverable.get(provenance, 0) + 1
+            size = len(rejected.value or b"") + len(rejected.key or b"")
+            if attempts < MAX_OUTPUT_ATTEMPTS and size <= self.limits.training_record_max:
+                batch.outstanding += 1
+                try:
+                    self.producer.produce(self.training_topic, rejected.value, rejected.key, -1, batch.delivered)
+                except BufferError:
+                    self._produce_when_room(self.training_topic, rejected.value, rejected.key, batch.delivered)
+                continue
+            headers = dead_letter_headers("undeliverable", "output_rejected", provenance, -1, None)
+            headers.append(("tf.error", rejected.error.encode()))
+            self.dead_letters.write(batch, None, None, headers, provenance, force_truncate=True)
+            route = self.routes.get(provenance[0])
+            if route is not None:
+                cause_key = (route.source, "output_rejected")
+                self.dlq_causes[cause_key] = self.dlq_causes.get(cause_key, 0) + 1
+
+    def training_provenance(self, value: bytes | None) -> Provenance | None:
+        """(source_topic, source_partition, source_offset) of a TrainingRecord this service built."""
         try:
-            self.producer.produce(
-                self.dlq_topic, msg.value(), msg.key(), headers=headers, on_delivery=batch.dead_letter_delivered
-            )
-        except BufferError:
-            self._produce_when_room(self.dlq_topic, msg.value(), msg.key(), batch.dead_letter_delivered, headers)
+            _, record = self.codec.decode(value, TRAINING_RECORD)
+        except CodecError:
+            return None
+        return record["source_topic"], record["source_partition"], record["source_offset"]
+
+    def set_limits(self, limits: OutputLimits) -> None:
+        self.limits = limits
+        self.dead_letters.max_record_bytes = limits.dlq_record_max
 
     def _produce_when_room(
         self,

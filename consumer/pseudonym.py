@@ -34,6 +34,11 @@ class Pseudonymiser:
     def __repr__(self) -> str:  # never show the key
         return "Pseudonymiser(<key hidden>)"
 
+    def key_check(self) -> str:
+        """A value that changes with the key and reveals nothing of it (HMAC of a fixed label): a
+        snapshot made under another key is never loaded."""
+        return self.pseudonym(b"\0training-filter snapshot key check").decode("ascii")[:32]
+
     def pseudonym(self, user_id: bytes) -> bytes:
         """Lower-case hex (64 ASCII bytes) of HMAC-SHA256(key, UTF-8 user id)."""
         memo = self._memo

@@ -27,7 +27,8 @@ from consumer.delivery import AtLeastOnce, ExactlyOnce, FatalDeliveryError
 from consumer.health import HealthServer
 from consumer.metrics import Metrics
 from consumer.optout_feed import FeedError, OptOutFeed, RevocationEmitter
-from consumer.optout_filter import OptOutFilter, SnapshotError, load_snapshot, write_snapshot
+from consumer.optout_filter import LoadedSnapshot, OptOutFilter, SnapshotError, load_snapshot, write_snapshot
+from consumer.output_limits import OutputLimits, describe_topic_limits, producer_max_bytes, required_topic_bytes
 from consumer.pipeline import BatchProcessor
 from consumer.pseudonym import Pseudonymiser
 from rules import Decider
@@ -141,8 +142,11 @@ class Service:
             self.log.error("fatal_delivery_error", error=str(exc))
             self.exit_code = 1
         except FeedError as exc:
-            self.log.error("optout_feed_unavailable", error=str(exc))
-            self.exit_code = 1
+            if self.stopping:  # SIGTERM while start-up waited for the broker: a clean stop
+                self.log.info("stopped_during_start_up", error=str(exc))
+            else:
+                self.log.error("optout_feed_unavailable", error=str(exc))
+                self.exit_code = 1
         except Exception as exc:
             # The frames only: an exception's message could quote a value from a record.
             self.log.error("crashed", error=type(exc).__name__, frames=traceback.format_tb(exc.__traceback__))
@@ -154,28 +158,34 @@ class Service:
     def _build_clients(self) -> None:
         s = self.settings
         self._kafka_log = {"logger": logs.kafka_logger()}
-        optout_filter, offsets = self._load_filter()
-        self.filter = optout_filter
-        self.metrics.optout_capacity.set(optout_filter.capacity)
-        self.metrics.optout_bytes.set(optout_filter.size_bytes)
-        self.metrics.optout_entries.set(optout_filter.entries)
-        self.metrics.optout_fp_rate.set(optout_filter.estimated_fp_rate())
+        optout_filter, snapshot = self._load_filter()
         self.feed = OptOutFeed(
             s.consumer_config(**{"group.id": f"{s.group_id}-optout-feed"}, **self._kafka_log),
             s.optouts_topic,
+            s.revocations_topic,
             optout_filter,
             self.codec,
+            self.pseudonymiser,
             self.metrics,
             self.log,
+            stopping=lambda: self.stopping,
         )
         self.metrics.feed_lag(self.feed.seconds_behind)
-        self.feed.start(offsets)
+        self.feed.start(*((snapshot.offsets, snapshot.topic_ids) if snapshot is not None else (None, None)))
+        self.filter = self.feed.filter  # a new, empty one if the snapshot's offsets could not be used
+        self.metrics.optout_capacity.set(self.filter.capacity)
+        self.metrics.optout_bytes.set(self.filter.size_bytes)
+        self.metrics.optout_entries.set(self.filter.entries)
+        self.metrics.optout_fp_rate.set(self.filter.estimated_fp_rate())
 
+        self.limits = self._output_limits()
         producer_config = s.producer_config(
             {
                 # Batching for throughput; lz4 because text compresses well and lz4 costs little CPU.
                 "linger.ms": 5,
-                "batch.size": 1_000_000,
+                # Never a batch the output topics refuse: the broker would fail every record in it.
+                "batch.size": min(1_000_000, self.limits.training_record_max, self.limits.dlq_record_max),
+                "message.max.bytes": self._producer_max,
                 "compression.type": "lz4",
                 "queue.buffering.max.messages": 200_000,
                 "queue.buffering.max.kbytes": 131_072,
@@ -221,14 +231,17 @@ class Service:
             decider=self.decider,
             codec=self.codec,
             pseudonymiser=self.pseudonymiser,
-            opted_out=optout_filter.contains,
+            opted_out=_opted_out(self.filter, self.pseudonymiser),
             producer=self.producer,
             training_topic=s.training_topic,
             dlq_topic=s.dlq_topic,
             posts_topic=s.posts_topic,
             ai_interactions_topic=s.ai_interactions_topic,
             on_backpressure=self._serve_deliveries,
+            limits=self.limits,
         )
+        self.delivery.on_refused = self._on_refused
+        self.delivery.on_rewind = self._drop_held
         revocation_group = s.consumer_config(
             **{"group.id": f"{s.group_id}-revocations", "auto.offset.reset": s.revocations_start, **self._kafka_log}
         )
@@ -244,6 +257,50 @@ class Service:
             s.revoke_flush_seconds,
         )
 
+    def _output_limits(self) -> OutputLimits:
+        """Input and output size limits that agree with the producer and the output topics (see
+        consumer/output_limits.py). Asked of the broker at start-up and after a refused record."""
+        s = self.settings
+        configured = {**s.kafka_common, **s.kafka_producer}.get("message.max.bytes")
+        self._producer_max = int(configured) if configured else producer_max_bytes(s.max_value_bytes)
+        admin = {"bootstrap.servers": s.bootstrap_servers, **s.kafka_common, **self._kafka_log}
+        described = describe_topic_limits(admin, [s.training_topic, s.dlq_topic])
+        limits = OutputLimits.compute(s.max_value_bytes, self._producer_max, s.training_topic, s.dlq_topic, described)
+        needed = required_topic_bytes(s.max_value_bytes)
+        short = {t: v for t, v in described.items() if v is None or v < needed}
+        if short or limits.input_max < s.max_value_bytes:
+            self.log.warning(
+                "output_limits_lower_the_input_limit",
+                input_max_bytes=limits.input_max,
+                configured_max_value_bytes=s.max_value_bytes,
+                topic_max_message_bytes=described,
+                needed_max_message_bytes=needed,
+                detail="larger inputs go to the DLQ as oversized; raise the topics' max.message.bytes "
+                "(None: not readable, grant DESCRIBE_CONFIGS) or the producer's message.max.bytes",
+            )
+        else:
+            self.log.info("output_limits", input_max_bytes=limits.input_max, topic_max_message_bytes=described)
+        return limits
+
+    def _on_refused(self, batch: Any) -> None:
+        """The broker refused outputs of `batch` for good: read the topic limits again, then let the
+        processor write them again or dead-letter them (at-least-once), or note them for the
+        re-reading after the abort (exactly-once)."""
+        for rejected in batch.rejected:
+            self.metrics.produce_errors.labels(rejected.output).inc()
+        self.log.warning("output_refused", records=len(batch.rejected), error=batch.rejected[0].error)
+        self.limits = self._output_limits()
+        self.processor.set_limits(self.limits)
+        if self.settings.exactly_once:
+            self.processor.note_refused(batch)
+        else:
+            self.processor.replace_refused(batch)
+
+    def _drop_held(self) -> None:
+        if self.held:
+            self.log.info("held_records_dropped_after_rewind", records=len(self.held))
+        self.held = None
+
     @staticmethod
     def _client(kind: Any, config: dict[str, Any], what: str) -> Any:
         """Create a librdkafka client; a property it rejects is a configuration error."""
@@ -258,12 +315,18 @@ class Service:
     def _serve_deliveries(self) -> None:
         self.producer.poll(0.05)
 
-    def _load_filter(self) -> tuple[OptOutFilter, dict[int, int] | None]:
+    def _load_filter(self) -> tuple[OptOutFilter, LoadedSnapshot | None]:
         s = self.settings
         if s.optout_snapshot_path is not None:
             started = time.monotonic()
             try:
-                loaded = load_snapshot(s.optout_snapshot_path, s.optout_capacity, s.optout_fp_rate, s.optouts_topic)
+                loaded = load_snapshot(
+                    s.optout_snapshot_path,
+                    s.optout_capacity,
+                    s.optout_fp_rate,
+                    [s.optouts_topic, s.revocations_topic],
+                    self.pseudonymiser.key_check(),
+                )
             except SnapshotError as exc:
                 self.metrics.snapshots.labels("load", "unusable").inc()
                 self.log.info("optout_snapshot_not_used", reason=str(exc), path=str(s.optout_snapshot_path))
@@ -278,7 +341,7 @@ class Service:
                     age_seconds=round(time.time() - loaded.saved_at, 1),
                     partitions=len(loaded.offsets),
                 )
-                return loaded.filter, loaded.offsets
+                return loaded.filter, loaded
         return OptOutFilter(s.optout_capacity, s.optout_fp_rate), None
 
     def _catch_up(self) -> None:
@@ -286,7 +349,7 @@ class Service:
         started = time.monotonic()
         while not self.stopping:
             self.last_tick = time.monotonic()
-            if self.feed.sync(timeout=1.0):
+            if self.feed.sync(timeout=1.0, everything=True):
                 break
         self.log.info(
             "optout_feed_caught_up",
@@ -454,6 +517,9 @@ class Service:
             for (source, cause), count in self.processor.dlq_causes.items():
                 self.metrics.dlq.labels(str(source), cause).inc(count)
             self.processor.dlq_causes.clear()
+        if self.processor.dead_letters.truncated:
+            self.metrics.dlq_truncated.inc(self.processor.dead_letters.truncated)
+            self.processor.dead_letters.truncated = 0
         ready, _ = self.ready()
         self.metrics.ready.set(1 if ready else 0)
         if now - self._last_summary >= self.settings.log_summary_seconds:
@@ -484,7 +550,7 @@ class Service:
         if path is None or (self._snapshot_thread is not None and self._snapshot_thread.is_alive()):
             return
         self._last_snapshot = time.monotonic()
-        header = self.filter.header(self.settings.optouts_topic, dict(self.feed.positions))
+        header = self.filter.header(dict(self.feed.positions), self.feed.topic_ids, self.pseudonymiser.key_check())
         body = self.filter.snapshot_bytes()
 
         def write() -> None:
@@ -541,6 +607,17 @@ class Service:
             close()
         except Exception as exc:  # closing must not hide the exit code; log the type only
             self.log.warning("close_failed", client=what, error=type(exc).__name__)
+
+
+def _opted_out(optout_filter: OptOutFilter, pseudonymiser: Pseudonymiser) -> Any:
+    """The rules' membership test: the filter holds pseudonyms (memoised HMACs of user ids)."""
+    contains = optout_filter.contains
+    pseudonym = pseudonymiser.pseudonym
+
+    def opted_out(user_id: bytes) -> bool:
+        return bool(contains(pseudonym(user_id)))
+
+    return opted_out
 
 
 def _finite(seconds: float) -> float | None:

@@ -9,6 +9,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from consumer.config import DEFAULT_TOPICS, TopicNames
+from consumer.output_limits import REQUIRED_TOPIC_BYTES
 
 
 @dataclass(frozen=True)
@@ -20,16 +21,18 @@ class TopicSpec:
 
 def service_topics(names: TopicNames = DEFAULT_TOPICS, partitions: int = 4) -> list[TopicSpec]:
     forever = {"retention.ms": "-1"}
+    # Room for the output of the largest input a default Java producer writes (consumer/output_limits.py).
+    large = {"max.message.bytes": str(REQUIRED_TOPIC_BYTES)}
     return [
         TopicSpec(names.posts, partitions, {}),
         TopicSpec(names.ai, partitions, {}),
         # Opt-outs are kept forever and compacted by user id: the topic is the register of objections.
         TopicSpec(names.optouts, 1, {"cleanup.policy": "compact", **forever}),
-        TopicSpec(names.training, partitions, {}),
+        TopicSpec(names.training, partitions, large),
         # Revocations are permanent, so that a reader starting late still purges.
         TopicSpec(names.revocations, 1, {"cleanup.policy": "compact", **forever}),
         # The DLQ holds the original values, which are personal data: a bounded retention (14 days).
-        TopicSpec(names.dlq, 1, {"retention.ms": str(14 * 24 * 3600 * 1000), "max.message.bytes": "2097152"}),
+        TopicSpec(names.dlq, 1, {"retention.ms": str(14 * 24 * 3600 * 1000), **large}),
     ]
 
 

@@ -12,8 +12,13 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from consumer.local_kafka import LocalKafka, LocalKafkaError
+
+# Property tests check behaviour, not speed: on a shared 2-core machine one example can take 300 ms.
+settings.register_profile("training-filter", deadline=None)
+settings.load_profile("training-filter")
 
 
 class Broker:

@@ -26,9 +26,16 @@ class Msg:
     """What confluent_kafka.Message offers the pipeline."""
 
     def __init__(
-        self, topic: str, value: bytes | None, key: bytes | None = b"k", partition: int = 0, offset: int = 0
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = b"k",
+        partition: int = 0,
+        offset: int = 0,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         self._topic, self._value, self._key, self._partition, self._offset = topic, value, key, partition, offset
+        self._headers = headers
 
     def error(self) -> None:
         return None
@@ -49,7 +56,7 @@ class Msg:
         return self._key
 
     def headers(self) -> list[tuple[str, bytes]] | None:
-        return None
+        return self._headers
 
     def timestamp(self) -> tuple[int, int]:
         return (1, 0)
@@ -310,3 +317,23 @@ def test_a_registry_id_whose_schema_is_exactly_v1_joins_the_fast_path():
     value = b"\x00" + (300).to_bytes(4, "big") + CODEC.encode(POST, ADULT_POST)[5:]
     assert run(proc, [Msg("posts", value), Msg("posts", value, offset=1)]) == {(Source.POST, "eligible"): 2}
     assert value[:5] in proc.routes["posts"].fast_headers
+
+
+def test_a_sender_cannot_spoof_the_dead_letter_headers():
+    proc, producer = processor()
+    spoofed = [("tf.reason", b"eligible"), ("trace-id", b"abc"), ("tf.source.offset", b"0"), ("TF.cause", b"x")]
+    run(proc, [Msg("posts", b"not avro", headers=spoofed, offset=7)])
+    ((topic, _value, _key, headers),) = producer.sent
+    assert topic == "dlq"
+    names = [name for name, _ in headers]
+    # The sender's own headers are kept, except any in the tf. namespace, which is the service's alone.
+    assert ("trace-id", b"abc") in headers
+    assert [h for h in headers if h[0].lower().startswith("tf.")] == [
+        ("tf.reason", b"malformed"),
+        ("tf.cause", b"bad_framing"),
+        ("tf.source.topic", b"posts"),
+        ("tf.source.partition", b"0"),
+        ("tf.source.offset", b"7"),
+        ("tf.source.timestamp", b"0"),
+    ]
+    assert names.count("tf.reason") == 1

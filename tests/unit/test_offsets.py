@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import pytest
+from confluent_kafka import KafkaError
 
 from consumer.offsets import OffsetTracker, ProduceFailed
 
 
-class Err:
-    def name(self) -> str:
-        return "_MSG_TIMED_OUT"
+def Err() -> KafkaError:
+    return KafkaError(KafkaError._MSG_TIMED_OUT)
+
+
+class Sent:
+    """What a delivery report's message offers: the value and key that were produced."""
+
+    def __init__(self, value: bytes, key: bytes) -> None:
+        self._value, self._key = value, key
+
+    def value(self) -> bytes:
+        return self._value
+
+    def key(self) -> bytes:
+        return self._key
 
 
 def test_offsets_wait_for_every_delivery_of_the_batch():
@@ -61,3 +74,38 @@ def test_revoked_partitions_are_forgotten():
     tracker.forget({("t", 1)})
     batch.delivered(None, None)
     assert tracker.release() == {("t", 0): 2}
+
+
+def test_an_output_the_broker_refuses_for_good_holds_the_batch_until_replaced():
+    tracker = OffsetTracker()
+    batch = tracker.open()
+    batch.outstanding += 2
+    OffsetTracker.seal(batch, [("t", 0, 1)])
+    batch.delivered(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), Sent(b"v", b"k"))
+    batch.delivered(None, None)
+    assert tracker.release() == {}, "not past a refused output"
+    assert tracker.with_rejections() == [batch]
+    ((rejected),) = batch.rejected
+    assert (rejected.output, rejected.value, rejected.key, rejected.error) == (
+        "training",
+        b"v",
+        b"k",
+        "MSG_SIZE_TOO_LARGE",
+    )
+    batch.rejected.clear()  # replaced by a dead letter, which is then acknowledged
+    assert tracker.release() == {("t", 0): 2}
+
+
+def test_a_dead_letter_the_dlq_refuses_is_kept_for_a_headers_only_one_and_then_it_is_fatal():
+    tracker = OffsetTracker()
+    batch = tracker.open()
+    OffsetTracker.seal(batch, [("t", 0, 1)])
+    headers = [("tf.reason", b"malformed")]
+    batch.outstanding += 1
+    batch.dead_letter_report(("t", 0, 1), headers, False)(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), None)
+    assert batch.rejected[0].provenance == ("t", 0, 1) and batch.rejected[0].headers == headers
+    batch.rejected.clear()
+    batch.outstanding += 1
+    batch.dead_letter_report(("t", 0, 1), headers, True)(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), None)
+    with pytest.raises(ProduceFailed, match="MSG_SIZE_TOO_LARGE producing to dlq"):
+        tracker.release()

@@ -9,6 +9,10 @@ from hypothesis import strategies as st
 from consumer.optout_filter import OptOutFilter, SnapshotError, load_snapshot, write_snapshot
 from consumer.pseudonym import Pseudonymiser
 
+TOPICS = ["optouts", "revocations"]
+IDS: dict[str, str | None] = {"optouts": "id-1", "revocations": None}
+KEY_CHECK = Pseudonymiser(b"k" * 32).key_check()
+
 
 def test_members_are_always_found_and_counted_once():
     f = OptOutFilter(10_000, 1e-6)
@@ -34,9 +38,11 @@ def test_snapshot_round_trip(tmp_path):
     for i in range(300):
         f.add(f"u{i}")
     path = tmp_path / "snap"
-    write_snapshot(path, f.header("optouts", {0: 300, 1: 7}), f.snapshot_bytes())
-    loaded = load_snapshot(path, 1000, 1e-4, "optouts")
-    assert loaded.offsets == {0: 300, 1: 7}
+    offsets = {("optouts", 0): 300, ("optouts", 1): 7, ("revocations", 0): 12}
+    write_snapshot(path, f.header(offsets, IDS, KEY_CHECK), f.snapshot_bytes())
+    loaded = load_snapshot(path, 1000, 1e-4, TOPICS, KEY_CHECK)
+    assert loaded.offsets == offsets
+    assert loaded.topic_ids == IDS
     assert loaded.filter.entries == 300
     assert all(f"u{i}" in loaded.filter for i in range(300))
     assert not list(tmp_path.glob(".*tmp"))
@@ -55,19 +61,35 @@ def test_damaged_snapshots_are_refused(tmp_path, change, message):
     f = OptOutFilter(1000, 1e-4)
     f.add("u")
     path = tmp_path / "snap"
-    write_snapshot(path, f.header("optouts", {0: 1}), f.snapshot_bytes())
+    write_snapshot(path, f.header({("optouts", 0): 1}, IDS, KEY_CHECK), f.snapshot_bytes())
     change(path)
     with pytest.raises(SnapshotError, match=message):
-        load_snapshot(path, 1000, 1e-4, "optouts")
+        load_snapshot(path, 1000, 1e-4, TOPICS, KEY_CHECK)
 
 
-@pytest.mark.parametrize("capacity,fp,topic", [(2000, 1e-4, "optouts"), (1000, 1e-5, "optouts"), (1000, 1e-4, "x")])
-def test_snapshot_for_other_parameters_is_refused(tmp_path, capacity, fp, topic):
+@pytest.mark.parametrize(
+    "capacity,fp,topics,key_check,message",
+    [
+        (2000, 1e-4, TOPICS, KEY_CHECK, "capacity"),
+        (1000, 1e-5, TOPICS, KEY_CHECK, "fp_rate"),
+        (1000, 1e-4, ["optouts", "x"], KEY_CHECK, "topics"),
+        (1000, 1e-4, ["optouts"], KEY_CHECK, "topics"),
+        (1000, 1e-4, TOPICS, "another key's check", "another pseudonymisation key"),
+    ],
+)
+def test_snapshot_for_other_parameters_is_refused(tmp_path, capacity, fp, topics, key_check, message):
     f = OptOutFilter(1000, 1e-4)
     path = tmp_path / "snap"
-    write_snapshot(path, f.header("optouts", {}), f.snapshot_bytes())
-    with pytest.raises(SnapshotError):
-        load_snapshot(path, capacity, fp, topic)
+    write_snapshot(path, f.header({}, IDS, KEY_CHECK), f.snapshot_bytes())
+    with pytest.raises(SnapshotError, match=message):
+        load_snapshot(path, capacity, fp, topics, key_check)
+
+
+def test_the_key_check_depends_on_the_key_and_does_not_show_it():
+    key = b"s" * 32
+    check = Pseudonymiser(key).key_check()
+    assert check == Pseudonymiser(key).key_check() != Pseudonymiser(b"t" * 32).key_check()
+    assert key.hex() not in check and "s" * 8 not in check
 
 
 def test_pseudonym_is_hmac_sha256_hex_and_hides_the_key():
