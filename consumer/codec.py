@@ -160,7 +160,10 @@ class Codec:
     """Encodes and decodes framed values. Thread-compatible: use one per thread."""
 
     def __init__(
-        self, catalog: SchemaCatalog | None = None, registry: Registry | None = None, max_value_bytes: int = 1 << 20
+        self,
+        catalog: SchemaCatalog | None = None,
+        registry: Registry | None = None,
+        max_value_bytes: int | None = None,
     ) -> None:
         self.catalog = catalog or SchemaCatalog()
         self.registry = registry
@@ -228,11 +231,12 @@ class Codec:
     def decode(self, data: bytes | None, reader_name: str | None = None) -> tuple[int, dict[str, Any]]:
         """(writer schema id, record) of a framed value, resolved to `reader_name` when given.
 
+        Values above `max_value_bytes` (the service's input limit; none by default) are OversizedError.
         Every failure is a `CodecError` subclass; nothing else escapes.
         """
         schema_id, start = split_frame(data)
         assert data is not None
-        if len(data) > self.max_value_bytes:
+        if self.max_value_bytes is not None and len(data) > self.max_value_bytes:
             raise OversizedError(f"value of {len(data)} bytes exceeds the {self.max_value_bytes}-byte limit")
         writer = self.writer(schema_id)
         reader = None

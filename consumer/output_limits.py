@@ -25,6 +25,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
 HEADROOM = 64 * 1024
+DEFAULT_MAX_VALUE_BYTES = 1_048_576  # what a default Java producer can write (max.request.size)
 BROKER_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588  # Kafka's message.max.bytes when a topic sets none
 _FRAMING = 1024  # record batch and record headers
 _OUTPUT_FIELDS = 4096  # what a TrainingRecord adds to the input value's bytes, with room to spare
@@ -40,7 +41,7 @@ def required_topic_bytes(max_value_bytes: int) -> int:
     return producer_max_bytes(max_value_bytes) + HEADROOM
 
 
-REQUIRED_TOPIC_BYTES = required_topic_bytes(1_048_576)  # 1,179,648: what the shipped topics set
+REQUIRED_TOPIC_BYTES = required_topic_bytes(DEFAULT_MAX_VALUE_BYTES)  # 1,179,648: what the shipped topics set
 
 
 def record_limit(producer_max: int, topic_max: int) -> int:

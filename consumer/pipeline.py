@@ -19,7 +19,7 @@ from consumer.codec import AI_INTERACTION, POST, TRAINING_RECORD, Codec, CodecEr
 from consumer.dead_letters import DeadLetterWriter, dead_letter_headers
 from consumer.fastpath import FastPathMiss
 from consumer.offsets import PER_RECORD_ERRORS, PendingBatch, Provenance
-from consumer.output_limits import OutputLimits, producer_max_bytes
+from consumer.output_limits import DEFAULT_MAX_VALUE_BYTES, OutputLimits, producer_max_bytes
 from consumer.pseudonym import Pseudonymiser
 from rules import Decider, Reason, Source
 from rules.decision import record_fields
@@ -70,11 +70,11 @@ class BatchProcessor:
         self.dlq_topic = dlq_topic
         self.on_backpressure = on_backpressure
         if limits is None:  # no broker asked: the producer's own bound, and the broker's default topic limit
-            limits = OutputLimits.compute(
-                codec.max_value_bytes, producer_max_bytes(codec.max_value_bytes), training_topic, dlq_topic, {}
-            )
+            max_value = codec.max_value_bytes or DEFAULT_MAX_VALUE_BYTES
+            limits = OutputLimits.compute(max_value, producer_max_bytes(max_value), training_topic, dlq_topic, {})
         self.limits = limits
         self.dead_letters = DeadLetterWriter(producer, dlq_topic, limits.dlq_record_max, on_backpressure)
+        self._output_codec = Codec(codec.catalog, codec.registry)  # outputs may exceed the input limit
         # Input records whose output the broker refused, and how often (exactly-once re-reads them).
         self.undeliverable: dict[Provenance, int] = {}
         codec.write_id(TRAINING_RECORD, subject=f"{training_topic}-value")  # TopicNameStrategy with a registry
@@ -338,7 +338,7 @@ class BatchProcessor:
     def training_provenance(self, value: bytes | None) -> Provenance | None:
         """(source_topic, source_partition, source_offset) of a TrainingRecord this service built."""
         try:
-            _, record = self.codec.decode(value, TRAINING_RECORD)
+            _, record = self._output_codec.decode(value, TRAINING_RECORD)
         except CodecError:
             return None
         return record["source_topic"], record["source_partition"], record["source_offset"]

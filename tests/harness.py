@@ -26,6 +26,12 @@ from consumer.local_kafka import free_port
 from consumer.topics import ensure_topics, service_topics
 
 HMAC_KEY = b"k" * 16 + b"test-key-0123456"  # 32 bytes, test only
+FAST_COMPACTION = {
+    "min.cleanable.dirty.ratio": "0.01",
+    "segment.ms": "100",
+    "delete.retention.ms": "100",
+    "min.compaction.lag.ms": "0",
+}
 
 
 def pseudonym(user_id: str, key: bytes = HMAC_KEY) -> str:
@@ -36,12 +42,26 @@ class Topics(TopicNames):
     """Topic names of one test, each with a unique suffix."""
 
     @classmethod
-    def unique(cls, bootstrap: str, partitions: int = 4) -> Topics:
+    def unique(
+        cls,
+        bootstrap: str,
+        partitions: int = 4,
+        compacting_optouts: bool = False,
+        input_config: dict[str, str] | None = None,
+    ) -> Topics:
+        """`compacting_optouts`: the opt-out topic compacts within seconds (tombstones included), on a
+        broker whose cleaner looks often (the fault broker). `input_config`: for the input topics."""
         tag = uuid.uuid4().hex[:10]
         topics = cls(
             f"posts-{tag}", f"ai-{tag}", f"optouts-{tag}", f"training-{tag}", f"revocations-{tag}", f"dlq-{tag}"
         )
-        ensure_topics(bootstrap, service_topics(topics, partitions=partitions))
+        specs = service_topics(topics, partitions=partitions)
+        for spec in specs:
+            if compacting_optouts and spec.name == topics.optouts:
+                spec.config.update(FAST_COMPACTION)
+            if input_config and spec.name in (topics.posts, topics.ai):
+                spec.config.update(input_config)
+        ensure_topics(bootstrap, specs)
         return topics
 
     def env(self) -> dict[str, str]:

@@ -15,15 +15,20 @@ import time
 from pathlib import Path
 
 from consumer.local_kafka import LocalKafka
-from tests.faults import scenarios
-from tests.faults.scenarios import SERVICE_PASSWORD, SERVICE_USER
+from tests.faults import optout_scenarios, output_scenarios, scenarios
+from tests.faults.scenarios import SECOND_PASSWORD, SECOND_USER, SERVICE_PASSWORD, SERVICE_USER
 
 LONG = {"records": 20_000, "kills": 8}
 SHORT = {"records": 4_000, "kills": 5}
 
 
 def fault_broker() -> LocalKafka:
-    return LocalKafka(secure=True, scram_users={SERVICE_USER: SERVICE_PASSWORD})
+    # The log cleaner looks every second (default 15 s): the tombstone scenario waits for compaction.
+    return LocalKafka(
+        secure=True,
+        scram_users={SERVICE_USER: SERVICE_PASSWORD, SECOND_USER: SECOND_PASSWORD},
+        extra_properties={"log.cleaner.backoff.ms": "1000"},
+    )
 
 
 def run_all(broker: LocalKafka, workdir: Path, size: dict[str, int]) -> list[scenarios.Row]:
@@ -35,6 +40,14 @@ def run_all(broker: LocalKafka, workdir: Path, size: dict[str, int]) -> list[sce
         lambda: scenarios.optout_feed_outage(broker, workdir, records),
         lambda: scenarios.rebalance(broker, workdir, records, "at-least-once"),
         lambda: scenarios.rebalance(broker, workdir, records, "exactly-once"),
+        lambda: output_scenarios.outage_scale_out_kill(broker, workdir, records, "exactly-once"),
+        lambda: output_scenarios.outage_scale_out_kill(broker, workdir, records, "at-least-once"),
+        lambda: output_scenarios.large_values(broker, workdir, records // 4, "at-least-once"),
+        lambda: output_scenarios.large_values(broker, workdir, records // 4, "exactly-once"),
+        lambda: optout_scenarios.hanging_transaction(broker, workdir, records),
+        lambda: optout_scenarios.partitions_grow(broker, workdir, records),
+        lambda: optout_scenarios.tombstone_then_fresh_replica(broker, workdir, records),
+        lambda: optout_scenarios.snapshot_of_a_recreated_topic(broker, workdir, records),
     ]
     rows = []
     for step in steps:

@@ -40,6 +40,8 @@ CODEC = Codec()
 FAST_FAILOVER = {"TF_CONSUMER_KAFKA_SESSION_TIMEOUT_MS": "6000", "TF_CONSUMER_KAFKA_HEARTBEAT_INTERVAL_MS": "1000"}
 SERVICE_USER = "tf-service"
 SERVICE_PASSWORD = "tf-service-test-password"
+SECOND_USER = "tf-service-b"  # a second credential, so that one replica can lose a permission alone
+SECOND_PASSWORD = "tf-service-b-test-password"
 
 
 @dataclass
@@ -224,7 +226,7 @@ def _probe(service: ServiceProcess, path: str) -> int:
         return 0
 
 
-def grant(admin: AdminClient, topics: Topics, group: str) -> list[AclBinding]:
+def grant(admin: AdminClient, topics: Topics, group: str, user: str = SERVICE_USER) -> list[AclBinding]:
     bindings = []
     for acl in required_acls(group, topics):
         kind = "BROKER" if acl.resource_type == "CLUSTER" else acl.resource_type  # confluent-kafka's name for it
@@ -233,7 +235,7 @@ def grant(admin: AdminClient, topics: Topics, group: str) -> list[AclBinding]:
                 ResourceType[kind],
                 acl.name,
                 ResourcePatternType[acl.pattern],
-                f"User:{SERVICE_USER}",
+                f"User:{user}",
                 "*",
                 AclOperation[acl.operation],
                 AclPermissionType.ALLOW,
@@ -244,13 +246,13 @@ def grant(admin: AdminClient, topics: Topics, group: str) -> list[AclBinding]:
     return bindings
 
 
-def secure_env(broker: LocalKafka) -> dict[str, str]:
+def secure_env(broker: LocalKafka, user: str = SERVICE_USER, password: str = SERVICE_PASSWORD) -> dict[str, str]:
     """The documented settings, and only those, for SASL/SCRAM over TLS."""
     return {
         "TF_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
         "TF_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
-        "TF_KAFKA_SASL_USERNAME": SERVICE_USER,
-        "TF_KAFKA_SASL_PASSWORD": SERVICE_PASSWORD,
+        "TF_KAFKA_SASL_USERNAME": user,
+        "TF_KAFKA_SASL_PASSWORD": password,
         "TF_KAFKA_SSL_CA_LOCATION": str(broker.ca_path),
     }
 

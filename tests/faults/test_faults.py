@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults import scenarios
+from tests.faults import optout_scenarios, output_scenarios, scenarios
 from tests.faults.run import SHORT
 
 pytestmark = pytest.mark.integration
@@ -36,3 +36,29 @@ def test_optout_feed_outage_pauses_input(broker, tmp_path):
 @pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
 def test_rebalance_mid_stream(broker, tmp_path, guarantee):
     check(scenarios.rebalance(broker, tmp_path, SHORT["records"], guarantee))
+
+
+@pytest.mark.parametrize("guarantee", ["exactly-once", "at-least-once"])
+def test_feed_outage_then_scale_out_then_kill_nine(broker, tmp_path, guarantee):
+    check(output_scenarios.outage_scale_out_kill(broker, tmp_path, SHORT["records"], guarantee))
+
+
+@pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
+def test_values_near_every_size_limit(broker, tmp_path, guarantee):
+    check(output_scenarios.large_values(broker, tmp_path, SHORT["records"] // 4, guarantee))
+
+
+def test_an_optout_after_an_open_transaction_is_applied(broker, tmp_path):
+    check(optout_scenarios.hanging_transaction(broker, tmp_path, SHORT["records"]))
+
+
+def test_optouts_on_new_partitions_are_applied(broker, tmp_path):
+    check(optout_scenarios.partitions_grow(broker, tmp_path, SHORT["records"]))
+
+
+def test_a_fresh_replica_after_a_tombstone_and_compaction_still_honours_the_optout(broker, tmp_path):
+    check(optout_scenarios.tombstone_then_fresh_replica(broker, tmp_path, SHORT["records"]))
+
+
+def test_a_snapshot_ahead_of_a_recreated_topic_is_not_resumed(broker, tmp_path):
+    check(optout_scenarios.snapshot_of_a_recreated_topic(broker, tmp_path, SHORT["records"]))
