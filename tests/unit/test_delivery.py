@@ -1,0 +1,112 @@
+"""The delivery guarantees' bookkeeping, with stand-ins for the clients (the fault suite and the
+integration tests run the same code against the real broker).
+
+Exactly-once commits with each transaction the offsets of exactly the records whose outputs are in
+it: never the consumer's position, which is past records the loop holds undecided while the opt-out
+feed cannot sync. After an abort the consumer rewinds and the loop drops what it holds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from consumer.delivery import ExactlyOnce
+from consumer.logs import get
+from consumer.metrics import Metrics
+
+
+class Producer:
+    def __init__(self, fail_commit: bool = False) -> None:
+        self.fail_commit = fail_commit
+        self.sent_offsets: list[list[tuple[str, int, int]]] = []
+        self.calls: list[str] = []
+
+    def init_transactions(self, timeout: float) -> None:
+        self.calls.append("init")
+
+    def begin_transaction(self) -> None:
+        self.calls.append("begin")
+
+    def send_offsets_to_transaction(self, offsets: list[TopicPartition], metadata: Any, timeout: float) -> None:
+        self.sent_offsets.append(sorted((tp.topic, tp.partition, tp.offset) for tp in offsets))
+
+    def commit_transaction(self, timeout: float) -> None:
+        if self.fail_commit:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "commit timed out", retriable=True))
+        self.calls.append("commit")
+
+    def abort_transaction(self, timeout: float) -> None:
+        self.calls.append("abort")
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+
+class Consumer:
+    """Its position is past a held batch (offsets 10-19 of p0) that was never processed."""
+
+    def __init__(self) -> None:
+        self.seeks: list[tuple[str, int, int]] = []
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition("posts", 0), TopicPartition("posts", 1)]
+
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        return [TopicPartition("posts", 0, 20), TopicPartition("posts", 1, 7)]
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        return [TopicPartition("posts", 0, 3), TopicPartition("posts", 1, -1001)]
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.seeks.append((tp.topic, tp.partition, tp.offset))
+
+    def consumer_group_metadata(self) -> object:
+        return object()
+
+
+def eos(producer: Producer, consumer: Consumer) -> ExactlyOnce:
+    return ExactlyOnce(consumer, producer, Metrics(), get("test"), interval_seconds=0.0)
+
+
+def test_a_transaction_carries_the_offsets_of_its_own_records_not_the_position():
+    producer, consumer = Producer(), Consumer()
+    delivery = eos(producer, consumer)
+    batch = delivery.open_batch()
+    delivery.close_batch(batch, [("posts", 0, 9), ("posts", 1, 6)])  # processed up to 9 and 6
+    delivery.tick()  # the loop now holds offsets 10-19 of p0: the position (20) must not be committed
+    assert producer.sent_offsets == [[("posts", 0, 10), ("posts", 1, 7)]]
+    assert producer.calls == ["init", "begin", "commit"]
+
+
+def test_a_transaction_with_no_records_of_a_partition_commits_nothing_for_it():
+    producer, consumer = Producer(), Consumer()
+    delivery = eos(producer, consumer)
+    first = delivery.open_batch()
+    delivery.close_batch(first, [("posts", 1, 3)])
+    second = delivery.open_batch()
+    delivery.close_batch(second, [("posts", 1, 5)])
+    assert delivery.shutdown(1.0)
+    assert producer.sent_offsets == [[("posts", 1, 6)]]
+
+
+def test_an_aborted_transaction_rewinds_and_tells_the_loop_to_drop_what_it_holds():
+    producer, consumer = Producer(fail_commit=True), Consumer()
+    delivery = eos(producer, consumer)
+    dropped: list[bool] = []
+    delivery.on_rewind = lambda: dropped.append(True)
+    batch = delivery.open_batch()
+    delivery.close_batch(batch, [("posts", 0, 9)])
+    delivery.tick()
+    assert producer.calls[-1] == "abort"
+    # Back to the committed offsets (the beginning where nothing is committed yet)...
+    assert consumer.seeks == [("posts", 0, 3), ("posts", 1, -2)]
+    # ...and what the loop held was fetched after them: it is dropped, to be fetched again.
+    assert dropped == [True]
+    # The next transaction starts clean: nothing of the aborted one is committed with it.
+    producer.fail_commit = False
+    again = delivery.open_batch()
+    delivery.close_batch(again, [("posts", 0, 4)])
+    delivery.tick()
+    assert producer.sent_offsets[-1] == [("posts", 0, 5)]
