@@ -8,7 +8,7 @@ No registry is reachable from this machine, so the Dockerfile's default base
 (python:3.11.7-slim-bookworm) cannot be pulled. Instead a stand-in Debian bookworm base is made with
 debootstrap from Debian's own packages (Python 3.11 with its headers, venv, ca-certificates), imported
 into podman as `localhost/tf-base:bookworm-<key>` and passed to the Dockerfile as `--build-arg BASE=...`.
-The key is a hash of the suite, mirror, package list and the host's extra CA certificates, so the base
+The key is a hash of the recipe, suite, mirror, packages and the host's extra CA certificates, so the base
 is made once and re-made only when one of them changes; the podman image itself is the cache.
 
 The host's locally added CA certificates (/usr/local/share/ca-certificates) are copied into the base
@@ -18,8 +18,10 @@ image built on it are therefore for tests on this machine, not for a registry.
 podman runs rootful with a configuration of its own, written under ~/.cache/training-filter/podman:
 storage (overlay) in that folder and its run state in a temporary folder (CONTAINERS_STORAGE_CONF),
 runtime runc, cgroupfs, file events, ulimits no higher than this host's hard limits and the host's
-network namespace by default (CONTAINERS_CONF). Nothing system-wide is changed: no bridge network is
-created, and the system's own podman storage and configuration are not used.
+network namespace by default (CONTAINERS_CONF). No bridge network or firewall rule is created, and the
+system's own podman storage and configuration are not used. The one file written outside these folders:
+podman 4.3's build keeps its blob-info cache (a small digest index) in /var/lib/containers/cache, and no
+setting moves it.
 """
 
 from __future__ import annotations
