@@ -2,7 +2,7 @@
 PYTHON ?= .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: help install demo test unit integration faults bench deploy-check lint kafka-start kafka-stop clean
+.PHONY: help install demo test unit integration faults bench deploy-check image image-test image-clean lint kafka-start kafka-stop clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -18,8 +18,8 @@ install: $(VENV_STAMP)  ## create .venv and install the project with its dev too
 demo: $(VENV_STAMP)  ## run the whole pipeline on a local Kafka with a generated stream
 	$(PYTHON) -m consumer.cli demo
 
-test: $(VENV_STAMP)  ## all tests: unit, and integration against the real local Kafka
-	$(PYTHON) -m pytest -q tests
+test: $(VENV_STAMP)  ## all tests but the image's: unit, integration against the real local Kafka, faults, deploy
+	$(PYTHON) -m pytest -q tests --ignore=tests/image
 
 unit: $(VENV_STAMP)  ## the unit tests only (no broker)
 	$(PYTHON) -m pytest -q tests/unit
@@ -38,8 +38,18 @@ bench: $(VENV_STAMP)  ## the benchmark (a few minutes; writes tests/benchmarks/r
 deploy-check: $(VENV_STAMP)  ## validate manifests, CRs, alert rules, dashboard and Dockerfile (part of make test)
 	$(PYTHON) -m pytest -q tests/deploy
 
+image: $(VENV_STAMP)  ## build the container image with podman on a debootstrap base (root; installs podman if missing)
+	$(PYTHON) -m deploy.image.build --install-tools
+
+image-test: $(VENV_STAMP)  ## build the image if needed, then test it: help, check, run against the local Kafka
+	$(PYTHON) -m deploy.image.build --install-tools
+	$(PYTHON) -m pytest -q tests/image
+
+image-clean: $(VENV_STAMP)  ## remove the image, the stand-in base and the project's podman storage
+	$(PYTHON) -m deploy.image.build --clean
+
 lint: $(VENV_STAMP)  ## ruff and mypy
-	$(PYTHON) -m ruff check consumer rules tests
+	$(PYTHON) -m ruff check consumer rules tests deploy/image
 	$(PYTHON) -m mypy
 
 kafka-start: $(VENV_STAMP)  ## start the local broker and print its address (stays up)
