@@ -137,7 +137,17 @@ def ensure_built(project: Path = DEFAULT_PROJECT, timeout: float = BUILD_TIMEOUT
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dest)
         log_path = target.with_name(target.name + ".build.log")
-        cmd = ["mvn", "-B", "-ntp", "-s", str(work / "settings.xml"), "-f", str(work / "pom.xml"), "package"]
+        cmd = [
+            "mvn",
+            "-B",
+            "-ntp",
+            "-Dstyle.color=never",
+            "-s",
+            str(work / "settings.xml"),
+            "-f",
+            str(work / "pom.xml"),
+            "package",
+        ]
         started = time.monotonic()
         with log_path.open("w") as log:
             try:
