@@ -127,6 +127,19 @@ def _assert_registry_reachable(url: str) -> None:
         )
 
 
+@pytest.fixture
+def fresh_registry(request: pytest.FixtureRequest) -> Iterator[LocalRegistry]:
+    """A local registry of the test's own, empty (what only an empty registry shows: its first ids).
+    It costs a JVM start (a few seconds); its folder and log are kept when the test fails."""
+    try:
+        local = LocalRegistry().start()
+    except LocalRegistryError as exc:
+        pytest.fail(f"the schema registry did not start: {exc}", pytrace=False)
+    request.node._tf_fresh_registry = local
+    yield local
+    local.cleanup()
+
+
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     """A throw-away CA, a server certificate for 127.0.0.1 and a client certificate (PEM)."""
@@ -155,12 +168,13 @@ def topic_name() -> Iterator[str]:
 
 
 def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]
-    # The first test to use the registry builds it when it is not cached yet (about two minutes with
-    # the downloads): give that one test the build's own time limit on top of the usual one.
-    if os.environ.get("TF_TEST_SCHEMA_REGISTRY") or local_registry.is_built(local_registry.default_project()):
+    # The first test to start a local registry builds it when it is not cached yet (about two minutes
+    # with the downloads): give that one test the build's own time limit on top of the usual one.
+    if local_registry.is_built(local_registry.default_project()):
         return
+    starters = {"fresh_registry"} if os.environ.get("TF_TEST_SCHEMA_REGISTRY") else {"registry", "fresh_registry"}
     for item in items:
-        if "registry" in item.fixturenames:
+        if starters & set(item.fixturenames):
             item.add_marker(pytest.mark.timeout(local_registry.BUILD_TIMEOUT + 300))
             return
 
@@ -171,6 +185,10 @@ def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
             item.add_report_section("call", "broker", _BROKER.log_hint)
         if _REGISTRY is not None and "registry" in item.fixturenames:
             item.add_report_section("call", "registry", _REGISTRY.log_hint)
+        fresh = getattr(item, "_tf_fresh_registry", None)
+        if fresh is not None:
+            fresh._owns_dir = False  # keep its log
+            item.add_report_section("call", "fresh registry", f"registry log: {fresh.log_path} (kept)")
 
 
 def pytest_sessionfinish(session, exitstatus):  # type: ignore[no-untyped-def]

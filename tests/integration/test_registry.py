@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from fastavro.schema import to_parsing_canonical_form
 
 from consumer.codec import AI_INTERACTION, OPTOUT, POST, REVOCATION, TRAINING_RECORD, parse_schema_text, schema_dir
 from consumer.config import DEFAULT_TOPICS
-from consumer.local_registry import LocalRegistry, LocalRegistryError
 from tests import samples
 
 pytestmark = pytest.mark.integration
@@ -67,17 +65,6 @@ REGION_CODE = {"name": "region_code", "type": "string"}
 
 def client(url: str, **conf: Any) -> SchemaRegistryClient:
     return SchemaRegistryClient({"url": url, **conf})
-
-
-@pytest.fixture
-def fresh_registry() -> Iterator[LocalRegistry]:
-    """A registry of its own, empty, for what only an empty registry shows (its first ids)."""
-    try:
-        local = LocalRegistry().start()
-    except LocalRegistryError as exc:
-        pytest.fail(f"the schema registry did not start: {exc}", pytrace=False)
-    yield local
-    local.cleanup()
 
 
 def test_a_fresh_registry_gives_the_project_schemas_ids_from_1(fresh_registry):
