@@ -2,7 +2,7 @@
 PYTHON ?= .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: help install demo test unit integration faults bench deploy-check image image-test image-clean lint kafka-start kafka-stop clean
+.PHONY: help install demo test unit integration faults bench deploy-check image image-test image-clean lint kafka-start kafka-stop registry-start registry-stop clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -18,7 +18,7 @@ install: $(VENV_STAMP)  ## create .venv and install the project with its dev too
 demo: $(VENV_STAMP)  ## run the whole pipeline on a local Kafka with a generated stream
 	$(PYTHON) -m consumer.cli demo
 
-test: $(VENV_STAMP)  ## all tests but the image's: unit, integration against the real local Kafka, faults, deploy
+test: $(VENV_STAMP)  ## all tests but the image's: unit, integration against the real Kafka and schema registry, faults, deploy
 	$(PYTHON) -m pytest -q tests --ignore=tests/image
 
 unit: $(VENV_STAMP)  ## the unit tests only (no broker)
@@ -57,6 +57,12 @@ kafka-start: $(VENV_STAMP)  ## start the local broker and print its address (sta
 
 kafka-stop: $(VENV_STAMP)  ## stop the local broker started by kafka-start
 	PYTHON=$(PYTHON) deploy/local-kafka/kafka.sh stop
+
+registry-start: $(VENV_STAMP)  ## start the local schema registry (built on first use) and print its URL
+	PYTHON=$(PYTHON) deploy/schema-registry/registry.sh start
+
+registry-stop: $(VENV_STAMP)  ## stop the local schema registry started by registry-start
+	PYTHON=$(PYTHON) deploy/schema-registry/registry.sh stop
 
 clean:  ## remove the virtual environment and caches
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache *.egg-info
