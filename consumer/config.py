@@ -302,9 +302,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                 kafka[scope][kafka_property(rest[len(prefix) :])] = raw
                 break
 
-    if problems:
-        raise ConfigError(_report(problems))
-
+    # The key, the policy and the snapshot folder are checked even when a setting above is wrong:
+    # every problem is reported in one go.
     key = _hmac_key(values.pop("hmac_key_file"), values.pop("hmac_key"), problems)
     policy_path = values.pop("policy_file") or None
     policy: Policy | None = None

@@ -56,6 +56,14 @@ def test_all_problems_are_reported_together_and_the_key_is_never_shown():
     assert "TF_BATCH_SIZE" in text and "TF_METRICS_PORT" in text
 
 
+def test_a_missing_key_and_policy_are_reported_with_the_other_problems(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_settings({"TF_BATCH_SIZE": "0", "TF_POLICY_FILE": str(tmp_path / "none.toml")})
+    text = str(info.value)
+    for expected in ("TF_BOOTSTRAP_SERVERS is required", "TF_BATCH_SIZE", "no pseudonymisation key", "TF_POLICY_FILE"):
+        assert expected in text
+
+
 def test_short_key_is_refused_without_echoing_it():
     with pytest.raises(ConfigError) as info:
         load_settings({**BASE, "TF_HMAC_KEY": "tiny-secret-value"})
