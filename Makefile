@@ -1,6 +1,9 @@
 # training-filter developer commands. Every target uses the project's virtual environment (.venv).
 PYTHON ?= .venv/bin/python
 VENV_STAMP := .venv/.installed
+# The compiled fast path is built in place by the editable install; rebuilt when its source changes
+# (the import would otherwise keep loading the stale shared library without a word).
+BUILT := .venv/.fastpath-built
 
 .PHONY: help install demo test unit integration faults bench deploy-check image image-test image-clean lint kafka-start kafka-stop registry-start registry-stop clean
 
@@ -11,26 +14,30 @@ $(VENV_STAMP): pyproject.toml
 	python3 -m venv .venv
 	.venv/bin/pip install -q --upgrade pip
 	.venv/bin/pip install -q -e '.[dev]'
-	touch $(VENV_STAMP)
+	touch $(VENV_STAMP) $(BUILT)
+
+$(BUILT): $(VENV_STAMP) consumer/fastpath.py consumer/fastpath.pxd setup.py
+	$(PYTHON) setup.py -q build_ext --inplace > /dev/null
+	touch $(BUILT)
 
 install: $(VENV_STAMP)  ## create .venv and install the project with its dev tools
 
-demo: $(VENV_STAMP)  ## run the whole pipeline on a local Kafka with a generated stream
+demo: $(BUILT)  ## run the whole pipeline on a local Kafka with a generated stream
 	$(PYTHON) -m consumer.cli demo
 
-test: $(VENV_STAMP)  ## all tests but the image's: unit, integration against the real Kafka and schema registry, faults, deploy
+test: $(BUILT)  ## all tests but the image's: unit, integration against the real Kafka and schema registry, faults, deploy
 	$(PYTHON) -m pytest -q tests --ignore=tests/image
 
-unit: $(VENV_STAMP)  ## the unit tests only (no broker)
+unit: $(BUILT)  ## the unit tests only (no broker)
 	$(PYTHON) -m pytest -q tests/unit
 
-integration: $(VENV_STAMP)  ## the integration tests only
+integration: $(BUILT)  ## the integration tests only
 	$(PYTHON) -m pytest -q tests/integration
 
-faults: $(VENV_STAMP)  ## the fault-injection suite, long form (prints the table; CI runs the short form)
+faults: $(BUILT)  ## the fault-injection suite, long form (prints the table; CI runs the short form)
 	$(PYTHON) -m tests.faults.run
 
-bench: $(VENV_STAMP)  ## the benchmark (a few minutes; writes tests/benchmarks/results/latest.json)
+bench: $(BUILT)  ## the benchmark (a few minutes; writes tests/benchmarks/results/latest.json)
 	$(PYTHON) -m pip install -q -e '.[bench]'
 	$(PYTHON) -m tests.benchmarks.bench
 	taskset -c 0 $(PYTHON) -m tests.benchmarks.bloom_candidates tests/benchmarks/results/bloom-candidates.json
@@ -38,10 +45,10 @@ bench: $(VENV_STAMP)  ## the benchmark (a few minutes; writes tests/benchmarks/r
 deploy-check: $(VENV_STAMP)  ## validate manifests, CRs, alert rules, dashboard and Dockerfile (part of make test)
 	$(PYTHON) -m pytest -q tests/deploy
 
-image: $(VENV_STAMP)  ## build the container image with podman on a debootstrap base (root; installs podman if missing)
+image: $(BUILT)  ## build the container image with podman on a debootstrap base (root; installs podman if missing)
 	$(PYTHON) -m deploy.image.build --install-tools
 
-image-test: $(VENV_STAMP)  ## build the image if needed, then test it: help, check, run against the local Kafka
+image-test: $(BUILT)  ## build the image if needed, then test it: help, check, run against the local Kafka
 	$(PYTHON) -m deploy.image.build --install-tools
 	$(PYTHON) -m pytest -q tests/image
 

@@ -1,22 +1,27 @@
 """Avro values in the Confluent wire framing: magic byte 0, 4-byte big-endian schema id, Avro body.
 
-Schemas are parsed once. Without a schema registry, ids come from `avro/catalog.json`; with one
-(`SCHEMA_REGISTRY_URL`), unknown ids are fetched through confluent-kafka's client and cached.
+Schemas are parsed once. Without a schema registry, ids come from `avro/catalog.json`. With one
+(`TF_SCHEMA_REGISTRY_URL`), ids come from the registry alone: writer schemas are looked up by id and
+cached, the output schemas' ids are registered or looked up by subject (`prepare_output`), and the
+catalog's ids mean nothing (a registry's own ids start at 1 too). The reader schemas are always the
+local `.avsc` files, by name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import struct
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from consumer.registry import Registry
 from consumer.strict_avro import Check, StrictAvroError, validator
 
 MAGIC_BYTE = 0
@@ -26,8 +31,12 @@ HEADER_SIZE = HEADER.size  # 5
 POST = "platform.content.v1.Post"
 AI_INTERACTION = "platform.content.v1.AiInteraction"
 OPTOUT = "platform.privacy.v1.OptOut"
-TRAINING_RECORD = "platform.training.v1.TrainingRecord"
+TRAINING_RECORD = "platform.training.v2.TrainingRecord"  # what the service writes
+TRAINING_RECORD_V1 = (
+    "platform.training.v1.TrainingRecord"  # retired (catalog id 4): text was a union of a string and a record
+)
 REVOCATION = "platform.training.v1.Revocation"
+OUTPUTS = (TRAINING_RECORD, REVOCATION)
 
 
 class CodecError(Exception):
@@ -68,11 +77,7 @@ class SchemaEntry:
     fingerprint: str
     strict_form: str  # the canonical form plus logical types: what must match for the fast path
     check: Check  # the strict encoding check run before fastavro (see consumer/strict_avro.py)
-
-
-class Registry(Protocol):
-    def get_schema(self, schema_id: int) -> Any: ...
-    def register_schema(self, subject_name: str, schema: Any) -> int: ...
+    text: str = ""  # the .avsc text, for the local schemas: what is registered
 
 
 def schema_dir() -> Path:
@@ -84,7 +89,7 @@ def parse_schema_text(text: str) -> Any:
     return fastavro.parse_schema(json.loads(text), named_schemas={})
 
 
-def _entry(schema_id: int, parsed: Any) -> SchemaEntry:
+def _entry(schema_id: int, parsed: Any, text: str = "") -> SchemaEntry:
     canonical = to_parsing_canonical_form(parsed)
     return SchemaEntry(
         id=schema_id,
@@ -94,6 +99,7 @@ def _entry(schema_id: int, parsed: Any) -> SchemaEntry:
         fingerprint=fingerprint(canonical, "CRC-64-AVRO"),
         strict_form=strict_form(parsed),
         check=validator(parsed),
+        text=text,
     )
 
 
@@ -130,8 +136,8 @@ class SchemaCatalog:
         self._by_id: dict[int, SchemaEntry] = {}
         self._by_name: dict[str, SchemaEntry] = {}
         for item in catalog["schemas"]:
-            parsed = parse_schema_text((self.directory / item["file"]).read_text(encoding="utf-8"))
-            entry = _entry(int(item["id"]), parsed)
+            text = (self.directory / item["file"]).read_text(encoding="utf-8")
+            entry = _entry(int(item["id"]), parse_schema_text(text), text)
             if entry.name != item["name"]:
                 raise ValueError(f"catalog.json: id {item['id']} names {item['name']}, file holds {entry.name}")
             if entry.id in self._by_id:
@@ -168,49 +174,83 @@ class Codec:
         self.catalog = catalog or SchemaCatalog()
         self.registry = registry
         self.max_value_bytes = max_value_bytes
-        self._writers: dict[int, SchemaEntry] = {e.id: e for e in self.catalog.entries()}
+        # With a registry, no catalog id: its ids would be read as whatever the catalog calls them.
+        self._writers: dict[int, SchemaEntry] = {} if registry else {e.id: e for e in self.catalog.entries()}
+        self._missing: set[int] = set()  # ids the registry says do not exist
         self._write_ids: dict[str, int] = {}
         self._headers: dict[str, bytes] = {}
 
     # -- schemas ---------------------------------------------------------------------------------
 
     def writer(self, schema_id: int) -> SchemaEntry:
+        """The writer schema of an id. UnknownSchemaError when there is none; with a registry,
+        RegistryUnavailable (not a CodecError: nothing is decided) when it cannot be asked."""
         entry = self._writers.get(schema_id)
         if entry is not None:
             return entry
         if self.registry is None:
             raise UnknownSchemaError(f"schema id {schema_id} is not in avro/catalog.json and no registry is set")
+        if schema_id in self._missing:
+            raise UnknownSchemaError(f"the schema registry has no schema id {schema_id}")
+        text = self.registry.schema_text(schema_id)
+        if text is None:
+            self._missing.add(schema_id)
+            raise UnknownSchemaError(f"the schema registry has no schema id {schema_id}")
         try:
-            found = self.registry.get_schema(schema_id)
-            parsed = parse_schema_text(found.schema_str)
-        except Exception as exc:  # the registry client raises several types; all mean "unknown here"
-            raise UnknownSchemaError(f"schema id {schema_id} could not be fetched from the registry: {exc}") from exc
+            parsed = parse_schema_text(text)
+        except Exception as exc:  # not an Avro schema fastavro can read (e.g. JSON Schema, Protobuf): for good
+            self._missing.add(schema_id)
+            raise UnknownSchemaError(f"schema id {schema_id} is not a usable Avro schema") from exc
         entry = _entry(schema_id, parsed)
         self._writers[schema_id] = entry
         return entry
+
+    def known(self, schema_id: int) -> bool:
+        """True when decoding a value of this id needs no registry look-up."""
+        return schema_id in self._writers or schema_id in self._missing or self.registry is None
+
+    def resolve(self, schema_ids: set[int]) -> None:
+        """Look every id up (RegistryUnavailable if the registry cannot be asked)."""
+        for schema_id in schema_ids:
+            if not self.known(schema_id):
+                with contextlib.suppress(UnknownSchemaError):
+                    self.writer(schema_id)
 
     def is_reader_schema(self, schema_id: int, name: str) -> bool:
         """True when the writer schema of `schema_id` is exactly (canonically) the reader schema `name`."""
         entry = self._writers.get(schema_id)
         return entry is not None and entry.strict_form == self.catalog.by_name(name).strict_form
 
-    def write_id(self, name: str, subject: str | None = None) -> int:
-        """The id to frame `name` with: registered under `subject` when a registry is set."""
-        cached = self._write_ids.get(name)
-        if cached is not None:
-            return cached
+    def reader_frames(self, name: str) -> set[bytes]:
+        """The 5-byte frames known to carry exactly the reader schema `name`: the catalog's id without
+        a registry; with one, the ids looked up so far that turned out to be it."""
+        return {HEADER.pack(MAGIC_BYTE, i) for i in self._writers if self.is_reader_schema(i, name)}
+
+    def prepare_output(self, name: str, subject: str) -> int:
+        """The id to frame output schema `name` with. With a registry: registered under `subject` from
+        the .avsc text, or looked up there (registry.RegistrySettings.auto_register). Raises the
+        registry's exceptions (RegistryUnavailable, RegistryRefused, RegistryMismatch)."""
         entry = self.catalog.by_name(name)
         schema_id = entry.id
         if self.registry is not None:
-            from confluent_kafka.schema_registry import Schema
-
-            schema_id = self.registry.register_schema(
-                subject or f"{name}-value", Schema(json.dumps(entry.parsed), "AVRO")
+            schema_id = self.registry.output_id(
+                subject, entry.text, lambda text: strict_form(parse_schema_text(text)) == entry.strict_form
             )
-            self._writers[schema_id] = _entry(schema_id, entry.parsed)
+            self._writers[schema_id] = _entry(schema_id, entry.parsed, entry.text)
         self._write_ids[name] = schema_id
         self._headers[name] = HEADER.pack(MAGIC_BYTE, schema_id)
         return schema_id
+
+    def write_id(self, name: str) -> int:
+        """The id values of schema `name` are framed with (prepared first in registry mode)."""
+        cached = self._write_ids.get(name)
+        if cached is not None:
+            return cached
+        if self.registry is not None:
+            raise RuntimeError(
+                f"no id for {name}: in registry mode call prepare_output first (inputs are never registered)"
+            )
+        return self.prepare_output(name, "")
 
     def header(self, name: str) -> bytes:
         """The 5 framing bytes for values of schema `name`."""

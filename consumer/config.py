@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from consumer.registry import RegistrySettings
 from rules import Policy, PolicyError, load_policy
 
 PREFIX = "TF_"
@@ -77,6 +78,22 @@ def _choice(*options: str) -> Callable[[str], str]:
         return value
 
     return parse
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _version(text: str) -> str:
+    value = text.strip().lower()
+    if value != "latest" and not (value.isdigit() and int(value) > 0):
+        raise ValueError("must be latest or a version number (1, 2, ...)")
+    return value
 
 
 def _topic(text: str) -> str:
@@ -193,8 +210,47 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "SCHEMA_REGISTRY_URL",
         "",
-        "schema registry URL; also read without the prefix. Empty: schema ids come from avro/catalog.json",
+        "schema registry URL (Confluent-compatible API); also read without the prefix. With it, schema ids come "
+        "from the registry alone; empty: from avro/catalog.json",
     ),
+    Setting("SCHEMA_REGISTRY_USER", "", "registry basic-auth user name (with TF_SCHEMA_REGISTRY_PASSWORD_FILE)"),
+    Setting(
+        "SCHEMA_REGISTRY_PASSWORD_FILE",
+        "",
+        "file holding the registry basic-auth password (a mounted Secret); trailing newlines are ignored",
+    ),
+    Setting(
+        "SCHEMA_REGISTRY_PASSWORD",
+        "",
+        "the registry password itself (prefer TF_SCHEMA_REGISTRY_PASSWORD_FILE)",
+        secret=True,
+    ),
+    Setting(
+        "SCHEMA_REGISTRY_CA_LOCATION", "", "CA certificate (PEM) the registry's TLS certificate is checked against"
+    ),
+    Setting("SCHEMA_REGISTRY_CERT_LOCATION", "", "client certificate (PEM) for a registry that asks for one (mTLS)"),
+    Setting("SCHEMA_REGISTRY_KEY_LOCATION", "", "the client certificate's private key (PEM)"),
+    Setting(
+        "SCHEMA_REGISTRY_AUTO_REGISTER",
+        "true",
+        "true: register the output schemas at start-up; false: look them up (a read-only credential)",
+        _boolean,
+    ),
+    Setting(
+        "SCHEMA_REGISTRY_SUBJECT_STRATEGY",
+        "topic",
+        "subject naming of the output schemas: topic (<topic>-value), record (the record's full name) or "
+        "topic_record (<topic>-<record name>)",
+        _choice("topic", "record", "topic_record"),
+    ),
+    Setting(
+        "SCHEMA_REGISTRY_OUTPUT_VERSION",
+        "latest",
+        "with auto-registration off: the subject version to look up, latest or a number; it must be the "
+        "service's own schema",
+        _version,
+    ),
+    Setting("SCHEMA_REGISTRY_TIMEOUT_SECONDS", "10", "timeout of one registry request", _positive_float),
 )
 
 _KAFKA_PREFIXES = {"KAFKA_": "common", "CONSUMER_KAFKA_": "consumer", "PRODUCER_KAFKA_": "producer"}
@@ -238,6 +294,11 @@ class Settings:
     log_level: str
     log_summary_seconds: float
     schema_registry_url: str
+    schema_registry_auto_register: bool
+    schema_registry_subject_strategy: str
+    schema_registry_output_version: str
+    schema_registry_timeout_seconds: float
+    registry: RegistrySettings | None = None
     kafka_common: dict[str, str] = field(default_factory=dict)
     kafka_consumer: dict[str, str] = field(default_factory=dict)
     kafka_producer: dict[str, str] = field(default_factory=dict)
@@ -315,9 +376,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     snapshot_path = Path(snapshot) if snapshot else None
     if snapshot_path is not None and not snapshot_path.parent.is_dir():
         problems.append(f"{PREFIX}OPTOUT_SNAPSHOT_PATH={snapshot}: folder {snapshot_path.parent} does not exist")
+    registry = _registry(values, problems)
     if problems or policy is None:
         raise ConfigError(_report(problems))
     return Settings(
+        registry=registry,
         hmac_key=key,
         policy=policy,
         optout_snapshot_path=snapshot_path,
@@ -351,6 +414,57 @@ def _hmac_key(path: str, inline: str, problems: list[str]) -> bytes:
     if len(key) < MIN_HMAC_KEY_BYTES:
         problems.append(f"{where}: the key is {len(key)} bytes; it must be at least {MIN_HMAC_KEY_BYTES}")
     return key
+
+
+def _registry(values: dict[str, Any], problems: list[str]) -> RegistrySettings | None:
+    """The registry's settings (None without a URL); its secrets and files checked like the HMAC key's."""
+    user = values.pop("schema_registry_user").strip()
+    password_file = values.pop("schema_registry_password_file").strip()
+    inline = values.pop("schema_registry_password")
+    files = {
+        "CA_LOCATION": values.pop("schema_registry_ca_location").strip(),
+        "CERT_LOCATION": values.pop("schema_registry_cert_location").strip(),
+        "KEY_LOCATION": values.pop("schema_registry_key_location").strip(),
+    }
+    url = values.get("schema_registry_url", "").strip()
+    if not url:
+        return None
+    if not url.startswith(("http://", "https://")):
+        problems.append(f"{PREFIX}SCHEMA_REGISTRY_URL={url!r} is invalid: must start with http:// or https://")
+    password = ""
+    if password_file and inline:
+        problems.append(f"set only one of {PREFIX}SCHEMA_REGISTRY_PASSWORD_FILE and {PREFIX}SCHEMA_REGISTRY_PASSWORD")
+    elif password_file:
+        try:
+            password = Path(password_file).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            problems.append(
+                f"{PREFIX}SCHEMA_REGISTRY_PASSWORD_FILE={password_file}: cannot read it ({exc.strerror or exc})"
+            )
+    else:
+        password = inline
+    if bool(user) != bool(password) and not (password_file and not password):
+        problems.append(
+            f"{PREFIX}SCHEMA_REGISTRY_USER and a password ({PREFIX}SCHEMA_REGISTRY_PASSWORD_FILE) go together: "
+            "set both or neither"
+        )
+    for name, path in files.items():
+        if path and not Path(path).is_file():
+            problems.append(f"{PREFIX}SCHEMA_REGISTRY_{name}={path}: no such file")
+    if bool(files["CERT_LOCATION"]) != bool(files["KEY_LOCATION"]):
+        problems.append(f"{PREFIX}SCHEMA_REGISTRY_CERT_LOCATION and _KEY_LOCATION go together: set both or neither")
+    return RegistrySettings(
+        url=url,
+        user=user,
+        password=password,
+        ca_location=files["CA_LOCATION"],
+        certificate_location=files["CERT_LOCATION"],
+        key_location=files["KEY_LOCATION"],
+        auto_register=values["schema_registry_auto_register"],
+        subject_strategy=values["schema_registry_subject_strategy"],
+        output_version=values["schema_registry_output_version"],
+        timeout_seconds=values["schema_registry_timeout_seconds"],
+    )
 
 
 def _report(problems: list[str]) -> str:

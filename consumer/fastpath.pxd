@@ -21,7 +21,7 @@ cdef int _check_utf8(bytes buf, Py_ssize_t start, Py_ssize_t end) except -1
 
 @cython.locals(n=Py_ssize_t, pos=Py_ssize_t, id_end=Py_ssize_t, start=Py_ssize_t, branch=cython.uchar,
                symbol=cython.uchar, language_start=Py_ssize_t, language_end=Py_ssize_t, content_end=Py_ssize_t,
-               public=cython.bint)
+               split=Py_ssize_t, public=cython.bint)
 cdef tuple _decode(bytes buf, int first_enum, int second_enum, int strings)
 
 cpdef tuple decode_post(bytes buf)
@@ -30,6 +30,7 @@ cpdef tuple decode_ai_interaction(bytes buf)
 @cython.locals(raw=cython.ulonglong, out=bytearray)
 cpdef bytes zigzag_varint(long long value)
 
-cpdef bytes training_record(bytes header, bytes buf, Py_ssize_t id_end, bytes source_prefix,
-                            Py_ssize_t language_start, Py_ssize_t language_end, Py_ssize_t content_end,
-                            bytes country, bytes pseudonym, bytes provenance, long long offset)
+cpdef bytes training_record(bytes header, bytes buf, Py_ssize_t id_end,
+                            Py_ssize_t language_start, Py_ssize_t language_end, Py_ssize_t split,
+                            Py_ssize_t content_end, bytes country, bytes pseudonym, bytes provenance,
+                            long long offset)

@@ -108,12 +108,13 @@ def _check_utf8(buf: bytes, start: int, end: int) -> int:
 
 
 def _decode(buf: bytes, first_enum: int, second_enum: int, strings: int) -> tuple:
-    """(id_end, user_id, birth_day, country, public, language_start, language_end, content_end, created_ms).
+    """(id_end, user_id, birth_day, country, public, language_start, language_end, content_end,
+    created_ms, split).
 
     Positions index the framed value: the record id is buf[5:id_end] with its length prefix; the
     language union is buf[language_start:language_end]; the content (one string, or prompt and
-    response) is buf[language_end:content_end]; created_at's varint is buf[content_end:].
-    `user_id` and `country` are raw UTF-8 bytes.
+    response) is buf[language_end:content_end], the first string ending at `split` (= content_end
+    for a post); created_at's varint is buf[content_end:]. `user_id` and `country` are raw UTF-8 bytes.
     """
     n = len(buf)
     try:
@@ -155,6 +156,7 @@ def _decode(buf: bytes, first_enum: int, second_enum: int, strings: int) -> tupl
             raise FastPathMiss("bad union branch")
         language_end = pos
         pos = _string_end(buf, pos, n)
+        split = pos
         if strings == 2:
             pos = _string_end(buf, pos, n)
         content_end = pos
@@ -165,7 +167,7 @@ def _decode(buf: bytes, first_enum: int, second_enum: int, strings: int) -> tupl
         raise FastPathMiss(type(exc).__name__) from exc
     if pos != n:
         raise FastPathMiss("trailing bytes")
-    return (id_end, user_id, birth_day, country, public, language_start, language_end, content_end, created_ms)
+    return (id_end, user_id, birth_day, country, public, language_start, language_end, content_end, created_ms, split)
 
 
 def decode_post(buf: bytes) -> tuple:
@@ -197,37 +199,61 @@ def avro_string(text: str | bytes) -> bytes:
     return zigzag_varint(len(data)) + data
 
 
-POST_PREFIX = b"\x00\x00"  # TrainingRecord.source POST (symbol 0), then text's union branch 0 (string)
-AI_PREFIX = b"\x02\x02"  # source AI_INTERACTION (symbol 1), then branch 1 (Exchange: prompt, response)
 _PSEUDONYM_LENGTH = b"\x80\x01"  # 64, the length of the hex pseudonym
+# TrainingRecord v2: source (POST is symbol 0, AI_INTERACTION symbol 1), then text, prompt and
+# response, each a [null, string] union (branch 0 is null: 0x00; branch 1 is a string: 0x02).
+_POST_SOURCE_TEXT = b"\x00\x02"  # source POST, text present...
+_POST_NO_EXCHANGE = b"\x00\x00"  # ...prompt and response null
+_AI_SOURCE_NO_TEXT_PROMPT = b"\x02\x00\x02"  # source AI_INTERACTION, text null, prompt present...
+_PRESENT = b"\x02"  # ...response present
 
 
 def training_record(
     header: bytes,
     buf: bytes,
     id_end: int,
-    source_prefix: bytes,
     language_start: int,
     language_end: int,
+    split: int,
     content_end: int,
     country: bytes,
     pseudonym: bytes,
     provenance: bytes,
     offset: int,
 ) -> bytes:
-    """A framed TrainingRecord built from input spans.
+    """A framed TrainingRecord (v2) built from input spans.
 
-    `country` is the encoded normalised country; `provenance` the encoded policy_version,
-    source_topic and source_partition (constant per partition). Field order: record_id, source,
-    text, language, country, created_at, author_pseudonym, policy_version, source_topic,
-    source_partition, source_offset.
+    `split` is where the first content string ends: content_end for a post (one string, the text),
+    the end of the prompt for an AI interaction. `country` is the encoded normalised country;
+    `provenance` the encoded policy_version, source_topic and source_partition (constant per
+    partition). Field order: record_id, source, text, prompt, response, language, country,
+    created_at, author_pseudonym, policy_version, source_topic, source_partition, source_offset.
     """
+    if split == content_end:
+        return b"".join(
+            (
+                header,
+                buf[5:id_end],
+                _POST_SOURCE_TEXT,
+                buf[language_end:content_end],
+                _POST_NO_EXCHANGE,
+                buf[language_start:language_end],
+                country,
+                buf[content_end:],
+                _PSEUDONYM_LENGTH,
+                pseudonym,
+                provenance,
+                zigzag_varint(offset),
+            )
+        )
     return b"".join(
         (
             header,
             buf[5:id_end],
-            source_prefix,
-            buf[language_end:content_end],
+            _AI_SOURCE_NO_TEXT_PROMPT,
+            buf[language_end:split],
+            _PRESENT,
+            buf[split:content_end],
             buf[language_start:language_end],
             country,
             buf[content_end:],

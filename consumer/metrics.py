@@ -25,6 +25,7 @@ OPTOUT_RESULTS = (
     "tombstone_ignored",
     "undecodable_used_key",
     "unexpected_used_key",
+    "registry_unavailable_used_key",
     "undecodable_dropped",
     "revocation_applied",
     "revocation_used_key",
@@ -133,6 +134,12 @@ class Metrics:
             f"{NS}_input_paused", "1 while input fetching is paused for the opt-out feed.", registry=r
         )
         self.ready = Gauge(f"{NS}_ready", "1 when /readyz answers 200.", registry=r)
+        self.registry_available = Gauge(
+            f"{NS}_schema_registry_available",
+            "1 when the schema registry answered the last look-up (always 1 without a registry).",
+            registry=r,
+        )
+        self.registry_available.set(1)
         self.transactions = Counter(
             f"{NS}_transactions_total", "Kafka transactions by result (exactly-once).", ["result"], registry=r
         )

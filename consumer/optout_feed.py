@@ -43,6 +43,7 @@ from consumer.delivery import AtLeastOnce
 from consumer.metrics import Metrics
 from consumer.optout_filter import Offsets, OptOutFilter
 from consumer.pseudonym import Pseudonymiser
+from consumer.registry import RegistryRefused, RegistryUnavailable
 
 _LEDGER_METADATA_SECONDS = 30.0  # the revocations topic's partitions are checked this often
 
@@ -81,6 +82,8 @@ def parse_optout(codec: Codec, msg: Any) -> tuple[list[bytes], int, str]:
         return users, millis, "applied"
     except CodecError:
         result = "undecodable_used_key"
+    except (RegistryUnavailable, RegistryRefused):  # its schema cannot be looked up now: the key opts out
+        result = "registry_unavailable_used_key"
     except Exception:  # a decoded record the contract does not describe: the key still opts out
         result = "unexpected_used_key"
     if key:
@@ -372,7 +375,6 @@ class RevocationEmitter:
         self.metrics = metrics
         self.log = log
         self.flush_seconds = flush_seconds
-        codec.write_id(REVOCATION, subject=f"{revocations_topic}-value")
         self.producer = Producer({**producer_config, "enable.idempotence": True, "acks": "all", "linger.ms": 20})
         self.consumer = Consumer(
             {

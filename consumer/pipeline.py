@@ -40,9 +40,7 @@ class Route:
     source: Source
     schema_name: str
     fast_decode: Callable[[bytes], tuple]
-    prefix: bytes  # TrainingRecord source enum + text union branch
     fast_headers: set[bytes]  # 5-byte frames whose schema is exactly v1: the fast path applies
-    slow_headers: set[bytes]  # frames known to need the reference codec
 
 
 class BatchProcessor:
@@ -77,22 +75,14 @@ class BatchProcessor:
         self._output_codec = Codec(codec.catalog, codec.registry)  # outputs may exceed the input limit
         # Input records whose output the broker refused, and how often (exactly-once re-reads them).
         self.undeliverable: dict[Provenance, int] = {}
-        codec.write_id(TRAINING_RECORD, subject=f"{training_topic}-value")  # TopicNameStrategy with a registry
-        self.header = codec.header(TRAINING_RECORD)
+        self.header = codec.header(TRAINING_RECORD)  # with a registry, prepared by the service at start-up
         self.policy_version = decider.policy.version
         self.routes: dict[str, Route] = {}
-        for topic, source, name, decode, prefix in (
-            (posts_topic, Source.POST, POST, fastpath.decode_post, fastpath.POST_PREFIX),
-            (
-                ai_interactions_topic,
-                Source.AI_INTERACTION,
-                AI_INTERACTION,
-                fastpath.decode_ai_interaction,
-                fastpath.AI_PREFIX,
-            ),
+        for topic, source, name, decode in (
+            (posts_topic, Source.POST, POST, fastpath.decode_post),
+            (ai_interactions_topic, Source.AI_INTERACTION, AI_INTERACTION, fastpath.decode_ai_interaction),
         ):
-            fast = {codec.header(name)}
-            self.routes[topic] = Route(topic, source, name, decode, prefix, fast, set())
+            self.routes[topic] = Route(topic, source, name, decode, codec.reader_frames(name))
         self._provenance: dict[tuple[str, int], bytes] = {}
         self._country: dict[bytes, bytes] = {}
         self.dlq_causes: dict[tuple[Source, str], int] = {}
@@ -171,9 +161,9 @@ class BatchProcessor:
                 header,
                 value,
                 fields[0],
-                route.prefix,
                 fields[5],
                 fields[6],
+                fields[9],
                 fields[7],
                 country,
                 pseudonym,
@@ -235,10 +225,10 @@ class BatchProcessor:
         code = self.decider.allowed_country(country)
         pseudonym = self.pseudonymiser.pseudonym(user_id.encode("utf-8"))
         if route.source is Source.POST:
-            text: Any = record["text"]
+            text, prompt, response = record["text"], None, None
             record_id = record["post_id"]
         else:
-            text = {"prompt": record["prompt"], "response": record["response"]}
+            text, prompt, response = None, record["prompt"], record["response"]
             record_id = record["interaction_id"]
         out = self.codec.encode(
             TRAINING_RECORD,
@@ -246,6 +236,8 @@ class BatchProcessor:
                 "record_id": record_id,
                 "source": str(route.source),
                 "text": text,
+                "prompt": prompt,
+                "response": response,
                 "language": record.get("language"),
                 "country": code,
                 "created_at": created_ms,
@@ -342,6 +334,26 @@ class BatchProcessor:
         except CodecError:
             return None
         return record["source_topic"], record["source_partition"], record["source_offset"]
+
+    def resolve_schemas(self, messages: list[Any]) -> None:
+        """With a registry: look up every schema id of the batch not yet known, before any record is
+        decided, so that a registry outage holds the whole batch (RegistryUnavailable) instead of
+        dead-lettering records it merely could not look up. Ids that turn out to be exactly v1 take
+        the fast path from now on."""
+        codec = self.codec
+        unknown: set[int] = set()
+        for msg in messages:
+            value = msg.value()
+            if value is not None and len(value) >= 5 and value[0] == 0:
+                route = self.routes.get(msg.topic())
+                if route is not None and value[:5] not in route.fast_headers:
+                    schema_id = int.from_bytes(value[1:5], "big")
+                    if not codec.known(schema_id):
+                        unknown.add(schema_id)
+        if unknown:
+            codec.resolve(unknown)
+            for route in self.routes.values():
+                route.fast_headers |= codec.reader_frames(route.schema_name)
 
     def set_limits(self, limits: OutputLimits) -> None:
         self.limits = limits

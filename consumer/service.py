@@ -21,7 +21,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from consumer import __version__, fastpath, logs
-from consumer.codec import Codec
+from consumer.codec import REVOCATION, TRAINING_RECORD, Codec
 from consumer.config import ConfigError, Settings
 from consumer.delivery import AtLeastOnce, ExactlyOnce, FatalDeliveryError
 from consumer.health import HealthServer
@@ -31,6 +31,7 @@ from consumer.optout_filter import LoadedSnapshot, OptOutFilter, SnapshotError, 
 from consumer.output_limits import OutputLimits, describe_topic_limits, producer_max_bytes, required_topic_bytes
 from consumer.pipeline import BatchProcessor
 from consumer.pseudonym import Pseudonymiser
+from consumer.registry import Registry, RegistryMismatch, RegistryRefused, RegistryUnavailable, subject_name
 from rules import Decider
 
 # Properties the guarantees depend on: a TF_*KAFKA_* setting may not change them.
@@ -65,6 +66,7 @@ class Service:
         self.stopping = False
         self.exit_code = 0
         self.paused = False
+        self.registry_error: str | None = None
         self.subscribed = False
         self.last_tick = time.monotonic()
         self.assigned: set[tuple[str, int]] = set()
@@ -81,13 +83,56 @@ class Service:
             "compiled" if fastpath.COMPILED else "interpreted",
         ).set(1)
 
-    def _registry(self) -> Any:
-        url = self.settings.schema_registry_url
-        if not url:
-            return None
-        from confluent_kafka.schema_registry import SchemaRegistryClient
+    def _registry(self) -> Registry | None:
+        return Registry(self.settings.registry) if self.settings.registry is not None else None
 
-        return SchemaRegistryClient({"url": url})
+    def _prepare_outputs(self) -> None:
+        """The output schemas' ids: with a registry, registered or looked up under their subjects.
+        An unreachable registry is waited for (not ready meanwhile); a refusal is a configuration error."""
+        s = self.settings
+        strategy = s.registry.subject_strategy if s.registry is not None else "topic"
+        subjects = {
+            TRAINING_RECORD: subject_name(strategy, s.training_topic, TRAINING_RECORD),
+            REVOCATION: subject_name(strategy, s.revocations_topic, REVOCATION),
+        }
+        for name, subject in subjects.items():
+            while True:
+                try:
+                    schema_id = self.codec.prepare_output(name, subject)
+                    break
+                except (RegistryRefused, RegistryMismatch) as exc:
+                    raise ConfigError(f"schema registry: {exc}") from exc
+                except RegistryUnavailable as exc:
+                    self._registry_down(str(exc))
+                    if self.stopping:
+                        raise FeedError("stopped while waiting for the schema registry") from exc
+                    self.last_tick = time.monotonic()
+                    time.sleep(1.0)
+            self._registry_up()
+            if s.registry is not None:
+                self.log.info("output_schema", subject=subject, schema_id=schema_id, schema=name)
+
+    def _registry_down(self, error: str) -> None:
+        if self.registry_error != error:
+            self.log.warning("schema_registry_unavailable", error=error)
+        self.registry_error = error
+        self.metrics.registry_available.set(0)
+
+    def _registry_up(self) -> None:
+        if self.registry_error is not None:
+            self.log.info("schema_registry_available")
+        self.registry_error = None
+        self.metrics.registry_available.set(1)
+
+    def _resolve_schemas(self, messages: list[Any]) -> bool:
+        """Registry mode: every schema id of the batch looked up before any record is decided."""
+        try:
+            self.processor.resolve_schemas(messages)
+        except (RegistryUnavailable, RegistryRefused) as exc:
+            self._registry_down(str(exc))
+            return False
+        self._registry_up()
+        return True
 
     # -- probes (called from the HTTP thread) --------------------------------------------------------
 
@@ -98,9 +143,10 @@ class Service:
     def ready(self) -> tuple[bool, dict[str, Any]]:
         behind = self.feed.seconds_behind() if hasattr(self, "feed") else float("inf")
         feed_ok = behind <= self.settings.optout_max_lag_seconds
-        ok = feed_ok and self.subscribed and not self.stopping and not self.paused
+        ok = feed_ok and self.subscribed and not self.stopping and not self.paused and self.registry_error is None
         return ok, {
             "optout_feed_seconds_behind": None if behind == float("inf") else round(behind, 3),
+            "schema_registry_error": self.registry_error,
             "subscribed": self.subscribed,
             "assigned_partitions": len(self.assigned),
             "input_paused": self.paused,
@@ -178,6 +224,7 @@ class Service:
         self.metrics.optout_entries.set(self.filter.entries)
         self.metrics.optout_fp_rate.set(self.filter.estimated_fp_rate())
 
+        self._prepare_outputs()
         self.limits = self._output_limits()
         producer_config = s.producer_config(
             {
@@ -429,8 +476,12 @@ class Service:
                 msg = self.input.poll(0.05)  # serves rebalance callbacks; paused partitions yield nothing new
                 if msg is not None and msg.error() is None:
                     self.held.append(msg)
-            # Every opt-out acknowledged before these records were fetched is applied before they are decided.
-            if self.feed.sync(timeout=sync_timeout):
+            # Every opt-out acknowledged before these records were fetched is applied before they are decided,
+            # and (with a registry) every schema id they carry is looked up before any of them is.
+            synced = self.feed.sync(timeout=sync_timeout)
+            if synced and self.held and self.codec.registry is not None:
+                synced = self._resolve_schemas(self.held)
+            if synced:
                 if self.paused:
                     self._resume()
                 if self.held:
@@ -493,9 +544,10 @@ class Service:
         self.paused = True
         self.metrics.input_paused.set(1)
         self.log.warning(
-            "input_paused_for_optout_feed",
-            seconds_behind=_finite(self.feed.seconds_behind()),
-            error=self.feed.last_error,
+            "input_paused",
+            reason="schema_registry" if self.registry_error is not None else "optout_feed",
+            optout_feed_seconds_behind=_finite(self.feed.seconds_behind()),
+            error=self.registry_error or self.feed.last_error,
         )
 
     def _resume(self) -> None:

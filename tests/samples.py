@@ -33,6 +33,8 @@ TRAINING_RECORD: dict[str, Any] = {
     "record_id": "p-1",
     "source": "POST",
     "text": "hello",
+    "prompt": None,
+    "response": None,
     "language": "en",
     "country": "IE",
     "created_at": 1_767_225_600_000,
@@ -47,6 +49,8 @@ TRAINING_RECORD_AI: dict[str, Any] = {
     "record_id": "i-1",
     "source": "AI_INTERACTION",
     "language": None,
-    "text": {"prompt": "hi", "response": "hello"},
+    "text": None,
+    "prompt": "hi",
+    "response": "hello",
 }
 REVOCATION: dict[str, Any] = {"author_pseudonym": "cd" * 32, "opted_out_at": 1_767_225_600_000}

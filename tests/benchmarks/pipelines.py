@@ -144,6 +144,8 @@ def peer(bootstrap: str, source: str, sink: str, group: str, count: int, snapsho
             "record_id": post["post_id"],
             "source": "POST",
             "text": post["text"],
+            "prompt": None,
+            "response": None,
             "language": post["language"],
             "country": decider.allowed_country(post["author_country"]),
             "created_at": post["created_at"],

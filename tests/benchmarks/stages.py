@@ -92,7 +92,7 @@ def profile(
         outputs.append(
             (
                 fastpath.training_record(
-                    header, value, f[0], fastpath.POST_PREFIX, f[5], f[6], f[7], country, pseudonym, provenance, offset
+                    header, value, f[0], f[5], f[6], f[9], f[7], country, pseudonym, provenance, offset
                 ),
                 pseudonym,
             )

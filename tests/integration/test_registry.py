@@ -18,7 +18,16 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.serialization import MessageField, SerializationContext
 from fastavro.schema import to_parsing_canonical_form
 
-from consumer.codec import AI_INTERACTION, OPTOUT, POST, REVOCATION, TRAINING_RECORD, parse_schema_text, schema_dir
+from consumer.codec import (
+    AI_INTERACTION,
+    OPTOUT,
+    POST,
+    REVOCATION,
+    TRAINING_RECORD,
+    TRAINING_RECORD_V1,
+    parse_schema_text,
+    schema_dir,
+)
 from consumer.config import DEFAULT_TOPICS
 from tests import samples
 
@@ -35,12 +44,16 @@ TOPIC_OF = {
 
 
 def project_schemas() -> list[tuple[str, str]]:
-    """(full name, schema text) of every avro/*.avsc, in the order of avro/catalog.json."""
+    """(full name, schema text) of every avro/*.avsc in use (not the retired TrainingRecord v1), in the
+    order of avro/catalog.json."""
     directory = schema_dir()
     catalog = json.loads((directory / "catalog.json").read_text())
-    listed = [(item["name"], (directory / item["file"]).read_text()) for item in catalog["schemas"]]
     assert {Path(item["file"]).name for item in catalog["schemas"]} == {p.name for p in directory.glob("*.avsc")}
-    return listed
+    return [
+        (item["name"], (directory / item["file"]).read_text())
+        for item in catalog["schemas"]
+        if item["name"] != TRAINING_RECORD_V1
+    ]
 
 
 def canonical(schema_text: str) -> str:

@@ -87,6 +87,6 @@ def test_output_carries_no_birth_date(kafka, topics, new_service):
     assert {r["source"] for r in records} == {"POST", "AI_INTERACTION"}
     for r in records:
         if r["source"] == "AI_INTERACTION":
-            assert set(r["text"]) == {"prompt", "response"}
+            assert r["text"] is None and isinstance(r["prompt"], str) and isinstance(r["response"], str)
         else:
-            assert isinstance(r["text"], str)
+            assert isinstance(r["text"], str) and r["prompt"] is None and r["response"] is None

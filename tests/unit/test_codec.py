@@ -13,6 +13,7 @@ from consumer.codec import (
     POST,
     REVOCATION,
     TRAINING_RECORD,
+    TRAINING_RECORD_V1,
     BodyError,
     Codec,
     CodecError,
@@ -66,9 +67,30 @@ def test_catalog_ids_are_the_documented_ones():
         (1, POST),
         (2, AI_INTERACTION),
         (3, OPTOUT),
-        (4, TRAINING_RECORD),
+        (4, TRAINING_RECORD_V1),
         (5, REVOCATION),
+        (6, TRAINING_RECORD),
     ]
+
+
+def test_every_union_of_the_outputs_is_null_and_one_type():
+    """Flink's Avro formats and Spark's from_avro take only [null, T] unions."""
+
+    def unions(node):
+        if isinstance(node, list):
+            yield node
+            for branch in node:
+                yield from unions(branch)
+        elif isinstance(node, dict):
+            for key in ("type", "items", "values"):
+                if key in node:
+                    yield from unions(node[key])
+            for field in node.get("fields", []):
+                yield from unions(field["type"])
+
+    for name in (TRAINING_RECORD, REVOCATION):
+        for union in unions(SchemaCatalog().by_name(name).parsed):
+            assert len(union) == 2 and union[0] == "null", (name, union)
 
 
 def test_every_field_has_a_doc_and_the_contract_names():
@@ -103,6 +125,8 @@ def test_every_field_has_a_doc_and_the_contract_names():
             "record_id",
             "source",
             "text",
+            "prompt",
+            "response",
             "language",
             "country",
             "created_at",
@@ -177,50 +201,3 @@ def test_all_codec_errors_share_a_base_and_a_fixed_label():
     for cls in (FramingError, UnknownSchemaError, BodyError, OversizedError):
         assert issubclass(cls, CodecError)
         assert cls.detail.replace("_", "").isalpha()
-
-
-class FakeRegistry:
-    """Stands in for the schema registry's HTTP API; the codec's caching is what is under test."""
-
-    def __init__(self, schemas):
-        self.schemas = schemas
-        self.fetches = 0
-        self.registered = {}
-
-    def get_schema(self, schema_id):
-        self.fetches += 1
-        if schema_id not in self.schemas:
-            raise KeyError(schema_id)
-
-        class Found:
-            schema_str = self.schemas[schema_id]
-
-        return Found()
-
-    def register_schema(self, subject, schema):
-        self.registered[subject] = schema
-        return 1000 + len(self.registered)
-
-
-def test_registry_lookup_of_unknown_id_is_cached():
-    import json
-
-    schema_text = json.dumps(SchemaCatalog().by_name(OPTOUT).parsed)
-    registry = FakeRegistry({77: schema_text})
-    codec = Codec(registry=registry)
-    body = CODEC.encode(OPTOUT, samples.OPTOUT)[5:]
-    framed = b"\x00" + (77).to_bytes(4, "big") + body
-    for _ in range(3):
-        assert codec.decode(framed, OPTOUT)[1]["user_id"] == "u-3"
-    assert registry.fetches == 1
-    with pytest.raises(UnknownSchemaError, match="registry"):
-        codec.decode(b"\x00" + (78).to_bytes(4, "big") + body, OPTOUT)
-
-
-def test_registry_assigns_write_ids():
-    registry = FakeRegistry({})
-    codec = Codec(registry=registry)
-    data = codec.encode(REVOCATION, samples.REVOCATION)
-    assert struct.unpack(">bI", data[:5]) == (0, 1001)
-    assert "platform.training.v1.Revocation-value" in registry.registered or registry.registered
-    assert codec.decode(data, REVOCATION)[1]["author_pseudonym"] == "cd" * 32

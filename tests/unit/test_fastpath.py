@@ -170,9 +170,9 @@ def test_built_training_record_decodes_with_fastavro(module, record, offset, par
         CODEC.header(TRAINING_RECORD),
         data,
         f[0],
-        module.POST_PREFIX if is_post else module.AI_PREFIX,
         f[5],
         f[6],
+        f[9],
         f[7],
         module.avro_string("SE"),
         b"f" * 64,
@@ -182,7 +182,10 @@ def test_built_training_record_decodes_with_fastavro(module, record, offset, par
     _, got = CODEC.decode(out, TRAINING_RECORD)
     assert got["record_id"] == (record["post_id"] if is_post else record["interaction_id"])
     assert got["source"] == ("POST" if is_post else "AI_INTERACTION")
-    assert got["text"] == (record["text"] if is_post else {"prompt": record["prompt"], "response": record["response"]})
+    if is_post:
+        assert (got["text"], got["prompt"], got["response"]) == (record["text"], None, None)
+    else:
+        assert (got["text"], got["prompt"], got["response"]) == (None, record["prompt"], record["response"])
     assert got["language"] == record["language"]
     assert got["country"] == "SE"
     assert _reference_raw(name, data)["created_at"] == _ms(got["created_at"])

@@ -4,9 +4,7 @@ newer schema version with added fields."""
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
-import json
 from typing import Any
 
 from hypothesis import given, settings
@@ -244,79 +242,6 @@ def test_wrong_schema_ids_are_malformed_with_their_cause():
     run(proc, [Msg("posts", optout), Msg("posts", ai_on_posts), Msg("posts", unknown)])
     causes = [dict(h)["tf.cause"] for _t, _v, _k, h in producer.sent]
     assert causes == [b"bad_body", b"bad_body", b"unknown_schema"]
-
-
-class Registry:
-    def __init__(self, schemas: dict[int, str]) -> None:
-        self.schemas = schemas
-
-    def get_schema(self, schema_id: int) -> Any:
-        class Found:
-            schema_str = self.schemas[schema_id]
-
-        return Found()
-
-    def register_schema(self, subject: str, schema: Any) -> int:
-        self.schemas[900 + len(self.schemas)] = schema.schema_str
-        return 899 + len(self.schemas)
-
-
-def post_v2_schema() -> dict[str, Any]:
-    schema = copy.deepcopy(json.loads((CODEC.catalog.directory / "post.v1.avsc").read_text()))
-    schema["fields"].insert(3, {"name": "media_url", "type": ["null", "string"], "default": None, "doc": "new"})
-    schema["fields"].append({"name": "reactions", "type": "long", "default": 0, "doc": "new"})
-    return schema
-
-
-def test_a_newer_schema_version_with_added_fields_is_resolved_and_decided():
-    v2 = post_v2_schema()
-    codec = Codec(registry=Registry({201: json.dumps(v2)}))
-    import io
-
-    import fastavro
-
-    body = io.BytesIO()
-    fastavro.schemaless_writer(
-        body, fastavro.parse_schema(v2, named_schemas={}), {**ADULT_POST, "media_url": "https://x", "reactions": 7}
-    )
-    value = b"\x00" + (201).to_bytes(4, "big") + body.getvalue()
-    proc, producer = processor(codec)
-    assert run(proc, [Msg("posts", value, offset=5)]) == {(Source.POST, "eligible"): 1}
-    record = codec.decode(producer.sent[0][1], TRAINING_RECORD)[1]  # framed with the id the registry gave
-    assert record["record_id"] == "p-1" and record["text"] == "hallo welt" and record["source_offset"] == 5
-    assert "media_url" not in record
-
-
-def test_a_newer_version_that_adds_an_enum_symbol_fails_closed():
-    v2 = post_v2_schema()
-    for f in v2["fields"]:
-        if f["name"] == "visibility":
-            f["type"]["symbols"] = [*f["type"]["symbols"], "CLOSE_FRIENDS"]
-    codec = Codec(registry=Registry({202: json.dumps(v2)}))
-    import io
-
-    import fastavro
-
-    body = io.BytesIO()
-    fastavro.schemaless_writer(
-        body,
-        fastavro.parse_schema(v2, named_schemas={}),
-        {**ADULT_POST, "visibility": "CLOSE_FRIENDS", "media_url": None, "reactions": 0},
-    )
-    proc, producer = processor(codec)
-    assert run(proc, [Msg("posts", b"\x00" + (202).to_bytes(4, "big") + body.getvalue())]) == {
-        (Source.POST, "malformed"): 1
-    }
-    assert producer.sent[0][0] == "dlq"
-
-
-def test_a_registry_id_whose_schema_is_exactly_v1_joins_the_fast_path():
-    schema_text = (CODEC.catalog.directory / "post.v1.avsc").read_text()
-    codec = Codec(registry=Registry({300: schema_text}))
-    proc, _producer = processor(codec)
-    value = b"\x00" + (300).to_bytes(4, "big") + CODEC.encode(POST, ADULT_POST)[5:]
-    assert run(proc, [Msg("posts", value), Msg("posts", value, offset=1)]) == {(Source.POST, "eligible"): 2}
-    assert value[:5] in proc.routes["posts"].fast_headers
 
 
 def test_a_sender_cannot_spoof_the_dead_letter_headers():
