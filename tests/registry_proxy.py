@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hmac
 import http.client
 import json
 import re
 import shutil
+import socket
 import ssl
 import subprocess
 import threading
@@ -161,6 +163,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         proxy = self.server.proxy
+        if proxy.down:  # an outage: the connection is dropped without an answer, as by a dead server
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            proxy._record(Seen(self.command, self.path, None, 0))
+            return
         body = self._read_body()
         user = proxy._authenticate(self.headers.get("Authorization"))
         if proxy.requires_auth and user is None:
@@ -221,6 +229,7 @@ class RegistryProxy:
         self.require_client_cert = require_client_cert
         self.requests: list[Seen] = []
         self.connection_errors = 0
+        self.down = False  # set to simulate an outage: every request's connection is dropped
         self._lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
