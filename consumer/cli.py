@@ -7,9 +7,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from consumer import __version__
 from rules import PolicyError, load_policy
+
+if TYPE_CHECKING:
+    from consumer.registry import RegistrySettings
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -66,22 +70,43 @@ def _kafka_extras() -> dict[str, str]:
     }
 
 
+def _registry(args: argparse.Namespace) -> tuple[bool, RegistrySettings | None]:
+    """(ok, the TF_SCHEMA_REGISTRY_* settings or None); a wrong setting is reported, exit status 2."""
+    from consumer.config import ConfigError, load_registry_settings
+
+    try:
+        return True, load_registry_settings()
+    except ConfigError as exc:
+        print(f"training-filter {args.command}: {exc}", file=sys.stderr)
+        return False, None
+
+
 def _produce(args: argparse.Namespace) -> int:
     from consumer.operator_commands import produce_lines
 
     bootstrap = _bootstrap(args)
-    if not bootstrap:
+    ok, registry = _registry(args)
+    if not bootstrap or not ok:
         return 2
-    return produce_lines(bootstrap, args.topic, args.source, sys.stdin.buffer, sys.stderr, _kafka_extras())
+    return produce_lines(
+        bootstrap,
+        args.topic,
+        args.source,
+        sys.stdin.buffer,
+        sys.stderr,
+        _kafka_extras(),
+        registry,
+    )
 
 
 def _tail(args: argparse.Namespace) -> int:
     from consumer.operator_commands import tail
 
     bootstrap = _bootstrap(args)
-    if not bootstrap:
+    ok, registry = _registry(args)
+    if not bootstrap or not ok:
         return 2
-    return tail(bootstrap, args.topic, args.max, args.timeout, sys.stdout.buffer, _kafka_extras())
+    return tail(bootstrap, args.topic, args.max, args.timeout, sys.stdout.buffer, _kafka_extras(), registry)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -2,7 +2,7 @@
 
 Schemas are parsed once. Without a schema registry, ids come from `avro/catalog.json`. With one
 (`TF_SCHEMA_REGISTRY_URL`), ids come from the registry alone: writer schemas are looked up by id and
-cached, the output schemas' ids are registered or looked up by subject (`prepare_output`), and the
+cached, the output schemas' ids are registered or looked up by subject (`prepare_write`), and the
 catalog's ids mean nothing (a registry's own ids start at 1 too). The reader schemas are always the
 local `.avsc` files, by name.
 """
@@ -226,7 +226,7 @@ class Codec:
         a registry; with one, the ids looked up so far that turned out to be it."""
         return {HEADER.pack(MAGIC_BYTE, i) for i in self._writers if self.is_reader_schema(i, name)}
 
-    def prepare_output(self, name: str, subject: str) -> int:
+    def prepare_write(self, name: str, subject: str) -> int:
         """The id to frame output schema `name` with. With a registry: registered under `subject` from
         the .avsc text, or looked up there (registry.RegistrySettings.auto_register). Raises the
         registry's exceptions (RegistryUnavailable, RegistryRefused, RegistryMismatch)."""
@@ -248,9 +248,9 @@ class Codec:
             return cached
         if self.registry is not None:
             raise RuntimeError(
-                f"no id for {name}: in registry mode call prepare_output first (inputs are never registered)"
+                f"no id for {name}: in registry mode call prepare_write first (inputs are never registered)"
             )
-        return self.prepare_output(name, "")
+        return self.prepare_write(name, "")
 
     def header(self, name: str) -> bytes:
         """The 5 framing bytes for values of schema `name`."""

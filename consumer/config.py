@@ -467,6 +467,28 @@ def _registry(values: dict[str, Any], problems: list[str]) -> RegistrySettings |
     )
 
 
+def load_registry_settings(env: Mapping[str, str] | None = None) -> RegistrySettings | None:
+    """Only the TF_SCHEMA_REGISTRY_* settings (for the operator commands, which need no key or
+    bootstrap servers): None without a URL; a ConfigError naming every problem."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for setting in SETTINGS:
+        if not setting.name.startswith("SCHEMA_REGISTRY_"):
+            continue
+        raw = env.get(PREFIX + setting.name)
+        if raw is None and setting.name == "SCHEMA_REGISTRY_URL":
+            raw = env.get("SCHEMA_REGISTRY_URL")
+        try:
+            values[setting.name.lower()] = setting.parse(setting.default or "" if raw is None else raw)
+        except ValueError as exc:
+            problems.append(f"{PREFIX}{setting.name}={'(hidden)' if setting.secret else repr(raw)} is invalid: {exc}")
+    registry = None if problems else _registry(values, problems)
+    if problems:
+        raise ConfigError(_report(problems))
+    return registry
+
+
 def _report(problems: list[str]) -> str:
     return "invalid configuration:\n  - " + "\n  - ".join(problems)
 

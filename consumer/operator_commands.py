@@ -10,6 +10,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 
 from consumer.codec import AI_INTERACTION, OPTOUT, POST, Codec, CodecError
 from consumer.jsonl import JsonRecordError, dumps, parse_line, to_avro
+from consumer.registry import Registry, RegistryMismatch, RegistryRefused, RegistrySettings, RegistryUnavailable
 
 SOURCES = {"post": (POST, "author_id"), "ai_interaction": (AI_INTERACTION, "user_id"), "optout": (OPTOUT, "user_id")}
 
@@ -21,11 +22,21 @@ def produce_lines(
     lines: IO[bytes],
     errors: IO[str],
     extra_config: dict[str, str] | None = None,
+    registry: RegistrySettings | None = None,
 ) -> int:
     """Publish each JSON line as a framed Avro value keyed by its user id. Bad lines are reported
-    on stderr by line number (never their content) and skipped; exit status 1 if there were any."""
+    on stderr by line number (never their content) and skipped; exit status 1 if there were any.
+
+    With a registry, the schema's id is the registry's: registered under `<topic>-value` (as a
+    producer's serializer would), or with auto-registration off, the subject's latest version."""
     name, key_field = SOURCES[source]
-    codec = Codec()
+    codec = Codec(registry=Registry(registry) if registry is not None else None)
+    if registry is not None:
+        try:
+            codec.prepare_write(name, f"{topic}-value")
+        except (RegistryUnavailable, RegistryRefused, RegistryMismatch) as exc:
+            print(f"schema registry: {exc}", file=errors)
+            return 2
     schema = codec.catalog.by_name(name).parsed
     producer = Producer(
         {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20, **(extra_config or {})}
@@ -72,13 +83,15 @@ def tail(
     timeout: float,
     out: IO[bytes],
     extra_config: dict[str, str] | None = None,
+    registry: RegistrySettings | None = None,
 ) -> int:
-    """Print the topic's records from the beginning as JSON Lines, decoded when they are framed Avro.
+    """Print the topic's records from the beginning as JSON Lines, decoded when they are framed Avro
+    (schema ids from the registry when one is set, else from avro/catalog.json).
 
     Stops after `max_records`, or when no record arrived for `timeout` seconds. Reads committed data
     only (isolation.level=read_committed), so exactly-once output shows as readers see it.
     """
-    codec = Codec()
+    codec = Codec(registry=Registry(registry) if registry is not None else None)
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -135,6 +148,10 @@ def describe(codec: Codec, msg: Any) -> dict[str, Any]:
         entry["value"] = record
     except CodecError as exc:
         entry["undecodable"] = exc.detail
+        entry["value_base64"] = value
+    except (RegistryUnavailable, RegistryRefused) as exc:
+        entry["undecodable"] = "schema_registry_unavailable"
+        entry["error"] = str(exc)
         entry["value_base64"] = value
     return entry
 

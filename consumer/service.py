@@ -86,7 +86,7 @@ class Service:
     def _registry(self) -> Registry | None:
         return Registry(self.settings.registry) if self.settings.registry is not None else None
 
-    def _prepare_outputs(self) -> None:
+    def _prepare_writes(self) -> None:
         """The output schemas' ids: with a registry, registered or looked up under their subjects.
         An unreachable registry is waited for (not ready meanwhile); a refusal is a configuration error."""
         s = self.settings
@@ -98,7 +98,7 @@ class Service:
         for name, subject in subjects.items():
             while True:
                 try:
-                    schema_id = self.codec.prepare_output(name, subject)
+                    schema_id = self.codec.prepare_write(name, subject)
                     break
                 except (RegistryRefused, RegistryMismatch) as exc:
                     raise ConfigError(f"schema registry: {exc}") from exc
@@ -224,7 +224,7 @@ class Service:
         self.metrics.optout_entries.set(self.filter.entries)
         self.metrics.optout_fp_rate.set(self.filter.estimated_fp_rate())
 
-        self._prepare_outputs()
+        self._prepare_writes()
         self.limits = self._output_limits()
         producer_config = s.producer_config(
             {

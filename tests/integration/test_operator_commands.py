@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import orjson
 import pytest
+from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from consumer.codec import POST, Codec
 from tests.harness import produce, read_all
 
 pytestmark = pytest.mark.integration
+CLI = (sys.executable, "-m", "consumer.cli")
 
 POST_LINE = {
     "post_id": "p1",
@@ -77,3 +80,52 @@ def test_tail_of_a_missing_topic_fails_clearly(kafka):
     result = cli("tail", "--bootstrap-servers", kafka.bootstrap, "--topic", "no-such-topic-here", "--timeout", "1")
     assert result.returncode == 1
     assert b"does not exist" in result.stderr
+
+
+def test_produce_and_tail_with_the_schema_registry(kafka, registry, topics):
+    env = {**os.environ, "TF_SCHEMA_REGISTRY_URL": registry.url}
+    produced = subprocess.run(
+        [*CLI, "produce", "--bootstrap-servers", kafka.bootstrap, "--topic", topics.posts, "--source", "post"],
+        input=orjson.dumps(POST_LINE),
+        capture_output=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert produced.returncode == 0, produced.stderr
+    registered = SchemaRegistryClient({"url": registry.url}).get_latest_version(f"{topics.posts}-value")
+    (record,) = read_all(kafka.bootstrap, topics.posts)
+    assert int.from_bytes(record.value()[1:5], "big") == registered.schema_id, "framed with the registry's id"
+    tailed = subprocess.run(
+        [
+            *CLI,
+            "tail",
+            "--bootstrap-servers",
+            kafka.bootstrap,
+            "--topic",
+            topics.posts,
+            "--max",
+            "1",
+            "--timeout",
+            "10",
+        ],
+        capture_output=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert tailed.returncode == 0, tailed.stderr
+    (line,) = [orjson.loads(raw) for raw in tailed.stdout.splitlines()]
+    assert line["schema_id"] == registered.schema_id and line["value"]["post_id"] == "p1"
+
+
+def test_a_wrong_registry_setting_stops_the_operator_commands(kafka, topics):
+    env = {**os.environ, "TF_SCHEMA_REGISTRY_URL": "ftp://nowhere"}
+    result = subprocess.run(
+        [sys.executable, "-m", "consumer.cli", "tail", "--bootstrap-servers", kafka.bootstrap, "--topic", topics.posts],
+        capture_output=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert result.returncode == 2 and b"TF_SCHEMA_REGISTRY_URL" in result.stderr

@@ -63,8 +63,8 @@ def framed(schema_id: int, schema: dict[str, Any], record: dict[str, Any]) -> by
 
 def prepared(codec: Codec) -> Codec:
     tag = uuid.uuid4().hex[:8]
-    codec.prepare_output(TRAINING_RECORD, f"training-{tag}-value")
-    codec.prepare_output(REVOCATION, f"revocations-{tag}-value")
+    codec.prepare_write(TRAINING_RECORD, f"training-{tag}-value")
+    codec.prepare_write(REVOCATION, f"revocations-{tag}-value")
     return codec
 
 
@@ -93,7 +93,7 @@ def test_the_catalog_ids_mean_nothing_with_a_registry(fresh_registry):
 def test_output_schemas_are_registered_from_their_avsc_text_and_inputs_never(registry):
     codec = registry_codec(registry.url)
     tag = uuid.uuid4().hex[:8]
-    training_id = codec.prepare_output(TRAINING_RECORD, f"training-{tag}-value")
+    training_id = codec.prepare_write(TRAINING_RECORD, f"training-{tag}-value")
     client = SchemaRegistryClient({"url": registry.url})
     stored = client.get_latest_version(f"training-{tag}-value")
     assert stored.schema_id == training_id
@@ -126,28 +126,28 @@ def test_a_read_only_credential_looks_the_outputs_up_and_cannot_register(registr
     tag = uuid.uuid4().hex[:8]
     subject = f"training-{tag}-value"
     proxy = registry_proxy(users={"admin": "admin-pw"}, read_only={"reader": "reader-pw"})
-    admin_id = registry_codec(proxy.url, user="admin", password="admin-pw").prepare_output(TRAINING_RECORD, subject)
+    admin_id = registry_codec(proxy.url, user="admin", password="admin-pw").prepare_write(TRAINING_RECORD, subject)
 
     reader = registry_codec(proxy.url, user="reader", password="reader-pw", auto_register=False)
-    assert reader.prepare_output(TRAINING_RECORD, subject) == admin_id
+    assert reader.prepare_write(TRAINING_RECORD, subject) == admin_id
     pinned = registry_codec(proxy.url, user="reader", password="reader-pw", auto_register=False, output_version="1")
-    assert pinned.prepare_output(TRAINING_RECORD, subject) == admin_id
+    assert pinned.prepare_write(TRAINING_RECORD, subject) == admin_id
 
     with pytest.raises(RegistryRefused, match=r"HTTP 403.*AUTO_REGISTER=false"):
-        registry_codec(proxy.url, user="reader", password="reader-pw").prepare_output(REVOCATION, f"r-{tag}-value")
+        registry_codec(proxy.url, user="reader", password="reader-pw").prepare_write(REVOCATION, f"r-{tag}-value")
     with pytest.raises(RegistryRefused, match="HTTP 401"):
-        registry_codec(proxy.url, user="reader", password="wrong", auto_register=False).prepare_output(
+        registry_codec(proxy.url, user="reader", password="wrong", auto_register=False).prepare_write(
             TRAINING_RECORD, subject
         )
     with pytest.raises(RegistryRefused, match="has no version latest"):
-        reader.prepare_output(REVOCATION, f"nothing-{tag}-value")
+        reader.prepare_write(REVOCATION, f"nothing-{tag}-value")
 
 
 def test_a_subject_holding_another_schema_is_a_mismatch(registry):
     subject = f"training-{uuid.uuid4().hex[:8]}-value"
     register(registry.url, subject, avsc(REVOCATION))  # someone registered the wrong schema there
     with pytest.raises(RegistryMismatch, match="not the schema this service writes"):
-        registry_codec(registry.url, auto_register=False).prepare_output(TRAINING_RECORD, subject)
+        registry_codec(registry.url, auto_register=False).prepare_write(TRAINING_RECORD, subject)
 
 
 def test_an_unreachable_registry_is_transient_not_a_missing_schema(fresh_registry):
@@ -158,7 +158,7 @@ def test_an_unreachable_registry_is_transient_not_a_missing_schema(fresh_registr
     with pytest.raises(RegistryUnavailable):
         codec.writer(optout_id)
     with pytest.raises(RegistryUnavailable):
-        codec.prepare_output(TRAINING_RECORD, "t-value")
+        codec.prepare_write(TRAINING_RECORD, "t-value")
     assert not codec.known(optout_id), "an id that could not be asked is not taken for missing"
 
 
