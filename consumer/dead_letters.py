@@ -89,9 +89,12 @@ class DeadLetterWriter:
                 self.on_backpressure()
             except KafkaException as exc:
                 err = exc.args[0]
-                if cut or err.code() not in PER_RECORD_ERRORS:
+                if err.code() not in PER_RECORD_ERRORS:
                     batch.outstanding -= 1
-                    raise UndeliverableError(f"{err.name()} producing a dead letter") from exc
+                    raise  # not this letter's problem (e.g. an abortable transaction): the caller decides
+                if cut:
+                    batch.outstanding -= 1
+                    raise UndeliverableError(f"{err.name()} producing a headers-only dead letter") from exc
                 # librdkafka refused it at once (its own message.max.bytes): the headers-only letter.
                 headers, value, key, cut = truncated(headers, value, key), None, None, True
                 self.truncated += 1

@@ -163,11 +163,16 @@ class ExactlyOnce(AtLeastOnce):
         if not self.in_transaction:
             return
         if any(b.rejected for b in self.batches):
-            self.log.warning("transaction_aborted", error=self._rejected_error())
-            self.metrics.transactions.labels("failed").inc()
-            self._abort_and_rewind()
+            self.abort(self._rejected_error())
         elif time.monotonic() - self.started >= self.interval:
             self._commit_transaction()
+
+    def abort(self, error: str) -> None:
+        """Abort the open transaction (one the broker has made abortable) and rewind."""
+        self.log.warning("transaction_aborted", error=error)
+        self.metrics.transactions.labels("failed").inc()
+        if self.in_transaction:
+            self._abort_and_rewind()
 
     def _rejected_error(self) -> str:
         return next(b.rejected[0].error for b in self.batches if b.rejected)

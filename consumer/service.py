@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from consumer import __version__, fastpath, logs
 from consumer.codec import REVOCATION, TRAINING_RECORD, Codec
 from consumer.config import ConfigError, Settings
+from consumer.dead_letters import UndeliverableError
 from consumer.delivery import AtLeastOnce, ExactlyOnce, FatalDeliveryError
 from consumer.health import HealthServer
 from consumer.metrics import Metrics
@@ -509,7 +510,19 @@ class Service:
         started = time.perf_counter()
         batch = self.delivery.open_batch()
         tally: dict[Any, int] = {}
-        consumed = self.processor.process(messages, batch, tally)
+        try:
+            consumed = self.processor.process(messages, batch, tally)
+        except KafkaException as exc:
+            # produce() refused for a reason that is not the record's (offsets.PER_RECORD_ERRORS are
+            # dead-lettered inside): in exactly-once, a transaction the broker made abortable (a record
+            # refused in a delivery report); otherwise the producer cannot go on.
+            err = exc.args[0]
+            if isinstance(self.delivery, ExactlyOnce) and isinstance(err, KafkaError) and not err.fatal():
+                self.delivery.abort(err.name())  # rewinds; the batch (held) is fetched again
+                return
+            raise FatalDeliveryError(f"{_error_name(exc)} producing an output") from exc
+        except UndeliverableError as exc:
+            raise FatalDeliveryError(str(exc)) from exc
         self.delivery.close_batch(batch, consumed)
         if self.processor.consumer_errors:
             self._note_consumer_errors()
@@ -670,6 +683,11 @@ def _opted_out(optout_filter: OptOutFilter, pseudonymiser: Pseudonymiser) -> Any
         return bool(contains(pseudonym(user_id)))
 
     return opted_out
+
+
+def _error_name(exc: KafkaException) -> str:
+    err = exc.args[0]
+    return err.name() if isinstance(err, KafkaError) else type(exc).__name__
 
 
 def _finite(seconds: float) -> float | None:

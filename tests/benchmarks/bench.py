@@ -43,6 +43,7 @@ from consumer.codec import OPTOUT, POST, Codec
 from consumer.generator import StreamGenerator
 from consumer.local_kafka import LocalKafka, free_port
 from consumer.optout_filter import OptOutFilter, load_snapshot, write_snapshot
+from consumer.pseudonym import Pseudonymiser
 from consumer.topics import TopicSpec, ensure_topics
 from rules import Decider, Reason, Source, load_policy
 from tests.benchmarks.stages import profile
@@ -155,22 +156,29 @@ class Bench:
         self.optouts_topic = self.topic("optouts", 1, {"cleanup.policy": "compact"})
         opted = generator.optouts()
         self.produce(self.optouts_topic, list(opted))
+        # One revocations topic for every service run: the snapshot names it (the emitters start at its end).
+        self.revocations_topic = self.topic("revocations", 1, {"cleanup.policy": "compact"})
         capacity = max(args.optouts, 1_000)
         log(f"building the opt-out filter: {args.optouts} opt-outs at 1e-6")
         optouts = OptOutFilter(capacity, 1e-6)
+        # The filter holds pseudonyms under the service's key (TF_HMAC_KEY is the key's hex text).
+        pseudonym = Pseudonymiser(self.key.hex().encode()).pseudonym
         start = time.perf_counter()
         for i in range(args.optouts - len(opted)):
-            optouts.add(f"bench-optout-{i:09d}")
+            optouts.add(pseudonym(f"bench-optout-{i:09d}".encode()))
         codec = Codec()
         for _, value in opted:
-            optouts.add(codec.decode(value, OPTOUT)[1]["user_id"])
+            optouts.add(pseudonym(codec.decode(value, OPTOUT)[1]["user_id"].encode()))
         build = time.perf_counter() - start
         self.snapshot = self.work / "optouts.snapshot"
+        key_check = Pseudonymiser(self.key.hex().encode()).key_check()
+        topics = {self.optouts_topic: None, self.revocations_topic: None}
+        offsets = {(self.optouts_topic, 0): len(opted), (self.revocations_topic, 0): 0}
         start = time.perf_counter()
-        write_snapshot(self.snapshot, optouts.header(self.optouts_topic, {0: len(opted)}), optouts.snapshot_bytes())
+        write_snapshot(self.snapshot, optouts.header(offsets, topics, key_check), optouts.snapshot_bytes())
         save = time.perf_counter() - start
         start = time.perf_counter()
-        loaded = load_snapshot(self.snapshot, capacity, 1e-6, self.optouts_topic)
+        loaded = load_snapshot(self.snapshot, capacity, 1e-6, list(topics), key_check)
         load = time.perf_counter() - start
         self.optouts = loaded.filter
         self.capacity = capacity
@@ -260,7 +268,7 @@ class Bench:
             "TF_AI_INTERACTIONS_TOPIC": self.empty_topic,
             "TF_OPTOUTS_TOPIC": self.optouts_topic,
             "TF_TRAINING_TOPIC": sink,
-            "TF_REVOCATIONS_TOPIC": self.topic("revocations", 1),
+            "TF_REVOCATIONS_TOPIC": self.revocations_topic,
             "TF_DLQ_TOPIC": self.topic("dlq", 1),
             "TF_HMAC_KEY": self.key.hex(),
             "TF_OPTOUT_SNAPSHOT_PATH": str(snapshot),
@@ -509,7 +517,12 @@ class Bench:
             log("per-stage profile")
             os.sched_setaffinity(0, {PIPELINE_CPU})
             r["stages_us_per_record"] = profile(
-                self.values, self.optouts, Decider(load_policy()), self.bootstrap, self.topic("out-stages", 4), self.key
+                self.values,
+                self.optouts,
+                Decider(load_policy()),
+                self.bootstrap,
+                self.topic("out-stages", 4),
+                self.key.hex().encode(),  # the service's key: TF_HMAC_KEY is the hex text
             )
             os.sched_setaffinity(0, {HARNESS_CPU})
             r["ratios"] = ratios(r)

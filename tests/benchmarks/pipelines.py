@@ -101,8 +101,14 @@ def peer(bootstrap: str, source: str, sink: str, group: str, count: int, snapsho
     decider = Decider(policy)
     with open(snapshot, "rb") as handle:
         header = orjson.loads(handle.readline())
-    optouts = load_snapshot(Path(snapshot), header["capacity"], header["fp_rate"], header["topic"]).filter
-    key = bytes.fromhex(key_hex)
+    # The service's key is TF_HMAC_KEY's text (the hex string); the filter holds pseudonyms under it.
+    key = key_hex.encode()
+    topics = list(header["topic_ids"])
+    optouts = load_snapshot(Path(snapshot), header["capacity"], header["fp_rate"], topics, header["key_check"]).filter
+
+    def opted_out(user_id: str) -> bool:
+        return hmac.new(key, user_id.encode(), "sha256").hexdigest().encode() in optouts
+
     out_header = HEADER.pack(0, catalog.by_name(TRAINING_RECORD).id)
 
     class ConfluentAvroDeserializer(AvroDeserializer):
@@ -137,7 +143,7 @@ def peer(bootstrap: str, source: str, sink: str, group: str, count: int, snapsho
     )
 
     def eligible(post: dict[str, Any]) -> bool:
-        return decider.decide_record(Source.POST, post, optouts.__contains__) is Reason.ELIGIBLE
+        return decider.decide_record(Source.POST, post, opted_out) is Reason.ELIGIBLE
 
     def minimise(post: dict[str, Any], _key: Any, _timestamp: int, _headers: Any) -> dict[str, Any]:
         return {
