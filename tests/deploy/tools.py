@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,9 @@ def kustomize() -> str:
     return tool("kustomize")
 
 
+@cache
 def render_text(overlay: str) -> str:
+    """`kustomize build` of an overlay (once per test session: the files do not change under it)."""
     result = subprocess.run(
         [kustomize(), "build", str(DEPLOY / "kubernetes" / "overlays" / overlay)],
         capture_output=True,
