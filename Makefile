@@ -15,7 +15,10 @@ KUSTOMIZE_VERSION := v5.7.1
 PROMETHEUS_VERSION := v0.316.0
 CYCLONUS_VERSION := v0.5.6
 KUBE_SCORE_VERSION := v1.20.0
+GO_CHECK = @command -v go >/dev/null || { echo "make tools needs Go (1.26.7 or newer) on PATH" >&2; exit 1; }
 GO_INSTALL = GOTOOLCHAIN=local GOFLAGS=-buildvcs=false CGO_ENABLED=0 GOBIN=$(dir $@) go install
+# promtool and prometheus report the pinned module version (--version, /api/v1/status/buildinfo)
+PROMETHEUS_LDFLAGS := -ldflags=-X=github.com/prometheus/common/version.Version=$(PROMETHEUS_VERSION)
 GO_TOOLS := kustomize promtool prometheus cyclonus kube-score
 NPM_STAMP := deploy/validate/node_modules/.installed
 
@@ -31,20 +34,25 @@ $(VENV_STAMP): pyproject.toml
 install: $(VENV_STAMP)  ## create .venv and install the project with its dev tools
 
 $(TOOLS)/kustomize@$(KUSTOMIZE_VERSION)/kustomize:
+	$(GO_CHECK)
 	$(GO_INSTALL) sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 
 $(TOOLS)/promtool@$(PROMETHEUS_VERSION)/promtool:
-	$(GO_INSTALL) github.com/prometheus/prometheus/cmd/promtool@$(PROMETHEUS_VERSION)
+	$(GO_CHECK)
+	$(GO_INSTALL) $(PROMETHEUS_LDFLAGS) github.com/prometheus/prometheus/cmd/promtool@$(PROMETHEUS_VERSION)
 
 # The server, for evaluating the alert rules against the running service. Built without the
 # builtinassets tag: the API works, the web UI is not embedded (no Node build of the UI here).
 $(TOOLS)/prometheus@$(PROMETHEUS_VERSION)/prometheus:
-	$(GO_INSTALL) github.com/prometheus/prometheus/cmd/prometheus@$(PROMETHEUS_VERSION)
+	$(GO_CHECK)
+	$(GO_INSTALL) $(PROMETHEUS_LDFLAGS) github.com/prometheus/prometheus/cmd/prometheus@$(PROMETHEUS_VERSION)
 
 $(TOOLS)/cyclonus@$(CYCLONUS_VERSION)/cyclonus:
+	$(GO_CHECK)
 	$(GO_INSTALL) github.com/mattfenwick/cyclonus/cmd/cyclonus@$(CYCLONUS_VERSION)
 
 $(TOOLS)/kube-score@$(KUBE_SCORE_VERSION)/kube-score:
+	$(GO_CHECK)
 	$(GO_INSTALL) github.com/zegl/kube-score/cmd/kube-score@$(KUBE_SCORE_VERSION)
 
 $(TOOLS_BIN)/kustomize: $(TOOLS)/kustomize@$(KUSTOMIZE_VERSION)/kustomize
@@ -57,6 +65,7 @@ $(addprefix $(TOOLS_BIN)/,$(GO_TOOLS)):
 	ln -sfn ../$(patsubst $(TOOLS)/%,%,$<) $@
 
 $(NPM_STAMP): deploy/validate/package.json deploy/validate/package-lock.json
+	@command -v npm >/dev/null || { echo "make tools needs Node.js and npm on PATH" >&2; exit 1; }
 	npm ci --prefix deploy/validate --no-audit --no-fund --loglevel=error
 	touch $@
 
