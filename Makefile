@@ -5,7 +5,25 @@ VENV_STAMP := .venv/.installed
 # (the import would otherwise keep loading the stale shared library without a word).
 BUILT := .venv/.fastpath-built
 
-.PHONY: help install demo test unit integration faults bench deploy-check image image-test image-clean lint kafka-start kafka-stop registry-start registry-stop clean
+.PHONY: help install tools demo test unit integration faults bench deploy-check image image-test image-clean lint kafka-start kafka-stop registry-start registry-stop clean clean-tools
+
+# The external tools the tests run, at pinned versions, built into a project-local, git-ignored folder
+# (no sudo, nothing system-wide). Each Go tool is installed into a folder named after its version,
+# which is its stamp: a second `make tools` does nothing, and a changed version builds anew.
+# .tools/bin holds links to the pinned versions; tests/deploy/tools.py looks there first.
+# The Go module and build caches are the user's own (~/go/pkg/mod, ~/.cache/go-build).
+TOOLS ?= $(CURDIR)/.tools
+TOOLS_BIN := $(TOOLS)/bin
+KUSTOMIZE_VERSION := v5.7.1
+PROMETHEUS_VERSION := v0.316.0
+CYCLONUS_VERSION := v0.5.6
+KUBE_SCORE_VERSION := v1.20.0
+GO_CHECK = @command -v go >/dev/null || { echo "make tools needs Go (1.26.7 or newer) on PATH" >&2; exit 1; }
+GO_INSTALL = GOTOOLCHAIN=local GOFLAGS=-buildvcs=false CGO_ENABLED=0 GOBIN=$(dir $@) go install
+# promtool and prometheus report the pinned module version (--version, /api/v1/status/buildinfo)
+PROMETHEUS_LDFLAGS := -ldflags=-X=github.com/prometheus/common/version.Version=$(PROMETHEUS_VERSION)
+GO_TOOLS := kustomize promtool prometheus cyclonus kube-score
+NPM_STAMP := deploy/validate/node_modules/.installed
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -22,10 +40,48 @@ $(BUILT): $(VENV_STAMP) consumer/fastpath.py consumer/fastpath.pxd setup.py
 
 install: $(VENV_STAMP)  ## create .venv and install the project with its dev tools
 
+$(TOOLS)/kustomize@$(KUSTOMIZE_VERSION)/kustomize:
+	$(GO_CHECK)
+	$(GO_INSTALL) sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
+$(TOOLS)/promtool@$(PROMETHEUS_VERSION)/promtool:
+	$(GO_CHECK)
+	$(GO_INSTALL) $(PROMETHEUS_LDFLAGS) github.com/prometheus/prometheus/cmd/promtool@$(PROMETHEUS_VERSION)
+
+# The server, for evaluating the alert rules against the running service. Built without the
+# builtinassets tag: the API works, the web UI is not embedded (no Node build of the UI here).
+$(TOOLS)/prometheus@$(PROMETHEUS_VERSION)/prometheus:
+	$(GO_CHECK)
+	$(GO_INSTALL) $(PROMETHEUS_LDFLAGS) github.com/prometheus/prometheus/cmd/prometheus@$(PROMETHEUS_VERSION)
+
+$(TOOLS)/cyclonus@$(CYCLONUS_VERSION)/cyclonus:
+	$(GO_CHECK)
+	$(GO_INSTALL) github.com/mattfenwick/cyclonus/cmd/cyclonus@$(CYCLONUS_VERSION)
+
+$(TOOLS)/kube-score@$(KUBE_SCORE_VERSION)/kube-score:
+	$(GO_CHECK)
+	$(GO_INSTALL) github.com/zegl/kube-score/cmd/kube-score@$(KUBE_SCORE_VERSION)
+
+$(TOOLS_BIN)/kustomize: $(TOOLS)/kustomize@$(KUSTOMIZE_VERSION)/kustomize
+$(TOOLS_BIN)/promtool: $(TOOLS)/promtool@$(PROMETHEUS_VERSION)/promtool
+$(TOOLS_BIN)/prometheus: $(TOOLS)/prometheus@$(PROMETHEUS_VERSION)/prometheus
+$(TOOLS_BIN)/cyclonus: $(TOOLS)/cyclonus@$(CYCLONUS_VERSION)/cyclonus
+$(TOOLS_BIN)/kube-score: $(TOOLS)/kube-score@$(KUBE_SCORE_VERSION)/kube-score
+$(addprefix $(TOOLS_BIN)/,$(GO_TOOLS)):
+	@mkdir -p $(TOOLS_BIN)
+	ln -sfn ../$(patsubst $(TOOLS)/%,%,$<) $@
+
+$(NPM_STAMP): deploy/validate/package.json deploy/validate/package-lock.json
+	@command -v npm >/dev/null || { echo "make tools needs Node.js and npm on PATH" >&2; exit 1; }
+	npm ci --prefix deploy/validate --no-audit --no-fund --loglevel=error
+	touch $@
+
+tools: $(addprefix $(TOOLS_BIN)/,$(GO_TOOLS)) $(NPM_STAMP)  ## build the deploy-check tools into .tools (pinned; cached)
+
 demo: $(BUILT)  ## run the whole pipeline on a local Kafka with a generated stream
 	$(PYTHON) -m consumer.cli demo
 
-test: $(BUILT)  ## all tests but the image's: unit, integration against the real Kafka and schema registry, faults, deploy
+test: $(BUILT) tools  ## all tests but the image's: unit, integration against the real Kafka and schema registry, faults, deploy
 	$(PYTHON) -m pytest -q tests --ignore=tests/image
 
 unit: $(BUILT)  ## the unit tests only (no broker)
@@ -42,7 +98,7 @@ bench: $(BUILT)  ## the benchmark (a few minutes; writes tests/benchmarks/result
 	$(PYTHON) -m tests.benchmarks.bench
 	taskset -c 0 $(PYTHON) -m tests.benchmarks.bloom_candidates tests/benchmarks/results/bloom-candidates.json
 
-deploy-check: $(VENV_STAMP)  ## validate manifests, CRs, alert rules, dashboard and Dockerfile (part of make test)
+deploy-check: $(VENV_STAMP) tools  ## validate manifests, CRs, alert rules, dashboard and Dockerfile (part of make test)
 	$(PYTHON) -m pytest -q tests/deploy
 
 image: $(BUILT)  ## build the container image with podman on a debootstrap base (root; installs podman if missing)
@@ -71,5 +127,8 @@ registry-start: $(VENV_STAMP)  ## start the local schema registry (built on firs
 registry-stop: $(VENV_STAMP)  ## stop the local schema registry started by registry-start
 	PYTHON=$(PYTHON) deploy/schema-registry/registry.sh stop
 
-clean:  ## remove the virtual environment and caches
+clean:  ## remove the virtual environment and caches (not the tools: see clean-tools)
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+clean-tools:  ## remove the tools built by make tools
+	rm -rf $(TOOLS) deploy/validate/node_modules

