@@ -280,7 +280,13 @@ def test_the_kafka_user_grants_exactly_the_required_acls():
     docs = render("prod")
     (user,) = kinds(docs, "KafkaUser")
     names = {"TOPIC": "topic", "GROUP": "group", "CLUSTER": "cluster", "TRANSACTIONAL_ID": "transactionalId"}
-    ops = {"READ": "Read", "WRITE": "Write", "DESCRIBE": "Describe", "IDEMPOTENT_WRITE": "IdempotentWrite"}
+    ops = {
+        "READ": "Read",
+        "WRITE": "Write",
+        "DESCRIBE": "Describe",
+        "DESCRIBE_CONFIGS": "DescribeConfigs",
+        "IDEMPOTENT_WRITE": "IdempotentWrite",
+    }
     wanted = {
         (
             names[a.resource_type],
@@ -392,3 +398,13 @@ def test_hadolint_passes_on_the_dockerfile():
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_output_topics_take_the_largest_output(overlay):
+    """The service's producer allows the input limit + 64 KiB; the topics must allow 64 KiB more."""
+    from consumer.output_limits import REQUIRED_TOPIC_BYTES
+
+    topics = {t["metadata"]["name"]: t for t in kinds(render(overlay), "KafkaTopic")}
+    for name in ("training.eligible.v1", "training-filter.dlq.v1"):
+        assert int(topics[name]["spec"]["config"]["max.message.bytes"]) == REQUIRED_TOPIC_BYTES, name
