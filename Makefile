@@ -90,7 +90,7 @@ unit: $(BUILT)  ## the unit tests only (no broker)
 integration: $(BUILT)  ## the integration tests only
 	$(PYTHON) -m pytest -q tests/integration
 
-faults: $(BUILT)  ## the fault-injection suite, long form (prints the table; CI runs the short form)
+faults: $(BUILT) tools  ## the fault-injection suite, long form (prints the table; CI runs the short form)
 	$(PYTHON) -m tests.faults.run
 
 bench: $(BUILT)  ## the benchmark (a few minutes; writes tests/benchmarks/results/latest.json)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from consumer.local_kafka import LocalKafka
-from tests.faults import optout_scenarios, output_scenarios, scenarios
+from tests.faults import alert_scenarios, optout_scenarios, output_scenarios, scenarios
 from tests.faults.scenarios import SECOND_PASSWORD, SECOND_USER, SERVICE_PASSWORD, SERVICE_USER
 
 LONG = {"records": 20_000, "kills": 8}
@@ -48,6 +48,7 @@ def run_all(broker: LocalKafka, workdir: Path, size: dict[str, int]) -> list[sce
         lambda: optout_scenarios.partitions_grow(broker, workdir, records),
         lambda: optout_scenarios.tombstone_then_fresh_replica(broker, workdir, records),
         lambda: optout_scenarios.snapshot_of_a_recreated_topic(broker, workdir, records),
+        lambda: _alerts(broker, workdir, records),
     ]
     rows = []
     for step in steps:
@@ -57,6 +58,12 @@ def run_all(broker: LocalKafka, workdir: Path, size: dict[str, int]) -> list[sce
         print(f"[faults] {row.scenario}: {'ok' if row.ok else 'FAILED'}", flush=True)
         rows.append(row)
     return rows
+
+
+def _alerts(broker: LocalKafka, workdir: Path, records: int) -> scenarios.Row:
+    row, phases = alert_scenarios.alerts_under_faults(broker, workdir, records)
+    print(alert_scenarios.table(phases), flush=True)
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
