@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -179,3 +180,27 @@ def test_run_help_lists_every_setting():
     for setting in SETTINGS:
         assert f"TF_{setting.name}" in result.stdout
     assert "TF_KAFKA_<PROPERTY>" in result.stdout
+
+
+def test_sigterm_while_start_up_waits_for_the_broker_exits_at_once(tmp_path):
+    """Start-up waits up to 30 s for the opt-out topic's metadata; a stop request must not."""
+    from consumer.local_kafka import free_port
+
+    env = {
+        **os.environ,
+        "TF_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",  # nothing listens there
+        "TF_HMAC_KEY": "k" * 40,
+        "TF_METRICS_HOST": "127.0.0.1",
+        "TF_METRICS_PORT": "0",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "consumer.cli", "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    time.sleep(3)  # inside the metadata wait
+    assert process.poll() is None
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    code = process.wait(15)
+    took = time.monotonic() - started
+    assert code == 0, process.stdout.read().decode() if process.stdout else ""
+    assert took < 5, f"took {took:.1f} s to stop"
