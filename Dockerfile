@@ -1,7 +1,7 @@
 # training-filter container image.
 #   build:  docker build -t training-filter .            (or: podman build; `make image` builds it here)
 #   run:    docker run --env-file tf.env -p 9100:9100 training-filter
-# Two stages: the first compiles consumer/fastpath.py with Cython (gcc), the second holds only the
+# Two stages: the first compiles consumer/wire/fastpath.py with Cython (gcc), the second holds only the
 # virtual environment and Python. Debian, not Alpine: confluent-kafka ships manylinux wheels.
 #
 # BASE is any Debian bookworm image with Python 3.11 (its headers included) and `python3 -m venv`:
@@ -20,10 +20,10 @@ COPY avro ./avro
 COPY rules ./rules
 COPY consumer ./consumer
 # The check runs with -P (no current directory on sys.path): from /src, `import consumer` would find
-# the source consumer/fastpath.py instead of the compiled module installed in the venv.
+# the source consumer/wire/fastpath.py instead of the compiled module installed in the venv.
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir . \
- && /opt/venv/bin/python -P -c "import consumer.fastpath as f; assert f.COMPILED, 'the fast path did not compile: ' + f.__file__"
+ && /opt/venv/bin/python -P -c "import consumer.wire.fastpath as f; assert f.COMPILED, 'the fast path did not compile: ' + f.__file__"
 
 FROM ${BASE}
 # A fixed, unprivileged uid/gid: the Kubernetes securityContext (runAsUser 10001) relies on it.

@@ -34,7 +34,7 @@ $(VENV_STAMP): pyproject.toml
 	.venv/bin/pip install -q -e '.[dev]'
 	touch $(VENV_STAMP) $(BUILT)
 
-$(BUILT): $(VENV_STAMP) consumer/fastpath.py consumer/fastpath.pxd setup.py
+$(BUILT): $(VENV_STAMP) consumer/wire/fastpath.py consumer/wire/fastpath.pxd setup.py
 	$(PYTHON) setup.py -q build_ext --inplace > /dev/null
 	touch $(BUILT)
 

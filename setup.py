@@ -1,4 +1,4 @@
-"""Builds the one compiled module, consumer/fastpath.py (see its docstring); everything else is in
+"""Builds the one compiled module, consumer/wire/fastpath.py (see its docstring); everything else is in
 pyproject.toml. The build is optional: without a C compiler the module runs interpreted."""
 
 from setuptools import Extension, setup
@@ -7,7 +7,7 @@ try:
     from Cython.Build import cythonize
 
     extensions = cythonize(
-        [Extension("consumer.fastpath", ["consumer/fastpath.py"], optional=True)],
+        [Extension("consumer.wire.fastpath", ["consumer/wire/fastpath.py"], optional=True)],
         compiler_directives={"language_level": 3, "annotation_typing": False, "wraparound": False},
         quiet=True,
     )

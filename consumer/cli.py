@@ -13,12 +13,12 @@ from consumer import __version__
 from rules import PolicyError, load_policy
 
 if TYPE_CHECKING:
-    from consumer.registry import RegistrySettings
+    from consumer.wire.registry import RegistrySettings
 
 
 def _run(args: argparse.Namespace) -> int:
-    from consumer import logs
-    from consumer.config import ConfigError, load_settings
+    from consumer.operations import logs
+    from consumer.operations.settings import ConfigError, load_settings
 
     try:
         settings = load_settings()
@@ -26,7 +26,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"training-filter run: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level)
-    from consumer.service import Service
+    from consumer.service.service import Service
 
     try:
         service = Service(settings)
@@ -37,7 +37,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from consumer.check import main_check
+    from consumer.commands.check import main_check
 
     try:
         args.policy_obj = load_policy(args.policy)
@@ -61,7 +61,7 @@ def _bootstrap(args: argparse.Namespace) -> str | None:
 
 def _kafka_extras() -> dict[str, str]:
     """The TF_KAFKA_* pass-through settings, so the operator commands reach a secured cluster too."""
-    from consumer.config import kafka_property
+    from consumer.operations.settings import kafka_property
 
     return {
         kafka_property(k[len("TF_KAFKA_") :]): v
@@ -72,7 +72,7 @@ def _kafka_extras() -> dict[str, str]:
 
 def _registry(args: argparse.Namespace) -> tuple[bool, RegistrySettings | None]:
     """(ok, the TF_SCHEMA_REGISTRY_* settings or None); a wrong setting is reported, exit status 2."""
-    from consumer.config import ConfigError, load_registry_settings
+    from consumer.operations.settings import ConfigError, load_registry_settings
 
     try:
         return True, load_registry_settings()
@@ -82,7 +82,7 @@ def _registry(args: argparse.Namespace) -> tuple[bool, RegistrySettings | None]:
 
 
 def _produce(args: argparse.Namespace) -> int:
-    from consumer.operator_commands import produce_lines
+    from consumer.commands.topic_io import produce_lines
 
     bootstrap = _bootstrap(args)
     ok, registry = _registry(args)
@@ -100,7 +100,7 @@ def _produce(args: argparse.Namespace) -> int:
 
 
 def _tail(args: argparse.Namespace) -> int:
-    from consumer.operator_commands import tail
+    from consumer.commands.topic_io import tail
 
     bootstrap = _bootstrap(args)
     ok, registry = _registry(args)
@@ -110,13 +110,20 @@ def _tail(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from consumer.demo import run_demo
-
+    try:
+        from consumer.devtools.demo import run_demo
+    except ImportError as exc:  # an installed package (the image) has no development tools
+        print(
+            f"training-filter demo: the demo is a development tool ({exc.name} is missing): run `make demo` "
+            "in a checkout of training-filter (it installs the [tools] extra)",
+            file=sys.stderr,
+        )
+        return 2
     return run_demo(records=args.records, keep_running=args.keep_running)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from consumer.config import describe_settings
+    from consumer.operations.settings import describe_settings
 
     parser = argparse.ArgumentParser(
         prog="training-filter",

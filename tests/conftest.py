@@ -1,8 +1,8 @@
 """Shared fixtures. Integration tests use the real local Kafka broker and the real schema registry.
 
 `.ci/run` (and `make test`) start the broker once and pass its address in TF_TEST_BOOTSTRAP; run
-alone, the session starts its own through `consumer.local_kafka`. The schema registry is the session's
-own (`consumer.local_registry`, built by Maven on first use) unless TF_TEST_SCHEMA_REGISTRY names the
+alone, the session starts its own through `consumer.devtools.local_kafka`. The schema registry is the session's
+own (`consumer.devtools.local_registry`, built by Maven on first use) unless TF_TEST_SCHEMA_REGISTRY names the
 Confluent-compatible URL of a running one. Either way a missing broker or registry is a test failure
 with the reason, never a skip.
 """
@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
-from consumer import local_registry
-from consumer.local_kafka import LocalKafka, LocalKafkaError
-from consumer.local_registry import LocalRegistry, LocalRegistryError
+from consumer.devtools import local_registry
+from consumer.devtools.local_kafka import LocalKafka, LocalKafkaError
+from consumer.devtools.local_registry import LocalRegistry, LocalRegistryError
 from tests.registry_proxy import RegistryProxy, TlsFiles, make_tls_files
 
 # Property tests check behaviour, not speed: on a shared 2-core machine one example can take 300 ms.

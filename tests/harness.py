@@ -21,9 +21,9 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumer.config import TopicNames
-from consumer.local_kafka import free_port
-from consumer.topics import ensure_topics, service_topics
+from consumer.devtools.local_kafka import free_port
+from consumer.devtools.topics import ensure_topics, service_topics
+from consumer.operations.settings import TopicNames
 
 HMAC_KEY = b"k" * 16 + b"test-key-0123456"  # 32 bytes, test only
 FAST_COMPACTION = {

@@ -38,13 +38,13 @@ import orjson
 from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumer import fastpath
-from consumer.codec import OPTOUT, POST, Codec
-from consumer.generator import StreamGenerator
-from consumer.local_kafka import LocalKafka, free_port
-from consumer.optout_filter import OptOutFilter, load_snapshot, write_snapshot
-from consumer.pseudonym import Pseudonymiser
-from consumer.topics import TopicSpec, ensure_topics
+from consumer.datapath.pseudonym import Pseudonymiser
+from consumer.devtools.generator import StreamGenerator
+from consumer.devtools.local_kafka import LocalKafka, free_port
+from consumer.devtools.topics import TopicSpec, ensure_topics
+from consumer.optouts.filter import OptOutFilter, load_snapshot, write_snapshot
+from consumer.wire import fastpath
+from consumer.wire.codec import OPTOUT, POST, Codec
 from rules import Decider, Reason, Source, load_policy
 from tests.benchmarks.stages import profile
 

@@ -41,7 +41,7 @@ def candidates() -> dict[str, dict[str, Any]]:
     bkeys, bprobes = [k.encode() for k in keys], [p.encode() for p in probes]
     out: dict[str, dict[str, Any]] = {}
 
-    from consumer.optout_filter import OptOutFilter
+    from consumer.optouts.filter import OptOutFilter
 
     ours = OptOutFilter(CAPACITY, RATE)
     add, look = _time(ours.add, ours.contains, bkeys, bprobes)

@@ -91,8 +91,8 @@ def peer(bootstrap: str, source: str, sink: str, group: str, count: int, snapsho
     from quixstreams import Application
     from quixstreams.models.serializers.avro import AvroDeserializer, AvroSerializer
 
-    from consumer.codec import HEADER, POST, TRAINING_RECORD, SchemaCatalog
-    from consumer.optout_filter import load_snapshot
+    from consumer.optouts.filter import load_snapshot
+    from consumer.wire.codec import HEADER, POST, TRAINING_RECORD, SchemaCatalog
     from rules import Decider, Reason, Source, load_policy
 
     logging.getLogger("quixstreams").setLevel(logging.WARNING)

@@ -7,10 +7,10 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from consumer import fastpath
-from consumer.codec import POST, TRAINING_RECORD, Codec
-from consumer.optout_filter import OptOutFilter
-from consumer.pseudonym import Pseudonymiser
+from consumer.datapath.pseudonym import Pseudonymiser
+from consumer.optouts.filter import OptOutFilter
+from consumer.wire import fastpath
+from consumer.wire.codec import POST, TRAINING_RECORD, Codec
 from rules import Decider, Reason, Source
 
 

@@ -17,8 +17,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from consumer.acls import required_acls
-from consumer.config import load_settings
+from consumer.operations.acls import required_acls
+from consumer.operations.settings import load_settings
 from rules.policy import default_policy_path, load_policy
 from tests.deploy.k8s import (
     container,
@@ -403,7 +403,7 @@ def test_hadolint_passes_on_the_dockerfile():
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_output_topics_take_the_largest_output(overlay):
     """The service's producer allows the input limit + 64 KiB; the topics must allow 64 KiB more."""
-    from consumer.output_limits import REQUIRED_TOPIC_BYTES
+    from consumer.datapath.output_limits import REQUIRED_TOPIC_BYTES
 
     topics = {t["metadata"]["name"]: t for t in kinds(render(overlay), "KafkaTopic")}
     for name in ("training.eligible.v1", "training-filter.dlq.v1"):

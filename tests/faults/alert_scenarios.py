@@ -44,9 +44,9 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from consumer.codec import POST
-from consumer.generator import StreamGenerator
-from consumer.local_kafka import LocalKafka
+from consumer.devtools.generator import StreamGenerator
+from consumer.devtools.local_kafka import LocalKafka
+from consumer.wire.codec import POST
 from tests.deploy.prometheus_server import PrometheusServer
 from tests.faults.scenarios import CODEC, SERVICE_USER, Row, check_output, grant, secure_env, wait_for_output
 from tests.harness import ServiceProcess, Topics, produce

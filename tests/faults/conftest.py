@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from consumer.local_kafka import LocalKafka, LocalKafkaError
+from consumer.devtools.local_kafka import LocalKafka, LocalKafkaError
 from tests.faults.run import fault_broker
 
 

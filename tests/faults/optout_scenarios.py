@@ -18,10 +18,10 @@ from pathlib import Path
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewPartitions
 
-from consumer.codec import OPTOUT
-from consumer.generator import Generated
-from consumer.local_kafka import LocalKafka
-from consumer.topics import ensure_topics, service_topics
+from consumer.devtools.generator import Generated
+from consumer.devtools.local_kafka import LocalKafka
+from consumer.devtools.topics import ensure_topics, service_topics
+from consumer.wire.codec import OPTOUT
 from tests.faults.scenarios import (
     CODEC,
     Row,

@@ -26,9 +26,9 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from consumer.codec import POST
-from consumer.generator import Generated, StreamGenerator
-from consumer.local_kafka import LocalKafka
+from consumer.devtools.generator import Generated, StreamGenerator
+from consumer.devtools.local_kafka import LocalKafka
+from consumer.wire.codec import POST
 from tests.faults.scenarios import (
     CODEC,
     FAST_FAILOVER,

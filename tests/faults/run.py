@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from consumer.local_kafka import LocalKafka
+from consumer.devtools.local_kafka import LocalKafka
 from tests.faults import alert_scenarios, optout_scenarios, output_scenarios, scenarios
 from tests.faults.scenarios import SECOND_PASSWORD, SECOND_USER, SERVICE_PASSWORD, SERVICE_USER
 

@@ -28,10 +28,10 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from consumer.acls import required_acls
-from consumer.codec import TRAINING_RECORD, Codec
-from consumer.generator import Generated, StreamGenerator
-from consumer.local_kafka import LocalKafka
+from consumer.devtools.generator import Generated, StreamGenerator
+from consumer.devtools.local_kafka import LocalKafka
+from consumer.operations.acls import required_acls
+from consumer.wire.codec import TRAINING_RECORD, Codec
 from tests.harness import ServiceProcess, Topics, produce, read_all
 
 CODEC = Codec()
@@ -347,7 +347,7 @@ def optout_feed_outage(
 
 
 def _optout_value(user_id: str | None) -> bytes:
-    from consumer.codec import OPTOUT
+    from consumer.wire.codec import OPTOUT
 
     return CODEC.encode(OPTOUT, {"user_id": user_id, "opted_out_at": int(time.time() * 1000), "source": "test"})
 

@@ -15,9 +15,9 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumer.codec import REVOCATION, TRAINING_RECORD, Codec
-from consumer.generator import StreamGenerator
-from consumer.local_kafka import free_port
+from consumer.devtools.generator import StreamGenerator
+from consumer.devtools.local_kafka import free_port
+from consumer.wire.codec import REVOCATION, TRAINING_RECORD, Codec
 from deploy.image import build
 from tests.harness import HMAC_KEY, Topics, produce, pseudonym, read_all
 
@@ -67,7 +67,7 @@ def test_image_config_is_non_root_exec_form_with_the_snapshot_path(podman, image
 def test_inside_uid_10001_read_only_root_compiled_fast_path_no_compiler(podman, image, container_name):
     probe = """
 import errno, json, os, shutil
-import consumer.fastpath as f
+import consumer.wire.fastpath as f
 try:
     open("/written-by-the-test", "w")
     root = "writable"

@@ -6,7 +6,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from consumer.codec import POST, Codec
+from consumer.wire.codec import POST, Codec
 from tests import samples
 
 pytestmark = pytest.mark.integration

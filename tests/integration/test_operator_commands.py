@@ -10,7 +10,7 @@ import orjson
 import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from consumer.codec import POST, Codec
+from consumer.wire.codec import POST, Codec
 from tests.harness import produce, read_all
 
 pytestmark = pytest.mark.integration

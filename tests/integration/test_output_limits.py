@@ -12,7 +12,7 @@ import time
 import pytest
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
-from consumer.codec import POST, TRAINING_RECORD, Codec
+from consumer.wire.codec import POST, TRAINING_RECORD, Codec
 from tests.harness import produce, read_all
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,8 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.serialization import MessageField, SerializationContext
 from fastavro.schema import to_parsing_canonical_form
 
-from consumer.codec import (
+from consumer.operations.settings import DEFAULT_TOPICS
+from consumer.wire.codec import (
     AI_INTERACTION,
     OPTOUT,
     POST,
@@ -28,7 +29,6 @@ from consumer.codec import (
     parse_schema_text,
     schema_dir,
 )
-from consumer.config import DEFAULT_TOPICS
 from tests import samples
 
 pytestmark = pytest.mark.integration

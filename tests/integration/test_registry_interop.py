@@ -17,8 +17,8 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from consumer.codec import schema_dir
-from consumer.registry import normalised
+from consumer.wire.codec import schema_dir
+from consumer.wire.registry import normalised
 from tests.harness import produce, pseudonym
 
 pytestmark = pytest.mark.integration

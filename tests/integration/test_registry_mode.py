@@ -15,7 +15,7 @@ import fastavro
 import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
-from consumer.codec import (
+from consumer.wire.codec import (
     OPTOUT,
     POST,
     REVOCATION,
@@ -26,7 +26,7 @@ from consumer.codec import (
     schema_dir,
     strict_form,
 )
-from consumer.registry import (
+from consumer.wire.registry import (
     Registry,
     RegistryMismatch,
     RegistryRefused,

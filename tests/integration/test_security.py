@@ -18,9 +18,9 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from consumer.codec import TRAINING_RECORD, Codec
-from consumer.generator import StreamGenerator
-from consumer.local_kafka import LocalKafka, LocalKafkaError
+from consumer.devtools.generator import StreamGenerator
+from consumer.devtools.local_kafka import LocalKafka, LocalKafkaError
+from consumer.wire.codec import TRAINING_RECORD, Codec
 from tests.faults.scenarios import SERVICE_PASSWORD, SERVICE_USER, grant, secure_env
 from tests.harness import HMAC_KEY, ServiceProcess, Topics, produce, read_all
 
@@ -70,7 +70,7 @@ def test_no_user_id_birth_date_text_or_key_in_any_log_line_or_metric(kafka, topi
 
 
 def _allowed_label_values(topics: Topics) -> set[str]:
-    from consumer.metrics import DLQ_CAUSES, OPTOUT_RESULTS, OUTPUTS
+    from consumer.operations.metrics import DLQ_CAUSES, OPTOUT_RESULTS, OUTPUTS
     from rules import REASONS, Source, load_policy
 
     return (

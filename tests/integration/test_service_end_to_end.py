@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from consumer.codec import TRAINING_RECORD, Codec
-from consumer.generator import StreamGenerator
+from consumer.devtools.generator import StreamGenerator
+from consumer.wire.codec import TRAINING_RECORD, Codec
 from tests.deploy.promql import expressions_of_dashboard, expressions_of_rules, metric_names
 from tests.deploy.tools import DEPLOY
 from tests.harness import produce, pseudonym, read_all

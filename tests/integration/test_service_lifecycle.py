@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from consumer.codec import POST, TRAINING_RECORD, Codec
-from consumer.generator import StreamGenerator
+from consumer.devtools.generator import StreamGenerator
+from consumer.wire.codec import POST, TRAINING_RECORD, Codec
 from tests.harness import produce, read_all
 
 pytestmark = pytest.mark.integration
@@ -172,7 +172,7 @@ def test_configuration_errors_stop_start_up_with_a_message(env, message):
 
 
 def test_run_help_lists_every_setting():
-    from consumer.config import SETTINGS
+    from consumer.operations.settings import SETTINGS
 
     result = subprocess.run(
         [sys.executable, "-m", "consumer.cli", "run", "--help"], capture_output=True, text=True, check=True
@@ -184,7 +184,7 @@ def test_run_help_lists_every_setting():
 
 def test_sigterm_while_start_up_waits_for_the_broker_exits_at_once(tmp_path):
     """Start-up waits up to 30 s for the opt-out topic's metadata; a stop request must not."""
-    from consumer.local_kafka import free_port
+    from consumer.devtools.local_kafka import free_port
 
     env = {
         **os.environ,

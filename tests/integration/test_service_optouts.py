@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from consumer.codec import OPTOUT, POST, REVOCATION, TRAINING_RECORD, Codec
+from consumer.wire.codec import OPTOUT, POST, REVOCATION, TRAINING_RECORD, Codec
 from tests.harness import produce, pseudonym, read_all
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ import sys
 import orjson
 import pytest
 
-from consumer.check import decisions, run_check
-from consumer.codec import SchemaCatalog
+from consumer.commands.check import decisions, run_check
+from consumer.wire.codec import SchemaCatalog
 from rules import load_policy
 
 POLICY = load_policy()

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from consumer.codec import (
+from consumer.wire.codec import (
     AI_INTERACTION,
     OPTOUT,
     POST,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.config import SETTINGS, ConfigError, kafka_property, load_settings
+from consumer.operations.settings import SETTINGS, ConfigError, kafka_property, load_settings
 
 BASE = {"TF_BOOTSTRAP_SERVERS": "127.0.0.1:9092", "TF_HMAC_KEY": "x" * 32}
 

@@ -12,9 +12,9 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from consumer.delivery import ExactlyOnce
-from consumer.logs import get
-from consumer.metrics import Metrics
+from consumer.datapath.delivery import ExactlyOnce
+from consumer.operations.logs import get
+from consumer.operations.metrics import Metrics
 
 
 class Producer:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from prometheus_client import generate_latest
 
-from consumer.config import SETTINGS
-from consumer.metrics import Metrics
+from consumer.operations.metrics import Metrics
+from consumer.operations.settings import SETTINGS
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import consumer.fastpath as compiled_or_not
-from consumer.codec import AI_INTERACTION, POST, TRAINING_RECORD, Codec, CodecError
+import consumer.wire.fastpath as compiled_or_not
+from consumer.wire.codec import AI_INTERACTION, POST, TRAINING_RECORD, Codec, CodecError
 
 CODEC = Codec()
 # The same source, loaded as plain Python whether or not the installed module is the compiled one.

@@ -10,10 +10,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.codec import AI_INTERACTION, POST, TRAINING_RECORD, Codec
-from consumer.offsets import PendingBatch
-from consumer.pipeline import BatchProcessor
-from consumer.pseudonym import Pseudonymiser
+from consumer.datapath.batch import BatchProcessor
+from consumer.datapath.offsets import PendingBatch
+from consumer.datapath.pseudonym import Pseudonymiser
+from consumer.wire.codec import AI_INTERACTION, POST, TRAINING_RECORD, Codec
 from rules import Decider, Reason, Source, load_policy
 
 CODEC = Codec()

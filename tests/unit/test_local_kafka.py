@@ -6,7 +6,7 @@ from __future__ import annotations
 def test_local_kafka_cluster_ids_never_start_with_a_dash(monkeypatch):
     import uuid
 
-    from consumer import local_kafka
+    from consumer.devtools import local_kafka
 
     # 0xFB... encodes to a leading '-' in URL-safe base64; the next UUID does not.
     ids = iter([uuid.UUID(bytes=b"\xfb" + b"\x00" * 15), uuid.UUID(bytes=b"\x01" * 16)])

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from consumer import local_registry
-from consumer.local_registry import DEFAULT_PROJECT, LocalRegistry, LocalRegistryError
+from consumer.devtools import local_registry
+from consumer.devtools.local_registry import DEFAULT_PROJECT, LocalRegistry, LocalRegistryError
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import KafkaError
 
-from consumer.offsets import OffsetTracker, ProduceFailed
+from consumer.datapath.offsets import OffsetTracker, ProduceFailed
 
 
 def Err() -> KafkaError:

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.optout_filter import OptOutFilter, SnapshotError, load_snapshot, write_snapshot
-from consumer.pseudonym import Pseudonymiser
+from consumer.datapath.pseudonym import Pseudonymiser
+from consumer.optouts.filter import OptOutFilter, SnapshotError, load_snapshot, write_snapshot
 
 TOPICS = ["optouts", "revocations"]
 IDS: dict[str, str | None] = {"optouts": "id-1", "revocations": None}

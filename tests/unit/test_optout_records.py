@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from consumer.codec import OPTOUT, Codec, SchemaCatalog, _entry, parse_schema_text
-from consumer.optout_feed import parse_optout
+from consumer.optouts.feed import parse_optout
+from consumer.wire.codec import OPTOUT, Codec, SchemaCatalog, _entry, parse_schema_text
 
 CODEC = Codec()
 

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import consumer.fastpath as fastpath
-from consumer.codec import AI_INTERACTION, POST, BodyError, Codec, SchemaCatalog, _entry, parse_schema_text
-from consumer.strict_avro import StrictAvroError, validator
+import consumer.wire.fastpath as fastpath
+from consumer.wire.codec import AI_INTERACTION, POST, BodyError, Codec, SchemaCatalog, _entry, parse_schema_text
+from consumer.wire.strict_avro import StrictAvroError, validator
 from rules import Source
 from tests import samples
 from tests.unit.test_hostile_input import Msg, processor, run

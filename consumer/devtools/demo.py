@@ -19,11 +19,11 @@ from confluent_kafka import Consumer, Producer
 from prometheus_client.parser import text_string_to_metric_families
 from tqdm import tqdm
 
-from consumer.codec import TRAINING_RECORD, Codec
-from consumer.generator import StreamGenerator
-from consumer.jsonl import dumps
-from consumer.local_kafka import LocalKafka, LocalKafkaError, free_port
-from consumer.topics import ensure_topics, service_topics
+from consumer.commands.jsonl import dumps
+from consumer.devtools.generator import StreamGenerator
+from consumer.devtools.local_kafka import LocalKafka, LocalKafkaError, free_port
+from consumer.devtools.topics import ensure_topics, service_topics
+from consumer.wire.codec import TRAINING_RECORD, Codec
 
 REASON_ORDER = ["eligible", "malformed", "not_public", "region", "unknown_age", "under_age", "opted_out"]
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 
-from consumer.offsets import PER_RECORD_ERRORS, PendingBatch, Provenance
+from consumer.datapath.offsets import PER_RECORD_ERRORS, PendingBatch, Provenance
 
 Headers = list[tuple[str, bytes]]
 

@@ -26,8 +26,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from consumer.metrics import Metrics
-from consumer.offsets import OffsetTracker, PendingBatch, ProduceFailed
+from consumer.datapath.offsets import OffsetTracker, PendingBatch, ProduceFailed
+from consumer.operations.metrics import Metrics
 
 RefusedHandler = Callable[[PendingBatch], None]
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from consumer.config import DEFAULT_TOPICS, TopicNames
-from consumer.output_limits import REQUIRED_TOPIC_BYTES
+from consumer.datapath.output_limits import REQUIRED_TOPIC_BYTES
+from consumer.operations.settings import DEFAULT_TOPICS, TopicNames
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class TopicSpec:
 
 def service_topics(names: TopicNames = DEFAULT_TOPICS, partitions: int = 4) -> list[TopicSpec]:
     forever = {"retention.ms": "-1"}
-    # Room for the output of the largest input a default Java producer writes (consumer/output_limits.py).
+    # Room for the output of the largest input a default Java producer writes (consumer/datapath/output_limits.py).
     large = {"max.message.bytes": str(REQUIRED_TOPIC_BYTES)}
     return [
         TopicSpec(names.posts, partitions, {}),

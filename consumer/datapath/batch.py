@@ -14,13 +14,13 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 
-from consumer import fastpath
-from consumer.codec import AI_INTERACTION, POST, TRAINING_RECORD, Codec, CodecError
-from consumer.dead_letters import DeadLetterWriter, dead_letter_headers
-from consumer.fastpath import FastPathMiss
-from consumer.offsets import PER_RECORD_ERRORS, PendingBatch, Provenance
-from consumer.output_limits import DEFAULT_MAX_VALUE_BYTES, OutputLimits, producer_max_bytes
-from consumer.pseudonym import Pseudonymiser
+from consumer.datapath.dead_letters import DeadLetterWriter, dead_letter_headers
+from consumer.datapath.offsets import PER_RECORD_ERRORS, PendingBatch, Provenance
+from consumer.datapath.output_limits import DEFAULT_MAX_VALUE_BYTES, OutputLimits, producer_max_bytes
+from consumer.datapath.pseudonym import Pseudonymiser
+from consumer.wire import fastpath
+from consumer.wire.codec import AI_INTERACTION, POST, TRAINING_RECORD, Codec, CodecError
+from consumer.wire.fastpath import FastPathMiss
 from rules import Decider, Reason, Source
 from rules.decision import record_fields
 

@@ -12,7 +12,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from consumer.codec import AI_INTERACTION, OPTOUT, POST, Codec
+from consumer.wire.codec import AI_INTERACTION, OPTOUT, POST, Codec
 
 EU_EEA = [
     "AT",

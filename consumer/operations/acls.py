@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from consumer.config import DEFAULT_TOPICS, TopicNames
+from consumer.operations.settings import DEFAULT_TOPICS, TopicNames
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from consumer.registry import RegistrySettings
+from consumer.wire.registry import RegistrySettings
 from rules import Policy, PolicyError, load_policy
 
 PREFIX = "TF_"

@@ -7,7 +7,7 @@ record of that batch. A default Java producer writes values up to about 1,048,57
 (`max.request.size`), so that is the default input limit (TF_MAX_VALUE_BYTES); the service's
 producer allows that plus `HEADROOM` (the output fields a value does not carry: pseudonym, policy
 version, provenance; the DLQ's headers), and the output topics need `HEADROOM` more again for batch
-framing and lz4's worst case (`REQUIRED_TOPIC_BYTES`). The shipped topics (consumer/topics.py, the
+framing and lz4's worst case (`REQUIRED_TOPIC_BYTES`). The shipped topics (consumer/devtools/topics.py, the
 Strimzi KafkaTopics) set exactly that.
 
 At start-up the service asks the broker for the output topics' real `max.message.bytes`. If a topic

@@ -20,19 +20,26 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from consumer import __version__, fastpath, logs
-from consumer.codec import REVOCATION, TRAINING_RECORD, Codec
-from consumer.config import ConfigError, Settings
-from consumer.dead_letters import UndeliverableError
-from consumer.delivery import AtLeastOnce, ExactlyOnce, FatalDeliveryError
-from consumer.health import HealthServer
-from consumer.metrics import Metrics
-from consumer.optout_feed import FeedError, OptOutFeed, RevocationEmitter
-from consumer.optout_filter import LoadedSnapshot, OptOutFilter, SnapshotError, load_snapshot, write_snapshot
-from consumer.output_limits import OutputLimits, describe_topic_limits, producer_max_bytes, required_topic_bytes
-from consumer.pipeline import BatchProcessor
-from consumer.pseudonym import Pseudonymiser
-from consumer.registry import Registry, RegistryMismatch, RegistryRefused, RegistryUnavailable, subject_name
+from consumer import __version__
+from consumer.datapath.batch import BatchProcessor
+from consumer.datapath.dead_letters import UndeliverableError
+from consumer.datapath.delivery import AtLeastOnce, ExactlyOnce, FatalDeliveryError
+from consumer.datapath.output_limits import (
+    OutputLimits,
+    describe_topic_limits,
+    producer_max_bytes,
+    required_topic_bytes,
+)
+from consumer.datapath.pseudonym import Pseudonymiser
+from consumer.operations import logs
+from consumer.operations.health import HealthServer
+from consumer.operations.metrics import Metrics
+from consumer.operations.settings import ConfigError, Settings
+from consumer.optouts.feed import FeedError, OptOutFeed, RevocationEmitter
+from consumer.optouts.filter import LoadedSnapshot, OptOutFilter, SnapshotError, load_snapshot, write_snapshot
+from consumer.wire import fastpath
+from consumer.wire.codec import REVOCATION, TRAINING_RECORD, Codec
+from consumer.wire.registry import Registry, RegistryMismatch, RegistryRefused, RegistryUnavailable, subject_name
 from rules import Decider
 
 # Properties the guarantees depend on: a TF_*KAFKA_* setting may not change them.
@@ -307,7 +314,7 @@ class Service:
 
     def _output_limits(self) -> OutputLimits:
         """Input and output size limits that agree with the producer and the output topics (see
-        consumer/output_limits.py). Asked of the broker at start-up and after a refused record."""
+        consumer/datapath/output_limits.py). Asked of the broker at start-up and after a refused record."""
         s = self.settings
         configured = {**s.kafka_common, **s.kafka_producer}.get("message.max.bytes")
         self._producer_max = int(configured) if configured else producer_max_bytes(s.max_value_bytes)

@@ -6,10 +6,10 @@ the jars on Maven Central, once (about a minute and 230 MB of downloads into ~/.
 application is cached under ~/.cache/training-filter/ by a hash of the build files, so later runs only
 start it (a few seconds, about 150 MB of memory).
 
-    python -m consumer.local_registry start   # prints the ccompat URL, leaves the registry running
-    python -m consumer.local_registry stop
-    python -m consumer.local_registry run     # in the foreground until Ctrl-C
-    python -m consumer.local_registry build   # only build (or find) the application
+    python -m consumer.devtools.local_registry start   # prints the ccompat URL, leaves the registry running
+    python -m consumer.devtools.local_registry stop
+    python -m consumer.devtools.local_registry run     # in the foreground until Ctrl-C
+    python -m consumer.devtools.local_registry build   # only build (or find) the application
 
 Its schema ids are content ids counted from 1, and its default compatibility is NONE (a Confluent
 registry's is BACKWARD): set the compatibility a test relies on.
@@ -36,9 +36,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from consumer.local_kafka import CACHE_DIR, _pid_alive
+from consumer.devtools.local_kafka import CACHE_DIR, _pid_alive
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PROJECT = REPO_ROOT / "deploy" / "schema-registry"
 DEFAULT_STATE = CACHE_DIR / "local-registry.json"
 CCOMPAT_PATH = "/apis/ccompat/v7"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from consumer.config import MIN_HMAC_KEY_BYTES
+from consumer.operations.settings import MIN_HMAC_KEY_BYTES
 
 # Users post many times; a bounded memo saves the HMAC for repeat authors. It is cleared, not
 # evicted one by one, when full: simple, and the cost of a refill is a few hundred ms of HMACs.

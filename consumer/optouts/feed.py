@@ -38,12 +38,12 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from consumer.codec import OPTOUT, REVOCATION, Codec, CodecError
-from consumer.delivery import AtLeastOnce
-from consumer.metrics import Metrics
-from consumer.optout_filter import Offsets, OptOutFilter
-from consumer.pseudonym import Pseudonymiser
-from consumer.registry import RegistryRefused, RegistryUnavailable
+from consumer.datapath.delivery import AtLeastOnce
+from consumer.datapath.pseudonym import Pseudonymiser
+from consumer.operations.metrics import Metrics
+from consumer.optouts.filter import Offsets, OptOutFilter
+from consumer.wire.codec import OPTOUT, REVOCATION, Codec, CodecError
+from consumer.wire.registry import RegistryRefused, RegistryUnavailable
 
 _LEDGER_METADATA_SECONDS = 30.0  # the revocations topic's partitions are checked this often
 

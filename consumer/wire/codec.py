@@ -21,8 +21,8 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from consumer.registry import Registry
-from consumer.strict_avro import Check, StrictAvroError, validator
+from consumer.wire.registry import Registry
+from consumer.wire.strict_avro import Check, StrictAvroError, validator
 
 MAGIC_BYTE = 0
 HEADER = struct.Struct(">bI")
@@ -76,7 +76,7 @@ class SchemaEntry:
     canonical: str
     fingerprint: str
     strict_form: str  # the canonical form plus logical types: what must match for the fast path
-    check: Check  # the strict encoding check run before fastavro (see consumer/strict_avro.py)
+    check: Check  # the strict encoding check run before fastavro (see consumer/wire/strict_avro.py)
     text: str = ""  # the .avsc text, for the local schemas: what is registered
 
 

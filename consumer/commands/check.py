@@ -9,8 +9,8 @@ from typing import IO, Any
 
 import orjson
 
-from consumer.codec import AI_INTERACTION, POST, SchemaCatalog
-from consumer.jsonl import JsonRecordError, parse_line, to_avro
+from consumer.commands.jsonl import JsonRecordError, parse_line, to_avro
+from consumer.wire.codec import AI_INTERACTION, POST, SchemaCatalog
 from rules import Decider, Policy, Reason, Source
 
 SOURCES = {

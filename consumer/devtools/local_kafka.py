@@ -4,9 +4,9 @@ No Docker: the broker jars come from Maven Central (deploy/local-kafka/pom.xml, 
 in a jar folder under ~/.cache), the storage is formatted with `kafka.tools.StorageTool format
 --standalone`, and `kafka.Kafka` runs on free loopback ports with its data in a temporary folder.
 
-    python -m consumer.local_kafka start   # prints the bootstrap address, leaves the broker running
-    python -m consumer.local_kafka stop
-    python -m consumer.local_kafka run     # in the foreground until Ctrl-C
+    python -m consumer.devtools.local_kafka start   # prints the bootstrap address, leaves the broker running
+    python -m consumer.devtools.local_kafka stop
+    python -m consumer.devtools.local_kafka run     # in the foreground until Ctrl-C
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_POM = REPO_ROOT / "deploy" / "local-kafka" / "pom.xml"
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "training-filter"
 DEFAULT_STATE = CACHE_DIR / "local-kafka.json"
