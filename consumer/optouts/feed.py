@@ -16,9 +16,6 @@ withdrawn, by any replica: a tombstone on the opt-out topic is counted (and aler
 nothing, and once compaction has removed the opt-out and its tombstone, a replica that rebuilds its
 filter from the topics still finds the user through the revocation. Only the opt-out topic gates
 input batch by batch; the revocations topic must be read to its end at start-up.
-
-`RevocationEmitter` is a consumer group on the opt-out topic: each opt-out record is handled by
-exactly one replica, which produces one Revocation and commits only after the broker acknowledged it.
 """
 
 from __future__ import annotations
@@ -32,13 +29,11 @@ from confluent_kafka import (
     Consumer,
     KafkaError,
     KafkaException,
-    Producer,
     TopicCollection,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
 
-from consumer.datapath.delivery import AtLeastOnce
 from consumer.datapath.pseudonym import Pseudonymiser
 from consumer.operations.metrics import Metrics
 from consumer.optouts.filter import Offsets, OptOutFilter
@@ -351,91 +346,3 @@ class OptOutFeed:
     def close(self) -> None:
         self.consumer.close()
         self.ends.close()
-
-
-class RevocationEmitter:
-    """One Revocation per opt-out record, from whichever replica the group gives its partition."""
-
-    def __init__(
-        self,
-        config: dict[str, Any],
-        producer_config: dict[str, Any],
-        topic: str,
-        revocations_topic: str,
-        codec: Codec,
-        pseudonymiser: Pseudonymiser,
-        metrics: Metrics,
-        log: Any,
-        flush_seconds: float,
-    ) -> None:
-        self.topic = topic
-        self.revocations_topic = revocations_topic
-        self.codec = codec
-        self.pseudonymiser = pseudonymiser
-        self.metrics = metrics
-        self.log = log
-        self.flush_seconds = flush_seconds
-        self.producer = Producer({**producer_config, "enable.idempotence": True, "acks": "all", "linger.ms": 20})
-        self.consumer = Consumer(
-            {
-                **config,
-                "enable.auto.commit": True,
-                "enable.auto.offset.store": False,
-                "partition.assignment.strategy": "cooperative-sticky",
-            }
-        )
-        # The same at-least-once bookkeeping as the input: offsets stored only behind acknowledged output.
-        self.delivery = AtLeastOnce(self.consumer, self.producer, metrics, log)
-
-    def start(self) -> None:
-        self.consumer.subscribe(
-            [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
-        )
-
-    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        self.delivery.assigned_partitions(partitions)
-
-    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        self.delivery.revoked(partitions, self.flush_seconds)
-
-    def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        self.delivery.lost(partitions)
-
-    def poll(self) -> None:
-        messages = self.consumer.consume(num_messages=1000, timeout=0)
-        if messages:
-            batch = self.delivery.open_batch("revocations")
-            consumed: list[tuple[str, int, int]] = []
-            for msg in messages:
-                if msg.error() is not None:
-                    continue
-                partition, offset = msg.partition(), msg.offset()
-                assert partition is not None and offset is not None  # always set on a consumed record
-                consumed.append((self.topic, partition, offset))
-                users, opted_out_at, _ = parse_optout(self.codec, msg)
-                for user_id in users:
-                    pseudonym = self.pseudonymiser.pseudonym(user_id)
-                    value = self.codec.encode(
-                        REVOCATION, {"author_pseudonym": pseudonym.decode("ascii"), "opted_out_at": opted_out_at}
-                    )
-                    batch.expect()
-                    while True:
-                        try:
-                            self.producer.produce(self.revocations_topic, value, pseudonym, on_delivery=batch.delivered)
-                            break
-                        except BufferError:
-                            self.producer.poll(0.05)
-            self.delivery.close_batch(batch, consumed)
-        self.delivery.tick()  # ProduceFailed becomes FatalDeliveryError: the service stops, nothing committed past it
-        self._count()
-
-    def _count(self) -> None:
-        revoked, _ = self.delivery.take_counts()
-        if revoked:
-            self.metrics.revocations.inc(revoked)
-            self.metrics.produced.labels("revocations").inc(revoked)
-
-    def close(self, timeout: float) -> None:
-        self.delivery.shutdown(timeout)
-        self._count()
-        self.consumer.close()

@@ -73,9 +73,20 @@ try:
     root = "writable"
 except OSError as exc:
     root = errno.errorcode[exc.errno]
+try:
+    import consumer.devtools
+    devtools = True
+except ImportError:
+    devtools = False
+try:
+    import tqdm
+    tqdm_present = True
+except ImportError:
+    tqdm_present = False
 print(json.dumps({"uid": os.getuid(), "gid": os.getgid(), "compiled": f.COMPILED, "module": f.__file__,
                   "root": root, "gcc": shutil.which("gcc"), "cli": shutil.which("training-filter"),
-                  "snapshot_dir_owner": os.stat("/var/lib/training-filter").st_uid}))
+                  "snapshot_dir_owner": os.stat("/var/lib/training-filter").st_uid,
+                  "devtools": devtools, "tqdm": tqdm_present}))
 """
     code, out, err = run_once(podman, image, container_name, "-c", probe, options=("--entrypoint", "python"))
     assert code == 0, err.decode()
@@ -87,6 +98,8 @@ print(json.dumps({"uid": os.getuid(), "gid": os.getgid(), "compiled": f.COMPILED
     assert facts["gcc"] is None, "the compiler of the build stage reached the final image"
     assert facts["cli"] == "/opt/venv/bin/training-filter"
     assert facts["snapshot_dir_owner"] == UID
+    # The development tools (local broker, generator, demo) and their dependency stay out of the image.
+    assert facts["devtools"] is False and facts["tqdm"] is False
 
 
 def test_help(podman, image, container_name):
@@ -97,6 +110,8 @@ def test_help(podman, image, container_name):
     code, out, err = run_once(podman, image, container_name, "run", "--help")
     assert code == 0, err.decode()
     assert b"TF_BOOTSTRAP_SERVERS" in out and b"TF_HMAC_KEY_FILE" in out
+    code, _, err = run_once(podman, image, container_name, "demo")
+    assert code == 2 and b"development tool" in err, err.decode()
 
 
 def test_run_without_configuration_exits_2_and_names_what_is_missing(podman, image, container_name):

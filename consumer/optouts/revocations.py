@@ -1,0 +1,107 @@
+"""Revocations: one per opt-out record, so that readers of the training topic purge what they took.
+
+`RevocationEmitter` is a consumer group on the opt-out topic: each opt-out record is handled by
+exactly one replica, which produces one Revocation (keyed by the pseudonym) and commits only after
+the broker acknowledged it. The revocations topic is also the register the opt-out feed reads back
+(consumer/optouts/feed.py): an objection a tombstone deleted is still there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from consumer.datapath.delivery import AtLeastOnce
+from consumer.datapath.pseudonym import Pseudonymiser
+from consumer.operations.metrics import Metrics
+from consumer.optouts.feed import parse_optout
+from consumer.wire.codec import REVOCATION, Codec
+
+
+class RevocationEmitter:
+    """One Revocation per opt-out record, from whichever replica the group gives its partition."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        producer_config: dict[str, Any],
+        topic: str,
+        revocations_topic: str,
+        codec: Codec,
+        pseudonymiser: Pseudonymiser,
+        metrics: Metrics,
+        log: Any,
+        flush_seconds: float,
+    ) -> None:
+        self.topic = topic
+        self.revocations_topic = revocations_topic
+        self.codec = codec
+        self.pseudonymiser = pseudonymiser
+        self.metrics = metrics
+        self.log = log
+        self.flush_seconds = flush_seconds
+        self.producer = Producer({**producer_config, "enable.idempotence": True, "acks": "all", "linger.ms": 20})
+        self.consumer = Consumer(
+            {
+                **config,
+                "enable.auto.commit": True,
+                "enable.auto.offset.store": False,
+                "partition.assignment.strategy": "cooperative-sticky",
+            }
+        )
+        # The same at-least-once bookkeeping as the input: offsets stored only behind acknowledged output.
+        self.delivery = AtLeastOnce(self.consumer, self.producer, metrics, log)
+
+    def start(self) -> None:
+        self.consumer.subscribe(
+            [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.delivery.assigned_partitions(partitions)
+
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.delivery.revoked(partitions, self.flush_seconds)
+
+    def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.delivery.lost(partitions)
+
+    def poll(self) -> None:
+        messages = self.consumer.consume(num_messages=1000, timeout=0)
+        if messages:
+            batch = self.delivery.open_batch("revocations")
+            consumed: list[tuple[str, int, int]] = []
+            for msg in messages:
+                if msg.error() is not None:
+                    continue
+                partition, offset = msg.partition(), msg.offset()
+                assert partition is not None and offset is not None  # always set on a consumed record
+                consumed.append((self.topic, partition, offset))
+                users, opted_out_at, _ = parse_optout(self.codec, msg)
+                for user_id in users:
+                    pseudonym = self.pseudonymiser.pseudonym(user_id)
+                    value = self.codec.encode(
+                        REVOCATION, {"author_pseudonym": pseudonym.decode("ascii"), "opted_out_at": opted_out_at}
+                    )
+                    batch.expect()
+                    while True:
+                        try:
+                            self.producer.produce(self.revocations_topic, value, pseudonym, on_delivery=batch.delivered)
+                            break
+                        except BufferError:
+                            self.producer.poll(0.05)
+            self.delivery.close_batch(batch, consumed)
+        self.delivery.tick()  # ProduceFailed becomes FatalDeliveryError: the service stops, nothing committed past it
+        self._count()
+
+    def _count(self) -> None:
+        revoked, _ = self.delivery.take_counts()
+        if revoked:
+            self.metrics.revocations.inc(revoked)
+            self.metrics.produced.labels("revocations").inc(revoked)
+
+    def close(self, timeout: float) -> None:
+        self.delivery.shutdown(timeout)
+        self._count()
+        self.consumer.close()

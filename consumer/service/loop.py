@@ -1,0 +1,176 @@
+"""The loop: one thread turns it (librdkafka's own threads aside).
+
+Each turn: consume a batch (or, while paused, serve rebalances and keep what arrives); bring the
+opt-out feed up to the opt-out topic's current end and, with a registry, look up every schema id
+the batch carries; only then decide the batch, or else hold it and pause input. Then serve delivery
+reports and commit what they release, emit revocations, and do the upkeep.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+
+from consumer.datapath.batch import BatchProcessor
+from consumer.datapath.dead_letters import UndeliverableError
+from consumer.datapath.delivery import AtLeastOnce, ExactlyOnce, FatalDeliveryError
+from consumer.operations.metrics import Metrics
+from consumer.operations.settings import Settings
+from consumer.optouts.feed import OptOutFeed
+from consumer.optouts.revocations import RevocationEmitter
+from consumer.service.lifecycle import Lifecycle
+from consumer.service.state import State
+from consumer.service.upkeep import Upkeep
+from consumer.service.wiring import Wiring
+from consumer.wire.registry import RegistryRefused, RegistryUnavailable
+
+
+class Loop:
+    def __init__(
+        self,
+        settings: Settings,
+        state: State,
+        metrics: Metrics,
+        log: Any,
+        lifecycle: Lifecycle,
+        wiring: Wiring,
+        consumer: Any,
+        feed: OptOutFeed,
+        delivery: AtLeastOnce,
+        processor: BatchProcessor,
+        revocations: RevocationEmitter,
+        upkeep: Upkeep,
+    ) -> None:
+        self.settings = settings
+        self.state = state
+        self.metrics = metrics
+        self.log = log
+        self.lifecycle = lifecycle
+        self.wiring = wiring
+        self.input = consumer
+        self.feed = feed
+        self.delivery = delivery
+        self.processor = processor
+        self.revocations = revocations
+        self.upkeep = upkeep
+        self.registry = processor.codec.registry is not None
+        delivery.on_refused = self.on_refused
+        delivery.on_rewind = lifecycle.drop_held
+
+    def run(self) -> None:
+        s, st = self.settings, self.state
+        batch_size, batch_timeout = s.batch_size, s.batch_timeout_ms / 1000
+        max_lag = s.optout_max_lag_seconds
+        sync_timeout = min(1.0, max_lag / 2)
+        while not st.stopping:
+            st.tick()
+            if st.held is None:
+                messages = self.input.consume(num_messages=batch_size, timeout=batch_timeout)
+                if messages:
+                    st.held = messages
+            elif st.paused:
+                msg = self.input.poll(0.05)  # serves rebalance callbacks; paused partitions yield nothing new
+                if msg is not None and msg.error() is None:
+                    st.held.append(msg)
+            # Every opt-out acknowledged before these records were fetched is applied before they are decided,
+            # and (with a registry) every schema id they carry is looked up before any of them is.
+            synced = self.feed.sync(timeout=sync_timeout)
+            if synced and st.held and self.registry:
+                synced = self.resolve_schemas(st.held)
+            if synced:
+                if st.paused:
+                    self.lifecycle.resume()
+                if st.held:
+                    self.process(st.held)
+                st.held = None
+            elif st.held or self.feed.seconds_behind() > max_lag:
+                self.lifecycle.pause()
+            self.metrics.optout_ready.set(1 if self.feed.seconds_behind() <= max_lag else 0)
+            self.delivery.tick()
+            self.revocations.poll()
+            self.upkeep.after_turn()
+
+    def resolve_schemas(self, messages: list[Any]) -> bool:
+        """Registry mode: every schema id of the batch looked up before any record is decided."""
+        try:
+            self.processor.resolve_schemas(messages)
+        except (RegistryUnavailable, RegistryRefused) as exc:
+            self.lifecycle.registry_down(str(exc))
+            return False
+        self.lifecycle.registry_up()
+        return True
+
+    def process(self, messages: list[Any]) -> None:
+        started = time.perf_counter()
+        batch = self.delivery.open_batch()
+        tally: dict[Any, int] = {}
+        try:
+            consumed = self.processor.process(messages, batch, tally)
+        except KafkaException as exc:
+            # produce() refused for a reason that is not the record's (offsets.PER_RECORD_ERRORS are
+            # dead-lettered inside): in exactly-once, a transaction the broker made abortable (a record
+            # refused in a delivery report); otherwise the producer cannot go on.
+            err = exc.args[0]
+            if isinstance(self.delivery, ExactlyOnce) and isinstance(err, KafkaError) and not err.fatal():
+                self.delivery.abort(err.name())  # rewinds; the batch (held) is fetched again
+                return
+            raise FatalDeliveryError(f"{_error_name(exc)} producing an output") from exc
+        except UndeliverableError as exc:
+            raise FatalDeliveryError(str(exc)) from exc
+        self.delivery.close_batch(batch, consumed)
+        if self.processor.consumer_errors:
+            self._note_consumer_errors()
+        records_by = self.metrics.records_by
+        decisions = self.upkeep.decisions
+        for key, count in tally.items():
+            records_by[key].inc(count)
+            reason = str(key[1])
+            decisions[reason] = decisions.get(reason, 0) + count
+        elapsed = time.perf_counter() - started
+        self.metrics.batch_seconds.observe(elapsed)
+        self.metrics.batch_records.observe(len(messages))
+        self.metrics.last_processed.set(time.time())
+        if self.settings.log_level == "debug":
+            partitions: dict[str, int] = {}
+            for msg in messages:
+                name = f"{msg.topic()}/{msg.partition()}"
+                partitions[name] = partitions.get(name, 0) + 1
+            self.log.debug(
+                "batch",
+                records=len(messages),
+                decisions={str(k[1]): v for k, v in tally.items()},
+                partitions=partitions,
+                seconds=round(elapsed, 6),
+            )
+
+    def _note_consumer_errors(self) -> None:
+        errors = self.upkeep.consumer_errors
+        for msg in self.processor.consumer_errors:
+            err = msg.error()
+            if err.code() == KafkaError._PARTITION_EOF:
+                continue
+            name = err.name()
+            if name not in errors:
+                self.log.warning("consumer_error", error=name, topic=msg.topic(), partition=msg.partition())
+            errors[name] = errors.get(name, 0) + 1
+        self.processor.consumer_errors.clear()
+
+    def on_refused(self, batch: Any) -> None:
+        """The broker refused outputs of `batch` for good: read the topic limits again, then let the
+        processor write them again or dead-letter them (at-least-once), or note them for the
+        re-reading after the abort (exactly-once)."""
+        for rejected in batch.rejected:
+            self.metrics.produce_errors.labels(rejected.output).inc()
+        self.log.warning("output_refused", records=len(batch.rejected), error=batch.rejected[0].error)
+        self.processor.set_limits(self.wiring.output_limits())
+        if self.settings.exactly_once:
+            self.processor.note_refused(batch)
+        else:
+            self.processor.replace_refused(batch)
+
+
+def _error_name(exc: KafkaException) -> str:
+    err = exc.args[0]
+    return err.name() if isinstance(err, KafkaError) else type(exc).__name__

@@ -1,0 +1,138 @@
+"""What the loop does when a turn is over: counts into metrics, the periodic summary log line, and
+the opt-out filter's snapshot (in the background, and once more at shutdown)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from consumer.datapath.batch import BatchProcessor
+from consumer.datapath.delivery import AtLeastOnce
+from consumer.datapath.pseudonym import Pseudonymiser
+from consumer.operations.metrics import Metrics
+from consumer.operations.settings import Settings
+from consumer.optouts.feed import OptOutFeed
+from consumer.optouts.filter import write_snapshot
+from consumer.service.lifecycle import finite
+from consumer.service.state import State
+
+
+class Snapshots:
+    """The filter and the feed's offsets, written every TF_OPTOUT_SNAPSHOT_INTERVAL_SECONDS and at
+    shutdown (atomically: consumer/optouts/filter.py)."""
+
+    def __init__(
+        self, settings: Settings, feed: OptOutFeed, pseudonymiser: Pseudonymiser, metrics: Metrics, log: Any
+    ) -> None:
+        self.path = settings.optout_snapshot_path
+        self.interval = settings.optout_snapshot_interval_seconds
+        self.feed = feed
+        self.key_check = pseudonymiser.key_check()
+        self.metrics = metrics
+        self.log = log
+        self.last = time.monotonic()
+        self.thread: threading.Thread | None = None
+
+    def due(self, now: float) -> None:
+        if self.path is not None and now - self.last >= self.interval:
+            self.write(background=True)
+
+    def final(self, timeout: float) -> None:
+        if self.thread is not None:
+            self.thread.join(timeout)
+        self.write(background=False)
+
+    def write(self, background: bool) -> None:
+        path = self.path
+        if path is None or (self.thread is not None and self.thread.is_alive()):
+            return
+        self.last = time.monotonic()
+        optout_filter = self.feed.filter
+        header = optout_filter.header(dict(self.feed.positions), self.feed.topic_ids, self.key_check)
+        body = optout_filter.snapshot_bytes()
+
+        def write() -> None:
+            started = time.monotonic()
+            try:
+                write_snapshot(path, header, body)
+            except OSError as exc:
+                self.metrics.snapshots.labels("save", "failed").inc()
+                self.log.warning("optout_snapshot_failed", error=exc.strerror or type(exc).__name__, path=str(path))
+                return
+            self.metrics.snapshots.labels("save", "ok").inc()
+            self.metrics.snapshot_seconds.labels("save").set(time.monotonic() - started)
+            self.log.info("optout_snapshot_saved", entries=header["entries"], path=str(path))
+
+        if background:
+            self.thread = threading.Thread(target=write, name="optout-snapshot", daemon=True)
+            self.thread.start()
+        else:
+            write()
+
+
+class Upkeep:
+    def __init__(
+        self,
+        settings: Settings,
+        state: State,
+        metrics: Metrics,
+        log: Any,
+        delivery: AtLeastOnce,
+        processor: BatchProcessor,
+        feed: OptOutFeed,
+        snapshots: Snapshots,
+        ready: Any,
+    ) -> None:
+        self.settings = settings
+        self.state = state
+        self.metrics = metrics
+        self.log = log
+        self.delivery = delivery
+        self.processor = processor
+        self.feed = feed
+        self.snapshots = snapshots
+        self.ready = ready
+        self.decisions: dict[str, int] = {}  # since the last summary line
+        self.consumer_errors: dict[str, int] = {}
+        self._last_summary = time.monotonic()
+
+    def after_turn(self) -> None:
+        now = time.monotonic()
+        m = self.metrics
+        produced, dead = self.delivery.take_counts()
+        if produced:
+            m.produced.labels("training").inc(produced)
+        if dead:
+            m.produced.labels("dlq").inc(dead)
+        processor = self.processor
+        if processor.dlq_causes:
+            for (source, cause), count in processor.dlq_causes.items():
+                m.dlq.labels(str(source), cause).inc(count)
+            processor.dlq_causes.clear()
+        if processor.dead_letters.truncated:
+            m.dlq_truncated.inc(processor.dead_letters.truncated)
+            processor.dead_letters.truncated = 0
+        ready, _ = self.ready()
+        m.ready.set(1 if ready else 0)
+        if now - self._last_summary >= self.settings.log_summary_seconds:
+            self._summary(now)
+        self.snapshots.due(now)
+
+    def _summary(self, now: float) -> None:
+        elapsed = now - self._last_summary
+        total = sum(self.decisions.values())
+        self.log.info(
+            "summary",
+            records=total,
+            records_per_second=round(total / elapsed, 1),
+            decisions=dict(self.decisions),
+            assigned_partitions=len(self.state.assigned),
+            optout_entries=self.feed.filter.entries,
+            optout_feed_seconds_behind=finite(self.feed.seconds_behind()),
+            paused=self.state.paused,
+            consumer_errors=self.consumer_errors or None,
+        )
+        self.decisions = {}
+        self.consumer_errors = {}
+        self._last_summary = now

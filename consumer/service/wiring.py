@@ -1,0 +1,258 @@
+"""Building the service's parts from its settings: the opt-out feed and filter (from a snapshot when
+one matches), the output schemas' ids, the size limits, the producer, the input consumer, the
+delivery guarantee, the batch processor and the revocation emitter.
+
+Everything librdkafka is told lives here, with the reason for each value; the properties the
+delivery guarantees rest on are set last, over the operator's TF_*KAFKA_* settings, and an operator
+setting that tries to change them stops start-up.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer
+
+from consumer.datapath.batch import BatchProcessor
+from consumer.datapath.delivery import AtLeastOnce, ExactlyOnce
+from consumer.datapath.output_limits import (
+    OutputLimits,
+    describe_topic_limits,
+    producer_max_bytes,
+    required_topic_bytes,
+)
+from consumer.datapath.pseudonym import Pseudonymiser
+from consumer.operations import logs
+from consumer.operations.metrics import Metrics
+from consumer.operations.settings import ConfigError, Settings
+from consumer.optouts.feed import OptOutFeed
+from consumer.optouts.filter import LoadedSnapshot, OptOutFilter, SnapshotError, load_snapshot
+from consumer.optouts.revocations import RevocationEmitter
+from consumer.wire.codec import Codec
+
+# Properties the guarantees depend on: a TF_*KAFKA_* setting may not change them.
+ENFORCED_CONSUMER = {"enable.auto.offset.store", "enable.auto.commit", "isolation.level", "group.id"}
+ENFORCED_PRODUCER = {"enable.idempotence", "acks", "transactional.id"}
+
+
+def check_overrides(settings: Settings) -> None:
+    problems = []
+    for scope, props, enforced in (
+        ("CONSUMER_KAFKA", {**settings.kafka_common, **settings.kafka_consumer}, ENFORCED_CONSUMER),
+        ("PRODUCER_KAFKA", {**settings.kafka_common, **settings.kafka_producer}, ENFORCED_PRODUCER),
+    ):
+        for prop in sorted(set(props) & enforced):
+            problems.append(
+                f"{prop} (TF_{scope}_/TF_KAFKA_ {prop.upper().replace('.', '_')}) cannot be set: the "
+                f"delivery guarantee depends on it; use TF_PROCESSING_GUARANTEE or TF_GROUP_ID"
+            )
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def client(kind: Any, config: dict[str, Any], what: str) -> Any:
+    """Create a librdkafka client; a property it rejects is a configuration error."""
+    try:
+        return kind(config)
+    except KafkaException as exc:
+        raise ConfigError(
+            f"the {what}'s librdkafka configuration is invalid: {exc.args[0].str()} (check the TF_*KAFKA_* settings)"
+        ) from exc
+
+
+def opted_out(optout_filter: OptOutFilter, pseudonymiser: Pseudonymiser) -> Callable[[bytes], bool]:
+    """The rules' membership test: the filter holds pseudonyms (memoised HMACs of user ids)."""
+    contains = optout_filter.contains
+    pseudonym = pseudonymiser.pseudonym
+
+    def test(user_id: bytes) -> bool:
+        return bool(contains(pseudonym(user_id)))
+
+    return test
+
+
+@dataclass
+class Wiring:
+    """Builds the parts; holds what they are built from."""
+
+    settings: Settings
+    codec: Codec
+    pseudonymiser: Pseudonymiser
+    metrics: Metrics
+    log: Any
+
+    def __post_init__(self) -> None:
+        self.kafka_log = {"logger": logs.kafka_logger()}
+        self.producer_max = 0
+
+    # -- the opt-out side ------------------------------------------------------------------------
+
+    def optout_feed(self, stopping: Callable[[], bool]) -> OptOutFeed:
+        """The feed, assigned and positioned (from the snapshot's offsets when they can be used)."""
+        s = self.settings
+        optout_filter, snapshot = self._load_filter()
+        feed = OptOutFeed(
+            s.consumer_config(**{"group.id": f"{s.group_id}-optout-feed"}, **self.kafka_log),
+            s.optouts_topic,
+            s.revocations_topic,
+            optout_filter,
+            self.codec,
+            self.pseudonymiser,
+            self.metrics,
+            self.log,
+            stopping=stopping,
+        )
+        self.metrics.feed_lag(feed.seconds_behind)
+        feed.start(*((snapshot.offsets, snapshot.topic_ids) if snapshot is not None else (None, None)))
+        f = feed.filter  # a new, empty one if the snapshot's offsets could not be used
+        self.metrics.optout_capacity.set(f.capacity)
+        self.metrics.optout_bytes.set(f.size_bytes)
+        self.metrics.optout_entries.set(f.entries)
+        self.metrics.optout_fp_rate.set(f.estimated_fp_rate())
+        return feed
+
+    def _load_filter(self) -> tuple[OptOutFilter, LoadedSnapshot | None]:
+        s = self.settings
+        if s.optout_snapshot_path is not None:
+            started = time.monotonic()
+            try:
+                loaded = load_snapshot(
+                    s.optout_snapshot_path,
+                    s.optout_capacity,
+                    s.optout_fp_rate,
+                    [s.optouts_topic, s.revocations_topic],
+                    self.pseudonymiser.key_check(),
+                )
+            except SnapshotError as exc:
+                self.metrics.snapshots.labels("load", "unusable").inc()
+                self.log.info("optout_snapshot_not_used", reason=str(exc), path=str(s.optout_snapshot_path))
+            else:
+                took = time.monotonic() - started
+                self.metrics.snapshots.labels("load", "ok").inc()
+                self.metrics.snapshot_seconds.labels("load").set(took)
+                self.log.info(
+                    "optout_snapshot_loaded",
+                    entries=loaded.filter.entries,
+                    seconds=round(took, 3),
+                    age_seconds=round(time.time() - loaded.saved_at, 1),
+                    partitions=len(loaded.offsets),
+                )
+                return loaded.filter, loaded
+        return OptOutFilter(s.optout_capacity, s.optout_fp_rate), None
+
+    def revocation_emitter(self) -> RevocationEmitter:
+        s = self.settings
+        return RevocationEmitter(
+            s.consumer_config(
+                **{"group.id": f"{s.group_id}-revocations", "auto.offset.reset": s.revocations_start, **self.kafka_log}
+            ),
+            s.producer_config(**self.kafka_log),
+            s.optouts_topic,
+            s.revocations_topic,
+            self.codec,
+            self.pseudonymiser,
+            self.metrics,
+            self.log,
+            s.revoke_flush_seconds,
+        )
+
+    # -- the data path ---------------------------------------------------------------------------
+
+    def output_limits(self) -> OutputLimits:
+        """Input and output size limits that agree with the producer and the output topics (see
+        consumer/datapath/output_limits.py). Asked of the broker at start-up and after a refused record."""
+        s = self.settings
+        configured = {**s.kafka_common, **s.kafka_producer}.get("message.max.bytes")
+        self.producer_max = int(configured) if configured else producer_max_bytes(s.max_value_bytes)
+        admin = {"bootstrap.servers": s.bootstrap_servers, **s.kafka_common, **self.kafka_log}
+        described = describe_topic_limits(admin, [s.training_topic, s.dlq_topic])
+        limits = OutputLimits.compute(s.max_value_bytes, self.producer_max, s.training_topic, s.dlq_topic, described)
+        needed = required_topic_bytes(s.max_value_bytes)
+        short = {t: v for t, v in described.items() if v is None or v < needed}
+        if short or limits.input_max < s.max_value_bytes:
+            self.log.warning(
+                "output_limits_lower_the_input_limit",
+                input_max_bytes=limits.input_max,
+                configured_max_value_bytes=s.max_value_bytes,
+                topic_max_message_bytes=described,
+                needed_max_message_bytes=needed,
+                detail="larger inputs go to the DLQ as oversized; raise the topics' max.message.bytes "
+                "(None: not readable, grant DESCRIBE_CONFIGS) or the producer's message.max.bytes",
+            )
+        else:
+            self.log.info("output_limits", input_max_bytes=limits.input_max, topic_max_message_bytes=described)
+        return limits
+
+    def producer(self, limits: OutputLimits) -> Any:
+        s = self.settings
+        config = s.producer_config(
+            {
+                # Batching for throughput; lz4 because text compresses well and lz4 costs little CPU.
+                "linger.ms": 5,
+                # Never a batch the output topics refuse: the broker would fail every record in it.
+                "batch.size": min(1_000_000, limits.training_record_max, limits.dlq_record_max),
+                "message.max.bytes": self.producer_max,
+                "compression.type": "lz4",
+                "queue.buffering.max.messages": 200_000,
+                "queue.buffering.max.kbytes": 131_072,
+                "message.timeout.ms": 300_000,  # retries ride out a broker restart of up to five minutes
+            },
+            **{"enable.idempotence": True, "acks": "all", **self.kafka_log},
+        )
+        if s.exactly_once:
+            config["transactional.id"] = s.transactional_id or f"{s.group_id}-{socket.gethostname()}"
+            # librdkafka requires message.timeout.ms <= transaction.timeout.ms; a minute bounds how long an
+            # abandoned transaction can hold back read_committed readers if its replica never returns.
+            config.setdefault("transaction.timeout.ms", 60_000)
+            config["message.timeout.ms"] = min(int(config["message.timeout.ms"]), int(config["transaction.timeout.ms"]))
+        return client(Producer, config, "producer")
+
+    def input_consumer(self, on_stats: Callable[[str], None]) -> Any:
+        s = self.settings
+        config = s.consumer_config(
+            {
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "cooperative-sticky",
+                "fetch.max.bytes": 52_428_800,
+                "max.partition.fetch.bytes": 4_194_304,
+                "statistics.interval.ms": s.statistics_interval_ms,
+                "stats_cb": on_stats,
+            },
+            **{
+                "group.id": s.group_id,
+                "enable.auto.commit": not s.exactly_once,
+                "auto.commit.interval.ms": 1000,
+                "enable.auto.offset.store": False,
+                "isolation.level": "read_committed",
+                **self.kafka_log,
+            },
+        )
+        return client(Consumer, config, "input consumer")
+
+    def delivery(self, consumer: Any, producer: Any) -> AtLeastOnce:
+        s = self.settings
+        if s.exactly_once:
+            return ExactlyOnce(consumer, producer, self.metrics, self.log, s.transaction_interval_ms / 1000)
+        return AtLeastOnce(consumer, producer, self.metrics, self.log)
+
+    def processor(
+        self, decider: Any, optout_filter: OptOutFilter, producer: Any, limits: OutputLimits
+    ) -> BatchProcessor:
+        s = self.settings
+        return BatchProcessor(
+            decider=decider,
+            codec=self.codec,
+            pseudonymiser=self.pseudonymiser,
+            opted_out=opted_out(optout_filter, self.pseudonymiser),
+            producer=producer,
+            training_topic=s.training_topic,
+            dlq_topic=s.dlq_topic,
+            posts_topic=s.posts_topic,
+            ai_interactions_topic=s.ai_interactions_topic,
+            on_backpressure=lambda: producer.poll(0.05),
+            limits=limits,
+        )
