@@ -4,8 +4,10 @@ VENV_STAMP := .venv/.installed
 # The compiled fast path is built in place by the editable install; rebuilt when its source changes
 # (the import would otherwise keep loading the stale shared library without a word).
 BUILT := .venv/.fastpath-built
+# The README recipes' tools (pyspark, apache-flink, pyarrow: the [recipes] extra), installed by make recipes-test only.
+RECIPES_STAMP := .venv/.recipes-installed
 
-.PHONY: help install demo test unit integration faults bench deploy-check image image-test image-clean lint kafka-start kafka-stop registry-start registry-stop clean
+.PHONY: help install demo test unit integration faults bench recipes-test deploy-check image image-test image-clean lint kafka-start kafka-stop registry-start registry-stop clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -25,8 +27,8 @@ install: $(VENV_STAMP)  ## create .venv and install the project with its dev too
 demo: $(BUILT)  ## run the whole pipeline on a local Kafka with a generated stream
 	$(PYTHON) -m consumer.cli demo
 
-test: $(BUILT)  ## all tests but the image's: unit, integration against the real Kafka and schema registry, faults, deploy
-	$(PYTHON) -m pytest -q tests --ignore=tests/image
+test: $(BUILT)  ## all tests but the image's and the recipes': unit, integration against the real Kafka and schema registry, faults, deploy
+	$(PYTHON) -m pytest -q tests --ignore=tests/image --ignore=tests/recipes
 
 unit: $(BUILT)  ## the unit tests only (no broker)
 	$(PYTHON) -m pytest -q tests/unit
@@ -41,6 +43,13 @@ bench: $(BUILT)  ## the benchmark (a few minutes; writes tests/benchmarks/result
 	$(PYTHON) -m pip install -q -e '.[bench]'
 	$(PYTHON) -m tests.benchmarks.bench
 	taskset -c 0 $(PYTHON) -m tests.benchmarks.bloom_candidates tests/benchmarks/results/bloom-candidates.json
+
+$(RECIPES_STAMP): $(VENV_STAMP)
+	.venv/bin/pip install -q -e '.[dev,recipes]'
+	touch $(RECIPES_STAMP) $(BUILT)
+
+recipes-test: $(RECIPES_STAMP) $(BUILT)  ## the README's reader recipes (Python, Spark, Flink) run as written against the real service; installs [recipes]
+	$(PYTHON) -m pytest -q tests/recipes
 
 deploy-check: $(VENV_STAMP)  ## validate manifests, CRs, alert rules, dashboard and Dockerfile (part of make test)
 	$(PYTHON) -m pytest -q tests/deploy
