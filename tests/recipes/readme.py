@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-MARKER = re.compile(r"<!-- recipe: ([a-z0-9-]+) -->\n```python\n(.*?)\n```", re.S)
+MARKER = re.compile(r"<!-- recipe: ([a-z0-9-]+) -->\n```(\w+)\n(.*?)\n```", re.S)
 # What a recipe may import: the tools and the standard library, never this project's code.
 ALLOWED_IMPORTS = {
     "confluent_kafka",
@@ -27,24 +27,31 @@ ALLOWED_IMPORTS = {
     "time",
     "urllib",
     "functools",
+    "tempfile",
     "pathlib",
 }
 
 
-def blocks() -> dict[str, str]:
-    found: dict[str, str] = {}
-    for name, code in MARKER.findall(README.read_text()):
+def blocks() -> dict[str, tuple[str, str]]:
+    """name -> (language, code) of every marked block."""
+    found: dict[str, tuple[str, str]] = {}
+    for name, language, code in MARKER.findall(README.read_text()):
         assert name not in found, f"two README blocks are marked recipe: {name}"
-        found[name] = code + "\n"
+        found[name] = (language, code + "\n")
     return found
+
+
+def block(name: str, language: str) -> str:
+    """One marked block, of that language, exactly as written."""
+    known = blocks()
+    assert name in known, f"README.md has no block marked <!-- recipe: {name} --> (it has {sorted(known)})"
+    assert known[name][0] == language, f"recipe {name} is {known[name][0]}, not {language}"
+    return known[name][1]
 
 
 def recipe(*names: str) -> str:
     """The named blocks, in order, as one program; each must exist and import only what a reader has."""
-    known = blocks()
-    missing = [n for n in names if n not in known]
-    assert not missing, f"README.md has no block marked <!-- recipe: {missing[0]} --> (it has {sorted(known)})"
-    code = "\n".join(known[n] for n in names)
+    code = "\n".join(block(n, "python") for n in names)
     for node in ast.walk(ast.parse(code)):
         modules = []
         if isinstance(node, ast.Import):
