@@ -48,7 +48,7 @@ $(RECIPES_STAMP): $(VENV_STAMP)
 	.venv/bin/pip install -q -e '.[dev,recipes]'
 	touch $(RECIPES_STAMP) $(BUILT)
 
-recipes-test: $(RECIPES_STAMP) $(BUILT)  ## the README's reader recipes (Python, Spark, Flink) run as written against the real service; installs [recipes]
+recipes-test: $(RECIPES_STAMP) $(BUILT)  ## the README's reader recipes (Python, Spark, Flink, Java) run as written against the real service; installs [recipes]
 	$(PYTHON) -m pytest -q tests/recipes
 
 deploy-check: $(VENV_STAMP)  ## validate manifests, CRs, alert rules, dashboard and Dockerfile (part of make test)
