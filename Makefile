@@ -4,8 +4,10 @@ VENV_STAMP := .venv/.installed
 # The compiled fast path is built in place by the editable install; rebuilt when its source changes
 # (the import would otherwise keep loading the stale shared library without a word).
 BUILT := .venv/.fastpath-built
+# The README recipes' tools (pyspark, apache-flink, pyarrow: the [recipes] extra), installed by make recipes-test only.
+RECIPES_STAMP := .venv/.recipes-installed
 
-.PHONY: help install tools demo test unit integration faults bench deploy-check image image-test image-clean lint kafka-start kafka-stop registry-start registry-stop clean clean-tools
+.PHONY: help install tools demo test unit integration faults bench deploy-check image image-test image-clean recipes-test lint kafka-start kafka-stop registry-start registry-stop clean clean-tools
 
 # The external tools the tests run, at pinned versions, built into a project-local, git-ignored folder
 # (no sudo, nothing system-wide). Each Go tool is installed into a folder named after its version,
@@ -35,7 +37,7 @@ $(VENV_STAMP): pyproject.toml
 	touch $(VENV_STAMP) $(BUILT)
 
 $(BUILT): $(VENV_STAMP) consumer/wire/fastpath.py consumer/wire/fastpath.pxd setup.py
-	$(PYTHON) setup.py -q build_ext --inplace > /dev/null
+	.venv/bin/pip install -q --no-deps -e . > /dev/null  # an isolated build with Cython, as on first install
 	touch $(BUILT)
 
 install: $(VENV_STAMP)  ## create .venv and install the project with its dev tools
@@ -81,8 +83,8 @@ tools: $(addprefix $(TOOLS_BIN)/,$(GO_TOOLS)) $(NPM_STAMP)  ## build the deploy-
 demo: $(BUILT)  ## run the whole pipeline on a local Kafka with a generated stream
 	$(PYTHON) -m consumer.cli demo
 
-test: $(BUILT) tools  ## all tests but the image's: unit, integration against the real Kafka and schema registry, faults, deploy
-	$(PYTHON) -m pytest -q tests --ignore=tests/image
+test: $(BUILT) tools  ## all tests but the image's and the Spark/Flink/Java recipes': unit, integration against the real Kafka and schema registry, faults, deploy
+	$(PYTHON) -m pytest -q tests --ignore=tests/image --ignore=tests/recipes
 
 unit: $(BUILT)  ## the unit tests only (no broker)
 	$(PYTHON) -m pytest -q tests/unit
@@ -97,6 +99,13 @@ bench: $(BUILT)  ## the benchmark (a few minutes; writes tests/benchmarks/result
 	$(PYTHON) -m pip install -q -e '.[bench]'
 	$(PYTHON) -m tests.benchmarks.bench
 	taskset -c 0 $(PYTHON) -m tests.benchmarks.bloom_candidates tests/benchmarks/results/bloom-candidates.json
+
+$(RECIPES_STAMP): $(VENV_STAMP)
+	.venv/bin/pip install -q -e '.[dev,recipes]'
+	touch $(RECIPES_STAMP) $(BUILT)
+
+recipes-test: $(RECIPES_STAMP) $(BUILT)  ## the README's reader recipes (Python, Spark, Flink, Java) run as written against the real service; installs [recipes]
+	$(PYTHON) -m pytest -q tests/recipes
 
 deploy-check: $(VENV_STAMP) tools  ## validate manifests, CRs, alert rules, dashboard and Dockerfile (part of make test)
 	$(PYTHON) -m pytest -q tests/deploy

@@ -200,11 +200,11 @@ def avro_string(text: str | bytes) -> bytes:
 
 
 _PSEUDONYM_LENGTH = b"\x80\x01"  # 64, the length of the hex pseudonym
-# TrainingRecord v2: source (POST is symbol 0, AI_INTERACTION symbol 1), then text, prompt and
-# response, each a [null, string] union (branch 0 is null: 0x00; branch 1 is a string: 0x02).
-_POST_SOURCE_TEXT = b"\x00\x02"  # source POST, text present...
+# TrainingRecord v2: source (a string), then text, prompt and response, each a [null, string] union
+# (branch 0 is null: 0x00; branch 1 is a string: 0x02).
+_POST_SOURCE_TEXT = b"\x08POST\x02"  # source "POST" (length 4: 0x08), text present...
 _POST_NO_EXCHANGE = b"\x00\x00"  # ...prompt and response null
-_AI_SOURCE_NO_TEXT_PROMPT = b"\x02\x00\x02"  # source AI_INTERACTION, text null, prompt present...
+_AI_SOURCE_NO_TEXT_PROMPT = b"\x1cAI_INTERACTION\x00\x02"  # "AI_INTERACTION" (14: 0x1c), text null, prompt present...
 _PRESENT = b"\x02"  # ...response present
 
 

@@ -1,0 +1,72 @@
+"""The README's Python recipes (confluent-kafka, with AvroDeserializer and the registry, or fastavro and
+avro/catalog.json) against the clean topic the real service wrote."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from consumer.wire.codec import schema_dir
+from tests.harness import Topics, produce
+from tests.recipes import readme
+from tests.recipes.stream import CleanStream
+
+pytestmark = pytest.mark.integration
+
+
+def check_kept(records: list[dict], stream: CleanStream) -> None:
+    ids = [r["record_id"] for r in records]
+    assert len(ids) == len(set(ids)), "each record once"
+    assert set(ids) == stream.expected_ids, (
+        f"missing {sorted(stream.expected_ids - set(ids))[:5]}, unexpected {sorted(set(ids) - stream.expected_ids)[:5]}"
+    )
+    assert not {r["author_pseudonym"] for r in records} & stream.late_pseudonyms, "no record of a revoked author"
+    for r in records:
+        if r["source"] == "POST":
+            assert r["text"] and r["prompt"] is None and r["response"] is None, r
+        else:
+            assert r["source"] == "AI_INTERACTION" and r["text"] is None and r["prompt"] and r["response"], r
+
+
+@pytest.mark.parametrize(
+    ("mode", "decoder"), [("registry", "python-decode-registry"), ("catalog", "python-decode-catalog")]
+)
+def test_python_recipe_keeps_exactly_the_eligible_records(kafka, request, tmp_path, mode, decoder):
+    stream: CleanStream = request.getfixturevalue(f"{mode}_stream")
+    code = readme.recipe(decoder, "python-reader")
+    output = tmp_path / "clean.jsonl"
+    env = {
+        **stream.env(),
+        "KAFKA_BOOTSTRAP": kafka.bootstrap,
+        "READER_GROUP": f"ml-reader-{uuid.uuid4().hex[:8]}",
+        "OUTPUT": str(output),
+        "READ_SECONDS": "120",
+    }
+    if mode == "catalog":
+        env.pop("SCHEMA_REGISTRY_URL", None)
+    result = readme.run(code, env, tmp_path, timeout=180, name=f"python-{mode}")
+    assert result.returncode == 0, result.output
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    check_kept(records, stream)
+    assert f"{len(stream.expected_ids)} records kept" in result.output
+    print(f"\npython recipe ({mode}): {len(records)} kept of {stream.facts}, {result.seconds:.1f} s")
+
+
+def test_the_catalog_decoder_refuses_an_id_it_does_not_know(kafka, tmp_path):
+    """A value framed with an id that is not in avro/catalog.json stops the reader; it is never guessed."""
+    topics = Topics.unique(kafka.bootstrap, partitions=1)
+    produce(kafka.bootstrap, [(topics.training, b"k", b"\x00\x00\x00\x03\xe7" + b"\x02ab")])
+    code = readme.recipe("python-decode-catalog", "python-reader")
+    env = {
+        "TRAINING_TOPIC": topics.training,
+        "REVOCATIONS_TOPIC": topics.revocations,
+        "AVRO_DIR": str(schema_dir()),
+        "KAFKA_BOOTSTRAP": kafka.bootstrap,
+        "READER_GROUP": f"ml-reader-{uuid.uuid4().hex[:8]}",
+        "OUTPUT": str(tmp_path / "clean.jsonl"),
+        "READ_SECONDS": "120",
+    }
+    result = readme.run(code, env, tmp_path, timeout=180, name="python-unknown-id")
+    assert result.returncode != 0 and "schema id 999 is not one this reader knows" in result.output, result.output
