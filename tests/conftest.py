@@ -167,6 +167,15 @@ def registry_proxy(registry: Registry) -> Iterator[Callable[..., RegistryProxy]]
         proxy.stop()
 
 
+@pytest.fixture(autouse=True)
+def _no_service_left_running() -> Iterator[None]:
+    """A service process a test started and did not stop (it failed midway) is killed after it."""
+    yield
+    from tests.harness import kill_leftovers
+
+    kill_leftovers()
+
+
 @pytest.fixture
 def topic_name() -> Iterator[str]:
     yield f"t-{uuid.uuid4().hex[:12]}"

@@ -82,6 +82,15 @@ class Bench:
         self.key = secrets.token_bytes(32)
         self.results: dict[str, Any] = {"machine": machine(), "settings": vars(args).copy()}
         self.results["settings"]["output"] = str(args.output)
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def kill_started(self) -> None:
+        """Whatever the run started and did not stop (it failed, or a profiler wrapped the service)."""
+        for process in self.started:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def topic(self, name: str, partitions: int = 4, config: dict[str, str] | None = None) -> str:
         full = f"{name}-{uuid.uuid4().hex[:6]}"
@@ -291,7 +300,9 @@ class Bench:
                 env=env,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,  # its whole group is killed at the end, a profiler's child too
             )
+        self.started.append(process)
         return process, port, sink
 
     def _wait_assigned(self, ports: list[int], partitions: int) -> None:
@@ -636,7 +647,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    results = Bench(args).run()
+    bench = Bench(args)
+    try:
+        results = bench.run()
+    finally:
+        bench.kill_started()
     if args.only:
         return 0
     print()
