@@ -110,6 +110,14 @@ class Metrics:
         self.optout_ready = Gauge(
             f"{NS}_optout_feed_caught_up", "1 when the feed is confirmed caught up within the lag bound.", registry=r
         )
+        self.optout_propagation = Histogram(
+            f"{NS}_optout_propagation_seconds",
+            "From an opt-out record's timestamp (its producer's send time) to its being applied to the "
+            "filter; every record fetched after that is decided with it. Live opt-outs only, not the "
+            "catch-up at start-up.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+            registry=r,
+        )
         self.revocations = Counter(
             f"{NS}_revocations_total", "Revocations emitted (one per opt-out record).", registry=r
         )

@@ -157,7 +157,19 @@ SETTINGS: tuple[Setting, ...] = (
         "TRANSACTION_INTERVAL_MS", "100", "exactly-once only: how long one transaction collects batches", _positive_int
     ),
     Setting("BATCH_SIZE", "2000", "records asked of one consume() call", _positive_int),
-    Setting("BATCH_TIMEOUT_MS", "100", "longest wait of one consume() call for a batch to fill", _positive_int),
+    Setting(
+        "BATCH_TIMEOUT_MS",
+        "100",
+        "longest wait of one consume() call for a batch to fill (reached while the input is idle)",
+        _positive_int,
+    ),
+    Setting(
+        "BATCH_MIN_WAIT_MS",
+        "5",
+        "shortest wait of one consume() call, used while records flow (low latency); it doubles up to "
+        "TF_BATCH_TIMEOUT_MS while the input is idle",
+        _positive_int,
+    ),
     Setting(
         "MAX_VALUE_BYTES",
         "1048576",
@@ -278,6 +290,7 @@ class Settings:
     transaction_interval_ms: int
     batch_size: int
     batch_timeout_ms: int
+    batch_min_wait_ms: int
     max_value_bytes: int
     optout_capacity: int
     optout_fp_rate: float

@@ -20,6 +20,7 @@ input batch by batch; the revocations topic must be read to its end at start-up.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -136,6 +137,9 @@ class OptOutFeed:
         self.reset_reason: str | None = None  # why a snapshot's offsets were not used
         self._ledger_checked = 0.0
         self._unexpected_logged = 0
+        # Held while opt-outs are applied: a snapshot taken under it has offsets that match its filter
+        # (the sync runs on its own thread, consumer/optouts/background.py).
+        self.lock = threading.Lock()
 
     # -- start -----------------------------------------------------------------------------------
 
@@ -265,19 +269,29 @@ class OptOutFeed:
             if remaining <= 0:
                 self._failed("timeout")
                 return False
-            if not self._apply(self.consumer.consume(num_messages=10_000, timeout=min(remaining, 0.2))):
+            messages = self.consumer.consume(num_messages=10_000, timeout=min(remaining, 0.2))
+            if not self._apply(messages, live=not everything):
                 return False
         if not everything:
             # Whatever else has arrived (revocations, written by the replicas' emitters): keeps the
             # snapshot's offsets of the revocations topic current. Never waits.
-            self._apply(self.consumer.consume(num_messages=10_000, timeout=0))
+            self._apply(self.consumer.consume(num_messages=10_000, timeout=0), live=True)
         self.caught_up_at = started
         self.last_error = None
         return True
 
-    def _apply(self, messages: list[Any]) -> bool:
+    def _apply(self, messages: list[Any], live: bool = False) -> bool:
+        """Apply opt-outs and revocations. `live`: the catch-up at start-up is over, so how long each
+        opt-out took to apply (its timestamp to now) is observed: the propagation histogram."""
+        if not messages:
+            return True
+        with self.lock:
+            return self._apply_locked(messages, live)
+
+    def _apply_locked(self, messages: list[Any], live: bool) -> bool:
         added = 0
         results: dict[str, int] = {}
+        delays: list[float] = []
         ok = True
         add = self.filter.add
         for msg in messages:
@@ -299,12 +313,22 @@ class OptOutFeed:
                 pseudonyms = [self.pseudonym(u) for u in users]
                 if result == "unexpected_used_key":
                     self._note_unexpected(msg)
+                if live:
+                    delays.append(msg.timestamp()[1])
             results[result] = results.get(result, 0) + 1
             for pseudonym in pseudonyms:
                 if add(pseudonym):
                     added += 1
         for result, count in results.items():
             self.metrics.optout_records.labels(result).inc(count)
+        if delays:
+            # The record's timestamp is its producer's send time (CreateTime), a little before the
+            # broker acknowledged it: the figure errs long.
+            now_ms = time.time() * 1000
+            observe = self.metrics.optout_propagation.observe
+            for stamp in delays:
+                if stamp > 0:
+                    observe(max(0.0, now_ms - stamp) / 1000)
         if added:
             self.metrics.optout_entries.set(self.filter.entries)
             self.metrics.optout_fp_rate.set(self.filter.estimated_fp_rate())

@@ -23,8 +23,9 @@ from confluent_kafka import TopicPartition
 from consumer.datapath.delivery import AtLeastOnce, FatalDeliveryError
 from consumer.operations.metrics import Metrics
 from consumer.operations.settings import ConfigError, Settings
+from consumer.optouts.background import BackgroundSync
 from consumer.optouts.feed import FeedError, OptOutFeed
-from consumer.service.state import State
+from consumer.service.state import State, held_records
 from consumer.wire.codec import REVOCATION, TRAINING_RECORD, Codec
 from consumer.wire.registry import RegistryMismatch, RegistryRefused, RegistryUnavailable, subject_name
 
@@ -39,6 +40,7 @@ class Lifecycle:
         self.feed: OptOutFeed | None = None
         self.delivery: AtLeastOnce | None = None
         self.input: Any = None
+        self.syncer: BackgroundSync | None = None  # the feed's sync thread, once the loop runs
 
     # -- the probes (called from the HTTP thread) ----------------------------------------------------
 
@@ -166,9 +168,10 @@ class Lifecycle:
         st.assigned -= gone
         self.metrics.assigned.set(len(st.assigned))
         self.metrics.drop_partitions(list(gone))
-        if st.held:
-            # Records of a partition that has gone belong to its new owner now; never emit them here.
-            st.held = [m for m in st.held if (m.topic(), m.partition()) not in gone] or None
+        # Records of a partition that has gone belong to its new owner now; never emit them here.
+        for held in st.held:
+            held.messages = [m for m in held.messages if (m.topic(), m.partition()) not in gone]
+        st.held = [h for h in st.held if h.messages]
 
     def on_stats(self, stats_json: str) -> None:
         stats = orjson.loads(stats_json)
@@ -210,8 +213,8 @@ class Lifecycle:
     def drop_held(self) -> None:
         """After the consumer rewound (an aborted transaction): the held records come again."""
         if self.state.held:
-            self.log.info("held_records_dropped_after_rewind", records=len(self.state.held))
-        self.state.held = None
+            self.log.info("held_records_dropped_after_rewind", records=held_records(self.state.held))
+        self.state.held = []
 
     # -- shutdown ------------------------------------------------------------------------------------
 
@@ -220,7 +223,7 @@ class Lifecycle:
         st = self.state
         st.stopping = True
         deadline = time.monotonic() + self.settings.shutdown_grace_seconds
-        self.log.info("stopping", held_records=len(st.held or []))
+        self.log.info("stopping", held_records=held_records(st.held))
         if self.delivery is not None:
             complete = True
             try:
@@ -237,6 +240,8 @@ class Lifecycle:
             self._close("input", self.input.close)
         if revocations is not None:
             self._close("revocations", lambda: revocations.close(max(0.1, deadline - time.monotonic() - 1)))
+        if self.syncer is not None:
+            self.syncer.stop()
         if self.feed is not None:
             if self.feed.caught_up_at is not None and snapshot is not None:
                 snapshot.final(max(0.1, deadline - time.monotonic()))

@@ -1,8 +1,10 @@
 """The loop: one thread turns it (librdkafka's own threads aside).
 
-Each turn: consume a batch (or, while paused, serve rebalances and keep what arrives); bring the
-opt-out feed up to the opt-out topic's current end and, with a registry, look up every schema id
-the batch carries; only then decide the batch, or else hold it and pause input. Then serve delivery
+Each turn: consume a batch (or, while paused, serve rebalances and keep what arrives) and hand its
+fetch time to the opt-out feed's sync thread (consumer/optouts/background.py); decide the oldest held
+batch once a sync that started after its fetch has completed and, with a registry, every schema id
+it carries is known; hold it, and pause input, when that takes longer than the lag bound allows.
+At most two batches are held: one is decided while the next one's sync runs. Then serve delivery
 reports and commit what they release, emit revocations, and do the upkeep.
 """
 
@@ -18,10 +20,11 @@ from consumer.datapath.dead_letters import UndeliverableError
 from consumer.datapath.delivery import AtLeastOnce, ExactlyOnce, FatalDeliveryError
 from consumer.operations.metrics import Metrics
 from consumer.operations.settings import Settings
+from consumer.optouts.background import BackgroundSync
 from consumer.optouts.feed import OptOutFeed
 from consumer.optouts.revocations import RevocationEmitter
 from consumer.service.lifecycle import Lifecycle
-from consumer.service.state import State
+from consumer.service.state import Held, State
 from consumer.service.upkeep import Upkeep
 from consumer.service.wiring import Wiring
 from consumer.wire.registry import RegistryRefused, RegistryUnavailable
@@ -61,36 +64,68 @@ class Loop:
 
     def run(self) -> None:
         s, st = self.settings, self.state
-        batch_size, batch_timeout = s.batch_size, s.batch_timeout_ms / 1000
+        batch_size = s.batch_size
+        longest_wait = s.batch_timeout_ms / 1000
+        shortest_wait = min(s.batch_min_wait_ms, s.batch_timeout_ms) / 1000
         max_lag = s.optout_max_lag_seconds
         sync_timeout = min(1.0, max_lag / 2)
+        syncer = self.lifecycle.syncer = BackgroundSync(self.feed, sync_timeout, self.log)
+        syncer.start()
+        wait = shortest_wait
         while not st.stopping:
             st.tick()
-            if st.held is None:
-                messages = self.input.consume(num_messages=batch_size, timeout=batch_timeout)
-                if messages:
-                    st.held = messages
-            elif st.paused:
+            fetched = False
+            if st.paused:
                 msg = self.input.poll(0.05)  # serves rebalance callbacks; paused partitions yield nothing new
                 if msg is not None and msg.error() is None:
-                    st.held.append(msg)
-            # Every opt-out acknowledged before these records were fetched is applied before they are decided,
-            # and (with a registry) every schema id they carry is looked up before any of them is.
-            synced = self.feed.sync(timeout=sync_timeout)
-            if synced and st.held and self.registry:
-                synced = self.resolve_schemas(st.held)
-            if synced:
-                if st.paused:
-                    self.lifecycle.resume()
-                if st.held:
-                    self.process(st.held)
-                st.held = None
-            elif st.held or self.feed.seconds_behind() > max_lag:
+                    fetched = self._hold([msg])
+            elif len(st.held) < 2:
+                # With a batch held for its sync, take only what has already arrived: the held batch
+                # is decided as soon as its sync is in, while the next one's sync runs.
+                messages = self.input.consume(num_messages=batch_size, timeout=0 if st.held else wait)
+                if messages:
+                    fetched = self._hold(messages)
+                    wait = shortest_wait  # records flow: short waits, low latency (a heavy input fills batches anyway)
+                elif not st.held:
+                    wait = min(longest_wait, wait * 2)  # idle: longer waits, no spinning
+            if st.held:
+                oldest = st.held[0]
+                # Wait for its sync only when there is nothing else to do.
+                block = len(st.held) >= 2 or st.paused or not fetched
+                synced = syncer.wait(oldest.fetched_at, 0.05 if block else 0.0)
+                registry_failed = False
+                if synced and self.registry:
+                    synced = self.resolve_schemas(oldest.messages)
+                    registry_failed = not synced
+                if synced:
+                    st.held.pop(0)
+                    if st.paused:
+                        self.lifecycle.resume()
+                    self.process(oldest.messages)
+                elif registry_failed or time.monotonic() - oldest.fetched_at > sync_timeout:
+                    self.lifecycle.pause()
+            elif self.feed.seconds_behind() > max_lag:
                 self.lifecycle.pause()
+            elif st.paused and self.feed.seconds_behind() <= sync_timeout:
+                self.lifecycle.resume()
             self.metrics.optout_ready.set(1 if self.feed.seconds_behind() <= max_lag else 0)
             self.delivery.tick()
             self.revocations.poll()
             self.upkeep.after_turn()
+
+    def _hold(self, messages: list[Any]) -> bool:
+        """Keep fetched records until a sync that started after now completes. While paused, they
+        join the newest held batch, which then waits for a sync after now (later is only stricter)."""
+        st = self.state
+        now = time.monotonic()
+        if st.paused and st.held:
+            st.held[-1].messages.extend(messages)
+            st.held[-1].fetched_at = now
+        else:
+            st.held.append(Held(now, messages))
+        assert self.lifecycle.syncer is not None
+        self.lifecycle.syncer.request(now)
+        return True
 
     def resolve_schemas(self, messages: list[Any]) -> bool:
         """Registry mode: every schema id of the batch looked up before any record is decided."""

@@ -8,6 +8,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+@dataclass(slots=True)
+class Held:
+    fetched_at: float
+    messages: list[Any]
+
+
+def held_records(held: list[Held]) -> int:
+    return sum(len(h.messages) for h in held)
+
+
 @dataclass
 class State:
     stopping: bool = False
@@ -16,9 +26,10 @@ class State:
     exit_code: int = 0
     last_tick: float = field(default_factory=time.monotonic)
     assigned: set[tuple[str, int]] = field(default_factory=set)
-    # A consumed batch not yet decided: the opt-out feed or the registry could not be brought up to
-    # date. It is decided once they are, or dropped when its partitions go or the consumer rewinds.
-    held: list[Any] | None = None
+    # Consumed batches not yet decided, oldest first, each with the time it was fetched: a batch is
+    # decided once a sync of the opt-out feed that started after that time has completed (and, with
+    # a registry, its schema ids are known), or dropped when its partitions go or the consumer rewinds.
+    held: list[Held] = field(default_factory=list)
     registry_error: str | None = None  # the last schema-registry failure, until a look-up succeeds
 
     def tick(self) -> None:

@@ -48,9 +48,10 @@ class Snapshots:
         if path is None or (self.thread is not None and self.thread.is_alive()):
             return
         self.last = time.monotonic()
-        optout_filter = self.feed.filter
-        header = optout_filter.header(dict(self.feed.positions), self.feed.topic_ids, self.key_check)
-        body = optout_filter.snapshot_bytes()
+        with self.feed.lock:  # the offsets and the filter of one moment (the sync runs on its own thread)
+            optout_filter = self.feed.filter
+            header = optout_filter.header(dict(self.feed.positions), self.feed.topic_ids, self.key_check)
+            body = optout_filter.snapshot_bytes()
 
         def write() -> None:
             started = time.monotonic()
