@@ -2,11 +2,15 @@
 
     python -m tests.benchmarks.pipelines passthrough BOOTSTRAP IN OUT GROUP COUNT
     python -m tests.benchmarks.pipelines peer BOOTSTRAP IN OUT GROUP COUNT SNAPSHOT HMAC_KEY_HEX
+    python -m tests.benchmarks.pipelines naive BOOTSTRAP IN OUT GROUP COUNT SNAPSHOT HMAC_KEY_HEX
 
 Each consumes COUNT records of IN from the beginning, writes its output to OUT, waits for every
 acknowledgement and prints one JSON line: first and last wall times, CPU seconds between them, and
 peak RSS. `passthrough` copies bytes (the ceiling); `peer` is the same policy written idiomatically
-with Quix Streams (a benchmark-only dependency).
+with Quix Streams (a benchmark-only dependency); `naive` is the same policy the way a team would
+write it without this project: one confluent-kafka consumer and producer, fastavro decode and encode,
+the rules, `hmac.new` per record and a delivery callback per record. It shows what the compiled path
+and the batching buy.
 """
 
 from __future__ import annotations
@@ -86,12 +90,10 @@ def peer(bootstrap: str, source: str, sink: str, group: str, count: int, snapsho
     """The policy as a Quix Streams application: deserialize, filter, map, serialize, to_topic."""
     import hmac
     import logging
-    from pathlib import Path
 
     from quixstreams import Application
     from quixstreams.models.serializers.avro import AvroDeserializer, AvroSerializer
 
-    from consumer.optouts.filter import load_snapshot
     from consumer.wire.codec import HEADER, POST, TRAINING_RECORD, SchemaCatalog
     from rules import Decider, Reason, Source, load_policy
 
@@ -99,12 +101,9 @@ def peer(bootstrap: str, source: str, sink: str, group: str, count: int, snapsho
     catalog = SchemaCatalog()
     policy = load_policy()
     decider = Decider(policy)
-    with open(snapshot, "rb") as handle:
-        header = orjson.loads(handle.readline())
     # The service's key is TF_HMAC_KEY's text (the hex string); the filter holds pseudonyms under it.
     key = key_hex.encode()
-    topics = list(header["topic_ids"])
-    optouts = load_snapshot(Path(snapshot), header["capacity"], header["fp_rate"], topics, header["key_check"]).filter
+    optouts = _filter_of(snapshot)
 
     def opted_out(user_id: str) -> bool:
         return hmac.new(key, user_id.encode(), "sha256").hexdigest().encode() in optouts
@@ -178,6 +177,103 @@ def peer(bootstrap: str, source: str, sink: str, group: str, count: int, snapsho
     _report(state["first"], time.time(), state["cpu"], time.process_time(), state["seen"], -1)
 
 
+def _filter_of(snapshot: str) -> Any:
+    from pathlib import Path
+
+    from consumer.optouts.filter import load_snapshot
+
+    with open(snapshot, "rb") as handle:
+        header = orjson.loads(handle.readline())
+    topics = list(header["topic_ids"])
+    return load_snapshot(Path(snapshot), header["capacity"], header["fp_rate"], topics, header["key_check"]).filter
+
+
+def naive(bootstrap: str, source: str, sink: str, group: str, count: int, snapshot: str, key_hex: str) -> None:
+    """The policy without this project: decode, decide, pseudonymise, encode and produce per record."""
+    import hmac
+    import io
+
+    import fastavro
+    from confluent_kafka import Consumer, Producer
+
+    from consumer.wire.codec import HEADER, POST, TRAINING_RECORD, SchemaCatalog
+    from rules import Decider, Reason, Source, load_policy
+
+    catalog = SchemaCatalog()
+    policy = load_policy()
+    decider = Decider(policy)
+    key = key_hex.encode()  # the service's key is TF_HMAC_KEY's text; the filter holds pseudonyms under it
+    optouts = _filter_of(snapshot)
+    post_schema = catalog.by_name(POST).parsed
+    out_schema = catalog.by_name(TRAINING_RECORD).parsed
+    out_header = HEADER.pack(0, catalog.by_name(TRAINING_RECORD).id)
+
+    def opted_out(user_id: str) -> bool:
+        return hmac.new(key, user_id.encode(), "sha256").hexdigest().encode() in optouts
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": True,
+        }
+    )
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+    acked = [0]
+
+    def delivered(err: Any, msg: Any) -> None:
+        if err is None:
+            acked[0] += 1
+
+    consumer.subscribe([source])
+    seen = outputs = 0
+    first = cpu_first = 0.0
+    while seen < count:
+        msg = consumer.poll(0.5)
+        if msg is None or msg.error() is not None:
+            continue
+        if not first:
+            first, cpu_first = time.time(), time.process_time()
+        seen += 1
+        try:
+            post = fastavro.schemaless_reader(io.BytesIO(msg.value()[5:]), post_schema, None)
+        except Exception:
+            continue  # malformed: dropped (no DLQ here)
+        if decider.decide_record(Source.POST, post, opted_out) is not Reason.ELIGIBLE:
+            continue
+        pseudonym = hmac.new(key, post["author_id"].encode(), "sha256").hexdigest()
+        record = {
+            "record_id": post["post_id"],
+            "source": "POST",
+            "text": post["text"],
+            "prompt": None,
+            "response": None,
+            "language": post["language"],
+            "country": decider.allowed_country(post["author_country"]),
+            "created_at": post["created_at"],
+            "author_pseudonym": pseudonym,
+            "policy_version": policy.version,
+            "source_topic": msg.topic(),
+            "source_partition": msg.partition(),
+            "source_offset": msg.offset(),
+        }
+        out = io.BytesIO()
+        out.write(out_header)
+        fastavro.schemaless_writer(out, out_schema, record)
+        while True:
+            try:
+                producer.produce(sink, out.getvalue(), pseudonym.encode(), on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        outputs += 1
+        producer.poll(0)
+    producer.flush(60)
+    _report(first, time.time(), cpu_first, time.process_time(), seen, acked[0])
+    consumer.close()
+
+
 def main(argv: list[str]) -> None:
     os.sched_setaffinity(0, {int(os.environ.get("BENCH_CPU", "0"))})
     kind, bootstrap, source, sink, group, count, *rest = argv
@@ -185,6 +281,8 @@ def main(argv: list[str]) -> None:
         passthrough(bootstrap, source, sink, group, int(count))
     elif kind == "peer":
         peer(bootstrap, source, sink, group, int(count), rest[0], rest[1])
+    elif kind == "naive":
+        naive(bootstrap, source, sink, group, int(count), rest[0], rest[1])
     else:
         raise SystemExit(f"unknown pipeline {kind}")
 
