@@ -130,6 +130,8 @@ def propagation_quantiles(metrics_text: str, sent: int) -> dict[str, float]:
     buckets.sort()
 
     def quantile(q: float) -> float:
+        if count == 0:
+            return float("nan")
         rank = q * count
         lower, below = 0.0, 0.0
         for upper, cumulative in buckets:
