@@ -36,7 +36,7 @@ $(VENV_STAMP): pyproject.toml
 	.venv/bin/pip install -q -e '.[dev]'
 	touch $(VENV_STAMP) $(BUILT)
 
-$(BUILT): $(VENV_STAMP) consumer/wire/fastpath.py consumer/wire/fastpath.pxd setup.py
+$(BUILT): $(VENV_STAMP) consumer/wire/fastpath.py consumer/wire/fastpath.pxd consumer/consents/fingerprints.py consumer/consents/fingerprints.pxd setup.py
 	.venv/bin/pip install -q --no-deps -e . > /dev/null  # an isolated build with Cython, as on first install
 	touch $(BUILT)
 
