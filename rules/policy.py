@@ -93,9 +93,8 @@ def parse_policy(text: str, origin: str = "<policy>") -> Policy:
         raise PolicyError(f"{origin}: unknown source(s) {sorted(unknown)} in [sources]")
     consent_model = doc.get("consent_model", "opt_out")  # absent: opt-out, as before the setting existed
     if consent_model not in CONSENT_MODELS:
-        raise PolicyError(
-            f"{origin}: 'consent_model' must be one of {', '.join(repr(m) for m in CONSENT_MODELS)}, got {consent_model!r}"
-        )
+        allowed = " or ".join(f'"{m}"' for m in CONSENT_MODELS)
+        raise PolicyError(f"{origin}: 'consent_model' must be {allowed}, got {consent_model!r}")
     unknown_top = set(doc) - {"version", "regions", "minimum_age", "maximum_plausible_age", "sources", "consent_model"}
     if unknown_top:
         raise PolicyError(f"{origin}: unknown key(s) {sorted(unknown_top)}")

@@ -49,6 +49,10 @@ class OptOutFilter:
         native = getattr(self._bloom, "_py_bloom", None)
         self.contains = native.contains_bytes if native is not None else self._bloom.contains_bytes
 
+    def emptied(self) -> OptOutFilter:
+        """A new, empty filter of the same size (a snapshot whose offsets cannot be used)."""
+        return OptOutFilter(self.capacity, self.fp_rate)
+
     def add(self, user_id: str | bytes) -> bool:
         """Add a user; True when the filter did not (appear to) hold them before."""
         key = user_id.encode("utf-8") if isinstance(user_id, str) else user_id
