@@ -1,0 +1,165 @@
+"""An opt-in policy against the real broker: a record is emitted only when its user's consent is
+present and not withdrawn, an opt-out wins over a consent, a withdrawal is revoked like an opt-out,
+input waits for the consent feed at start-up, and a snapshot restart keeps consents and withdrawals."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from pathlib import Path
+
+import pytest
+
+from consumer.devtools.topics import TopicSpec, ensure_topics
+from consumer.wire.codec import CONSENT, OPTOUT, POST, REVOCATION, TRAINING_RECORD, Codec
+from rules.policy import default_policy_path
+from tests.harness import produce, pseudonym, read_all
+
+pytestmark = pytest.mark.integration
+CODEC = Codec()
+
+
+def post(post_id: str, user: str) -> bytes:
+    return CODEC.encode(
+        POST,
+        {
+            "post_id": post_id,
+            "author_id": user,
+            "author_birth_date": 7000,
+            "author_country": "FI",
+            "visibility": "PUBLIC",
+            "kind": "POST",
+            "surface": "facebook",
+            "language": "fi",
+            "text": "hei " * 40,
+            "created_at": int(dt.datetime(2026, 10, 1, tzinfo=dt.UTC).timestamp() * 1000),
+        },
+    )
+
+
+def consent(user: str, granted: bool = True) -> bytes:
+    return CODEC.encode(CONSENT, {"user_id": user, "granted": granted, "at": 1_790_000_000_000, "source": "dialog"})
+
+
+def optout(user: str) -> bytes:
+    return CODEC.encode(OPTOUT, {"user_id": user, "opted_out_at": 1_790_000_000_000, "source": "objection_form"})
+
+
+@pytest.fixture
+def consent_topic(kafka) -> str:
+    name = f"consents-{uuid.uuid4().hex[:10]}"
+    ensure_topics(kafka.bootstrap, [TopicSpec(name, 2, {"cleanup.policy": "compact", "retention.ms": "-1"})])
+    return name
+
+
+@pytest.fixture
+def opt_in(tmp_path: Path, consent_topic: str) -> dict[str, str]:
+    """The environment of an opt-in service: the packaged policy with consent_model = "opt_in"."""
+    policy = tmp_path / "opt-in.toml"
+    text = default_policy_path().read_text()
+    policy.write_text(text.replace('version = "', 'consent_model = "opt_in"\nversion = "opt-in-', 1))
+    return {"TF_POLICY_FILE": str(policy), "TF_CONSENT_TOPIC": consent_topic, "TF_CONSENT_CAPACITY": "100000"}
+
+
+def emitted(kafka, topic: str) -> list[str]:
+    return [CODEC.decode(m.value(), TRAINING_RECORD)[1]["record_id"] for m in read_all(kafka.bootstrap, topic)]
+
+
+def revoked(kafka, topic: str) -> list[str]:
+    return [CODEC.decode(m.value(), REVOCATION)[1]["author_pseudonym"] for m in read_all(kafka.bootstrap, topic)]
+
+
+def test_granted_absent_and_optout_over_consent_and_input_waits_for_the_consent_feed(
+    kafka, topics, new_service, opt_in, consent_topic
+):
+    consenting = [f"yes-{i}" for i in range(3000)]
+    produce(kafka.bootstrap, [(consent_topic, u.encode(), consent(u)) for u in consenting])
+    # carol consented and opted out: the opt-out wins.
+    produce(kafka.bootstrap, [(consent_topic, b"carol", consent("carol")), (topics.optouts, b"carol", optout("carol"))])
+    # Input is already waiting before the service exists: consenting users first, then bob (no consent) and carol.
+    produce(
+        kafka.bootstrap,
+        [(topics.posts, u.encode(), post(f"p-{u}", u)) for u in consenting[-1000:]]
+        + [(topics.posts, b"bob", post(f"bob-{i}", "bob")) for i in range(30)]
+        + [(topics.posts, b"carol", post(f"carol-{i}", "carol")) for i in range(20)],
+    )
+    service = new_service(**opt_in).start()
+    service.wait_ready()
+    service.wait_processed(1050)
+    service.wait_settled()
+
+    assert sorted(emitted(kafka, topics.training)) == sorted(f"p-{u}" for u in consenting[-1000:])
+    assert service.decisions() == {("POST", "eligible"): 1000, ("POST", "no_consent"): 30, ("POST", "opted_out"): 20}
+    assert service.metric_sum("training_filter_consent_set_entries") == 3001
+    assert service.metric_sum("training_filter_consent_feed_records_total", result="granted") == 3001
+    lines = service.log_lines()
+    events = [line.get("event") for line in lines]
+    consent_set = lines[events.index("consent_set")]
+    assert consent_set["false_admission_probability_at_capacity"] == pytest.approx(100_000 / 2 ** (17 + 48))
+    assert consent_set["slots"] == 1 << 17 and consent_set["bytes"] == 8 << 17
+    assert lines[events.index("consent_feed_caught_up")]["entries"] == 3001
+    assert events.index("consent_feed_caught_up") < events.index("partitions_assigned")
+    assert revoked(kafka, topics.revocations) == [pseudonym("carol")]  # the opt-out's; a grant revokes nothing
+
+
+def test_a_withdrawal_stops_emission_and_revokes_what_was_emitted(kafka, topics, new_service, opt_in, consent_topic):
+    produce(kafka.bootstrap, [(consent_topic, u, consent(u.decode())) for u in (b"alice", b"dave", b"erin")])
+    service = new_service(**opt_in).start()
+    service.wait_ready()
+    produce(
+        kafka.bootstrap,
+        [(topics.posts, u.encode(), post(f"before-{u}-{i}", u)) for u in ("alice", "dave", "erin") for i in range(10)],
+    )
+    service.wait_processed(30)
+    service.wait_settled()
+    assert len(emitted(kafka, topics.training)) == 30
+
+    # alice withdraws with a record, dave's consent is deleted (a tombstone): both take effect at once.
+    produce(kafka.bootstrap, [(consent_topic, b"alice", consent("alice", granted=False)), (consent_topic, b"dave", None)])
+    produce(
+        kafka.bootstrap,
+        [(topics.posts, u.encode(), post(f"after-{u}-{i}", u)) for u in ("alice", "dave", "erin") for i in range(10)],
+    )
+    service.wait_processed(60)
+    service.wait_settled()
+    after = [i for i in emitted(kafka, topics.training) if i.startswith("after-")]
+    assert sorted(after) == sorted(f"after-erin-{i}" for i in range(10))
+    decisions = service.decisions()
+    # No consent at first; once the feed has read its own revocations back, the opt-out filter holds them too.
+    assert decisions[("POST", "eligible")] == 40
+    assert decisions.get(("POST", "no_consent"), 0) + decisions.get(("POST", "opted_out"), 0) == 20
+    assert sorted(revoked(kafka, topics.revocations)) == sorted([pseudonym("alice"), pseudonym("dave")])
+    assert service.metric_sum("training_filter_consent_feed_records_total", result="withdrawn") == 1
+    assert service.metric_sum("training_filter_consent_feed_records_total", result="tombstone_withdrawn") == 1
+    assert service.metric_sum("training_filter_consent_set_entries") == 1
+    assert service.metric_sum("training_filter_revocations_total") == 2
+
+
+def test_a_snapshot_restart_keeps_consents_and_withdrawals(kafka, topics, new_service, opt_in, consent_topic, tmp_path):
+    env = {**opt_in, "TF_CONSENT_SNAPSHOT_PATH": str(tmp_path / "consents.snapshot")}
+    produce(
+        kafka.bootstrap,
+        [
+            (consent_topic, b"u1", consent("u1")),
+            (consent_topic, b"u2", consent("u2")),
+            (consent_topic, b"u2", consent("u2", granted=False)),
+        ],
+    )
+    first = new_service(**env).start()
+    first.wait_ready()
+    assert first.stop() == 0
+    saved = [line for line in first.log_lines() if line.get("event") == "consent_snapshot_saved"]
+    assert saved and saved[-1]["entries"] == 1
+
+    # While it is down: u3 consents, u1 withdraws. The restart resumes from the snapshot's offsets.
+    produce(kafka.bootstrap, [(consent_topic, b"u3", consent("u3")), (consent_topic, b"u1", consent("u1", False))])
+    second = new_service(**env).start()
+    second.wait_ready()
+    loaded = [line for line in second.log_lines() if line.get("event") == "consent_snapshot_loaded"]
+    assert loaded and loaded[0]["entries"] == 1 and loaded[0]["partitions"] == 2
+    produce(kafka.bootstrap, [(topics.posts, u.encode(), post(f"{u}-post", u)) for u in ("u1", "u2", "u3")])
+    second.wait_processed(3)
+    second.wait_settled()
+    assert emitted(kafka, topics.training) == ["u3-post"]
+    assert second.metric_sum("training_filter_consent_feed_records_total", result="granted") == 1  # u3's only
+    assert second.metric_sum("training_filter_consent_set_entries") == 1
