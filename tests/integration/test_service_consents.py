@@ -115,7 +115,9 @@ def test_a_withdrawal_stops_emission_and_revokes_what_was_emitted(kafka, topics,
     assert len(emitted(kafka, topics.training)) == 30
 
     # alice withdraws with a record, dave's consent is deleted (a tombstone): both take effect at once.
-    produce(kafka.bootstrap, [(consent_topic, b"alice", consent("alice", granted=False)), (consent_topic, b"dave", None)])
+    produce(
+        kafka.bootstrap, [(consent_topic, b"alice", consent("alice", granted=False)), (consent_topic, b"dave", None)]
+    )
     produce(
         kafka.bootstrap,
         [(topics.posts, u.encode(), post(f"after-{u}-{i}", u)) for u in ("alice", "dave", "erin") for i in range(10)],
