@@ -99,6 +99,7 @@ bench: $(BUILT)  ## the benchmark (a few minutes; writes tests/benchmarks/result
 	$(PYTHON) -m pip install -q -e '.[bench]'
 	$(PYTHON) -m tests.benchmarks.bench
 	taskset -c 0 $(PYTHON) -m tests.benchmarks.bloom_candidates tests/benchmarks/results/bloom-candidates.json
+	taskset -c 0 $(PYTHON) -m tests.benchmarks.consents  # the consent set at 10 and 100 million (about 1.3 GB)
 
 $(RECIPES_STAMP): $(VENV_STAMP)
 	.venv/bin/pip install -q -e '.[dev,recipes]'

@@ -300,3 +300,11 @@ def test_a_consent_topic_under_an_opt_out_policy_is_an_error():
     with pytest.raises(ConfigError, match='consent_model = "opt_in" in the policy, or unset them'):
         load_settings({**ENV, "TF_CONSENT_TOPIC": "privacy.consents.v1"})
     assert load_settings(ENV).consent_topic is None
+
+
+def test_the_readme_example_policy_is_a_valid_opt_in_policy():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("# rules/opt-in.toml", 1)[1].split("\n", 1)[1].split("```", 1)[0]
+    policy = parse_policy(block, origin="README")
+    assert policy.consent_model == "opt_in"
+    assert policy.regions == parse_policy(DEFAULT_TEXT).regions
