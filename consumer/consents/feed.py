@@ -14,7 +14,10 @@ pauses). What differs is what a record does, and the direction in which it fails
   user id differs from the key, withdraws the key's user (and the value's): a consent is never
   inferred, a withdrawal may be;
 - a value whose schema the registry cannot give now is not skipped: the partition is read again
-  from that record at the next sync, and until then the sync fails (input pauses).
+  from that record at the next sync, and until then the sync fails (input pauses);
+- a partition whose end falls below the feed's position (the topic truncated or re-created while
+  the service runs) empties the set, and the topic is read again from its beginning (input pauses
+  until it is): consents the topic no longer holds do not stay granted.
 
 Withdrawals are also revoked (consumer/optouts/revocations.py reads this topic too): readers purge
 what they took, and the revocation, read back into the opt-out filter, keeps that user out for good.
@@ -29,7 +32,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
 from consumer.consents.fingerprints import ConsentSet
 from consumer.datapath.pseudonym import Pseudonymiser
@@ -89,6 +92,28 @@ class ConsentFeed(OptOutFeed):
         stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         super().__init__(config, topic, None, consents, codec, pseudonymiser, metrics, log, clock, stopping)
+
+    def _ends_plausible(self, ends: dict[tuple[str, int], int]) -> bool:
+        """A partition whose end is below the feed's position was truncated, or the topic re-created
+        while the service runs: consents it no longer holds must not stay granted. So the set is
+        emptied (in place) and the topic read again from its beginning; this sync fails meanwhile."""
+        shrunk = [tp for tp, end in ends.items() if end < self.positions.get(tp, 0)]
+        if not shrunk:
+            return True
+        self.log.warning(
+            "consent_topic_shrank_rereading",
+            topic=self.topic,
+            partitions=[p for _, p in shrunk],
+            entries=self.filter.entries,
+        )
+        self.filter.clear()
+        self.metrics.consent_entries.set(0)
+        for tp in self.positions:
+            self.positions[tp] = 0
+        self.consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in self.positions])
+        self.topic_ids = dict.fromkeys(self.topics)  # a re-created topic has a new id; the next start asks again
+        self._failed("consent topic truncated or re-created: read again")
+        return False
 
     def _apply(self, messages: list[Any]) -> bool:
         ok = True

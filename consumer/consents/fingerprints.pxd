@@ -26,6 +26,10 @@ cdef unsigned long long _hex(bytes pseudonym, Py_ssize_t start, Py_ssize_t count
 cdef bytes _checked(bytes pseudonym)
 
 
+@cython.locals(i=Py_ssize_t)
+cdef void _zero(unsigned long long[::1] slots)
+
+
 cdef class ConsentSet:
     cdef public Py_ssize_t capacity
     cdef public Py_ssize_t entries

@@ -116,6 +116,11 @@ def _bulk_contains(slots: array, mask: int, shift: int, firsts: array, seconds: 
     return found
 
 
+def _zero(slots: array) -> None:
+    for i in range(len(slots)):
+        slots[i] = 0
+
+
 def _hex(pseudonym: bytes, start: int, count: int) -> int:
     """`count` lower-case hex digits of `pseudonym` from `start`, as an integer (the caller checks the length)."""
     value = 0
@@ -153,6 +158,11 @@ class ConsentSet:
 
     def emptied(self) -> ConsentSet:
         return ConsentSet(self.capacity)
+
+    def clear(self) -> None:
+        """Forget every consent, in place (the look-up the hot loop holds stays bound to this set)."""
+        _zero(self._view)
+        self.entries = 0
 
     def add(self, pseudonym: bytes) -> bool:
         """Record a consent; True when it was not there before. False (and counted in `refused`)

@@ -5,6 +5,7 @@ input waits for the consent feed at start-up, and a snapshot restart keeps conse
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 from pathlib import Path
 
@@ -165,3 +166,50 @@ def test_a_snapshot_restart_keeps_consents_and_withdrawals(kafka, topics, new_se
     assert emitted(kafka, topics.training) == ["u3-post"]
     assert second.metric_sum("training_filter_consent_feed_records_total", result="granted") == 1  # u3's only
     assert second.metric_sum("training_filter_consent_set_entries") == 1
+
+
+def test_input_pauses_without_the_consent_topic_and_a_recreated_one_is_read_again(
+    kafka, topics, new_service, opt_in, consent_topic
+):
+    from confluent_kafka.admin import AdminClient
+
+    fillers = [f"filler-{i}" for i in range(20)]
+    produce(kafka.bootstrap, [(consent_topic, u.encode(), consent(u)) for u in ["alice", "bob", *fillers]])
+    service = new_service(**opt_in, TF_OPTOUT_MAX_LAG_SECONDS="2").start()
+    service.wait_ready()
+    produce(kafka.bootstrap, [(topics.posts, b"alice", post("alice-1", "alice"))])
+    service.wait_processed(1)
+    assert service.decisions() == {("POST", "eligible"): 1}
+
+    # The consent topic goes away: nothing more is decided, input pauses and the service is not ready.
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+    admin.delete_topics([consent_topic])[consent_topic].result(30)
+    produce(
+        kafka.bootstrap,
+        [(topics.posts, b"alice", post("alice-2", "alice")), (topics.posts, b"bob", post("bob-2", "bob"))],
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and service.metric_sum("training_filter_input_paused") != 1:
+        time.sleep(0.2)
+    assert service.metric_sum("training_filter_input_paused") == 1
+    assert service.get("/readyz")[0] == 503
+    time.sleep(2)
+    assert service.metric_sum("training_filter_records_total") == 1
+
+    # Re-created with bob's consent only: the old consents do not stay granted. (The held batch may be
+    # decided before bob's new grant arrives: it was fetched before the grant was acknowledged.)
+    ensure_topics(kafka.bootstrap, [TopicSpec(consent_topic, 2, {"cleanup.policy": "compact", "retention.ms": "-1"})])
+    produce(kafka.bootstrap, [(consent_topic, b"bob", consent("bob"))])
+    produce(
+        kafka.bootstrap,
+        [(topics.posts, b"alice", post("alice-3", "alice")), (topics.posts, b"bob", post("bob-3", "bob"))],
+    )
+    service.wait_processed(5, timeout=60)
+    service.wait_settled()
+    out = sorted(emitted(kafka, topics.training))
+    assert out in (["alice-1", "bob-3"], ["alice-1", "bob-2", "bob-3"])
+    decisions = service.decisions()
+    assert decisions[("POST", "eligible")] == len(out) and decisions[("POST", "no_consent")] == 5 - len(out)
+    assert any(line.get("event") == "consent_topic_shrank_rereading" for line in service.log_lines())
+    assert service.metric_sum("training_filter_consent_set_entries") == 1
+    assert service.get("/readyz")[0] == 200

@@ -308,3 +308,15 @@ def test_the_readme_example_policy_is_a_valid_opt_in_policy():
     policy = parse_policy(block, origin="README")
     assert policy.consent_model == "opt_in"
     assert policy.regions == parse_policy(DEFAULT_TEXT).regions
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_clear_forgets_every_consent_in_place(module):
+    s = module.ConsentSet(1000)
+    users = [pseudonym(f"c-{i}") for i in range(500)]
+    for p in users:
+        s.add(p)
+    table = s.table()
+    s.clear()
+    assert s.table() is table and s.entries == 0 and not any(p in s for p in users)
+    assert s.add(users[0]) and users[0] in s
