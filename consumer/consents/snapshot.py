@@ -19,16 +19,13 @@ from typing import Any
 import orjson
 
 from consumer.consents.fingerprints import ConsentSet, slots_for
-from consumer.optouts.filter import LoadedSnapshot, Offsets, SnapshotError
+from consumer.optouts.filter import LoadedSnapshot, Offsets, SnapshotError, offsets_by_topic
 
 FORMAT = 1
 KIND = "consent-set"
 
 
 def header(consents: ConsentSet, offsets: Offsets, topic_ids: dict[str, str | None], key_check: str) -> dict[str, Any]:
-    by_topic: dict[str, dict[str, int]] = {topic: {} for topic in topic_ids}
-    for (topic, partition), offset in sorted(offsets.items()):
-        by_topic.setdefault(topic, {})[str(partition)] = offset
     return {
         "format": FORMAT,
         "kind": KIND,
@@ -38,7 +35,7 @@ def header(consents: ConsentSet, offsets: Offsets, topic_ids: dict[str, str | No
         "entries": consents.entries,
         "key_check": key_check,
         "topic_ids": dict(sorted(topic_ids.items())),
-        "offsets": by_topic,
+        "offsets": offsets_by_topic(offsets, topic_ids),
         "saved_at": time.time(),
     }
 

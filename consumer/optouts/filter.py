@@ -86,9 +86,6 @@ class OptOutFilter:
     # -- snapshots -------------------------------------------------------------------------------
 
     def header(self, offsets: Offsets, topic_ids: dict[str, str | None], key_check: str) -> dict[str, Any]:
-        by_topic: dict[str, dict[str, int]] = {topic: {} for topic in topic_ids}
-        for (topic, partition), offset in sorted(offsets.items()):
-            by_topic.setdefault(topic, {})[str(partition)] = offset
         return {
             "format": FORMAT,
             "library": LIBRARY,
@@ -99,12 +96,20 @@ class OptOutFilter:
             "entries": self.entries,
             "key_check": key_check,
             "topic_ids": dict(sorted(topic_ids.items())),
-            "offsets": by_topic,
+            "offsets": offsets_by_topic(offsets, topic_ids),
             "saved_at": time.time(),
         }
 
     def snapshot_bytes(self) -> bytes:
         return bytes(self._bloom.get_bytes())
+
+
+def offsets_by_topic(offsets: Offsets, topic_ids: dict[str, str | None]) -> dict[str, dict[str, int]]:
+    """A snapshot header's offsets: {topic: {partition: next offset}}, every topic present."""
+    by_topic: dict[str, dict[str, int]] = {topic: {} for topic in topic_ids}
+    for (topic, partition), offset in sorted(offsets.items()):
+        by_topic.setdefault(topic, {})[str(partition)] = offset
+    return by_topic
 
 
 def write_snapshot(path: Path, header: dict[str, Any], body: bytes) -> None:

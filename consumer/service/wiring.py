@@ -70,18 +70,15 @@ def client(kind: Any, config: dict[str, Any], what: str) -> Any:
 
 def opted_out(optout_filter: OptOutFilter, pseudonymiser: Pseudonymiser) -> Callable[[bytes], bool]:
     """The rules' membership test: the filter holds pseudonyms (memoised HMACs of user ids)."""
-    contains = optout_filter.contains
-    pseudonym = pseudonymiser.pseudonym
-
-    def test(user_id: bytes) -> bool:
-        return bool(contains(pseudonym(user_id)))
-
-    return test
+    return _membership(optout_filter.contains, pseudonymiser)
 
 
 def consented(consents: ConsentSet, pseudonymiser: Pseudonymiser) -> Callable[[bytes], bool]:
     """The rules' consent test (opt-in policies): the consent set holds pseudonyms too."""
-    contains = consents.contains
+    return _membership(consents.contains, pseudonymiser)
+
+
+def _membership(contains: Callable[[bytes], Any], pseudonymiser: Pseudonymiser) -> Callable[[bytes], bool]:
     pseudonym = pseudonymiser.pseudonym
 
     def test(user_id: bytes) -> bool:

@@ -4,7 +4,6 @@ input waits for the consent feed at start-up, and a snapshot restart keeps conse
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 import uuid
 from pathlib import Path
@@ -12,38 +11,17 @@ from pathlib import Path
 import pytest
 
 from consumer.devtools.topics import TopicSpec, ensure_topics
-from consumer.wire.codec import CONSENT, OPTOUT, POST, REVOCATION, TRAINING_RECORD, Codec
+from consumer.wire.codec import CONSENT, REVOCATION, TRAINING_RECORD, Codec
 from rules.policy import default_policy_path
 from tests.harness import produce, pseudonym, read_all
+from tests.integration.test_service_optouts import optout, post
 
 pytestmark = pytest.mark.integration
 CODEC = Codec()
 
 
-def post(post_id: str, user: str) -> bytes:
-    return CODEC.encode(
-        POST,
-        {
-            "post_id": post_id,
-            "author_id": user,
-            "author_birth_date": 7000,
-            "author_country": "FI",
-            "visibility": "PUBLIC",
-            "kind": "POST",
-            "surface": "facebook",
-            "language": "fi",
-            "text": "hei " * 40,
-            "created_at": int(dt.datetime(2026, 10, 1, tzinfo=dt.UTC).timestamp() * 1000),
-        },
-    )
-
-
 def consent(user: str, granted: bool = True) -> bytes:
     return CODEC.encode(CONSENT, {"user_id": user, "granted": granted, "at": 1_790_000_000_000, "source": "dialog"})
-
-
-def optout(user: str) -> bytes:
-    return CODEC.encode(OPTOUT, {"user_id": user, "opted_out_at": 1_790_000_000_000, "source": "objection_form"})
 
 
 @pytest.fixture
