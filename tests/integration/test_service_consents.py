@@ -40,6 +40,14 @@ def opt_in(tmp_path: Path, consent_topic: str) -> dict[str, str]:
     return {"TF_POLICY_FILE": str(policy), "TF_CONSENT_TOPIC": consent_topic, "TF_CONSENT_CAPACITY": "100000"}
 
 
+def wait_revocations(service, count: int, timeout: float = 30.0) -> None:
+    """Revocations are emitted beside the data path: wait until the broker acknowledged `count`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and service.metric_sum("training_filter_revocations_total") < count:
+        time.sleep(0.2)
+    assert service.metric_sum("training_filter_revocations_total") >= count
+
+
 def emitted(kafka, topic: str) -> list[str]:
     return [CODEC.decode(m.value(), TRAINING_RECORD)[1]["record_id"] for m in read_all(kafka.bootstrap, topic)]
 
@@ -78,6 +86,7 @@ def test_granted_absent_and_optout_over_consent_and_input_waits_for_the_consent_
     assert consent_set["slots"] == 1 << 17 and consent_set["bytes"] == 8 << 17
     assert lines[events.index("consent_feed_caught_up")]["entries"] == 3001
     assert events.index("consent_feed_caught_up") < events.index("partitions_assigned")
+    wait_revocations(service, 1)
     assert revoked(kafka, topics.revocations) == [pseudonym("carol")]  # the opt-out's; a grant revokes nothing
 
 
@@ -109,6 +118,7 @@ def test_a_withdrawal_stops_emission_and_revokes_what_was_emitted(kafka, topics,
     # No consent at first; once the feed has read its own revocations back, the opt-out filter holds them too.
     assert decisions[("POST", "eligible")] == 40
     assert decisions.get(("POST", "no_consent"), 0) + decisions.get(("POST", "opted_out"), 0) == 20
+    wait_revocations(service, 2)
     assert sorted(revoked(kafka, topics.revocations)) == sorted([pseudonym("alice"), pseudonym("dave")])
     assert service.metric_sum("training_filter_consent_feed_records_total", result="withdrawn") == 1
     assert service.metric_sum("training_filter_consent_feed_records_total", result="tombstone_withdrawn") == 1
