@@ -23,7 +23,8 @@ COPY consumer ./consumer
 # the source consumer/wire/fastpath.py instead of the compiled module installed in the venv.
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir . \
- && /opt/venv/bin/python -P -c "import consumer.wire.fastpath as f; assert f.COMPILED, 'the fast path did not compile: ' + f.__file__"
+ && /opt/venv/bin/python -P -c "import consumer.wire.fastpath as f; assert f.COMPILED, 'the fast path did not compile: ' + f.__file__" \
+ && /opt/venv/bin/python -P -c "import consumer.consents.fingerprints as c; assert c.COMPILED, 'the consent set did not compile: ' + c.__file__"
 
 FROM ${BASE}
 # A fixed, unprivileged uid/gid: the Kubernetes securityContext (runAsUser 10001) relies on it.

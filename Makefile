@@ -36,7 +36,7 @@ $(VENV_STAMP): pyproject.toml
 	.venv/bin/pip install -q -e '.[dev]'
 	touch $(VENV_STAMP) $(BUILT)
 
-$(BUILT): $(VENV_STAMP) consumer/wire/fastpath.py consumer/wire/fastpath.pxd setup.py
+$(BUILT): $(VENV_STAMP) consumer/wire/fastpath.py consumer/wire/fastpath.pxd consumer/consents/fingerprints.py consumer/consents/fingerprints.pxd setup.py
 	.venv/bin/pip install -q --no-deps -e . > /dev/null  # an isolated build with Cython, as on first install
 	touch $(BUILT)
 
@@ -99,6 +99,7 @@ bench: $(BUILT)  ## the benchmark (a few minutes; writes tests/benchmarks/result
 	$(PYTHON) -m pip install -q -e '.[bench]'
 	$(PYTHON) -m tests.benchmarks.bench
 	taskset -c 0 $(PYTHON) -m tests.benchmarks.bloom_candidates tests/benchmarks/results/bloom-candidates.json
+	taskset -c 0 $(PYTHON) -m tests.benchmarks.consents  # the consent set at 10 and 100 million (about 1.3 GB)
 
 $(RECIPES_STAMP): $(VENV_STAMP)
 	.venv/bin/pip install -q -e '.[dev,recipes]'

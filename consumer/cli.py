@@ -47,6 +47,9 @@ def _check(args: argparse.Namespace) -> int:
     if args.optouts is not None and not args.optouts.is_file():
         print(f"training-filter check: --optouts {args.optouts}: no such file", file=sys.stderr)
         return 2
+    if args.consents is not None and not args.consents.is_file():
+        print(f"training-filter check: --consents {args.consents}: no such file", file=sys.stderr)
+        return 2
     return main_check(args)
 
 
@@ -155,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--source", required=True, choices=["post", "ai_interaction"], help="which record type the lines hold"
     )
     check.add_argument("--optouts", type=Path, help="file with one opted-out user id a line")
+    check.add_argument(
+        "--consents", type=Path, help="opt-in policies: file with one user id a line whose consent is present"
+    )
     check.add_argument("--policy", type=Path, help="policy TOML file (default: the packaged rules/policy.toml)")
     check.set_defaults(func=_check)
 
@@ -166,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(exit status 1). TF_KAFKA_* settings apply (e.g. SASL/TLS).",
     )
     produce.add_argument("--topic", required=True)
-    produce.add_argument("--source", required=True, choices=["post", "ai_interaction", "optout"])
+    produce.add_argument("--source", required=True, choices=["post", "ai_interaction", "optout", "consent"])
     produce.add_argument("--bootstrap-servers", help="default: TF_BOOTSTRAP_SERVERS")
     produce.set_defaults(func=_produce)
 

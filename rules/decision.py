@@ -20,6 +20,7 @@ class Reason(StrEnum):
     UNKNOWN_AGE = "unknown_age"
     UNDER_AGE = "under_age"
     OPTED_OUT = "opted_out"
+    NO_CONSENT = "no_consent"
     ELIGIBLE = "eligible"
 
 
@@ -30,6 +31,7 @@ _REGION = Reason.REGION
 _UNKNOWN_AGE = Reason.UNKNOWN_AGE
 _UNDER_AGE = Reason.UNDER_AGE
 _OPTED_OUT = Reason.OPTED_OUT
+_NO_CONSENT = Reason.NO_CONSENT
 _ELIGIBLE = Reason.ELIGIBLE
 
 
@@ -44,6 +46,7 @@ _COUNTRY_MEMO_MAX = 4096
 _BIRTH_MEMO_MAX = 100_000
 
 OptedOut = Callable[[Any], bool]
+Consented = Callable[[Any], bool]
 
 
 class Decider:
@@ -53,13 +56,23 @@ class Decider:
     the raw UTF-8 bytes sliced from the Avro body); `decide_record` adapts a decoded Avro record.
     """
 
-    __slots__ = ("_birth_memo", "_country_memo", "_include", "_max_age", "_min_age", "policy", "regions")
+    __slots__ = (
+        "_birth_memo",
+        "_country_memo",
+        "_include",
+        "_max_age",
+        "_min_age",
+        "_opt_in",
+        "policy",
+        "regions",
+    )
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.regions = policy.regions
         self._min_age = policy.minimum_age
         self._max_age = policy.maximum_plausible_age
+        self._opt_in = policy.consent_model == "opt_in"
         self._include = {Source.POST: policy.include_posts, Source.AI_INTERACTION: policy.include_ai_interactions}
         self._country_memo: dict[str | bytes, str | None] = {}
         self._birth_memo: dict[int, tuple[int, int]] = {}
@@ -108,12 +121,14 @@ class Decider:
         created_ms: int,
         user_id: str | bytes,
         opted_out: OptedOut,
+        consented: Consented | None = None,
     ) -> Reason:
         """The reason for one well-formed record.
 
         `public` is visibility == PUBLIC for a post and context == DIRECT_WITH_AI for an interaction;
         `birth_day` is days since 1970-01-01 or None; `opted_out(user_id)` is asked last because it
-        is the only check that consults shared state.
+        is the only check that consults shared state (with an opt-in policy, `consented(user_id)`
+        after it: an opt-out wins over a consent). Under opt-in, no consent test means no consent.
         """
         if not self._include[source]:
             return _SOURCE_EXCLUDED
@@ -140,15 +155,19 @@ class Decider:
             return _UNDER_AGE
         if opted_out(user_id):
             return _OPTED_OUT
+        if self._opt_in and (consented is None or not consented(user_id)):
+            return _NO_CONSENT
         return _ELIGIBLE
 
-    def decide_record(self, source: Source, record: Mapping[str, Any], opted_out: OptedOut) -> Reason:
+    def decide_record(
+        self, source: Source, record: Mapping[str, Any], opted_out: OptedOut, consented: Consented | None = None
+    ) -> Reason:
         """The reason for a record decoded by fastavro (or parsed from JSON into the same types)."""
         fields = record_fields(source, record)
         if fields is None:
             return Reason.MALFORMED
         public, country, birth_day, created_ms, user_id = fields
-        return self.decide(source, public, country, birth_day, created_ms, user_id, opted_out)
+        return self.decide(source, public, country, birth_day, created_ms, user_id, opted_out, consented)
 
 
 def record_fields(source: Source, record: Mapping[str, Any]) -> tuple[bool, str, int | None, int, str] | None:

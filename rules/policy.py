@@ -22,6 +22,12 @@ class Policy:
     maximum_plausible_age: int
     include_posts: bool
     include_ai_interactions: bool
+    # "opt_out" (the default): eligible unless the user objected. "opt_in": eligible only if the user's
+    # consent is present and not withdrawn, and an opt-out still wins over a consent.
+    consent_model: str = "opt_out"
+
+
+CONSENT_MODELS = ("opt_out", "opt_in")
 
 
 def default_policy_path() -> Path:
@@ -85,7 +91,11 @@ def parse_policy(text: str, origin: str = "<policy>") -> Policy:
     unknown = set(sources) - {"post", "ai_interaction"}
     if unknown:
         raise PolicyError(f"{origin}: unknown source(s) {sorted(unknown)} in [sources]")
-    unknown_top = set(doc) - {"version", "regions", "minimum_age", "maximum_plausible_age", "sources"}
+    consent_model = doc.get("consent_model", "opt_out")  # absent: opt-out, as before the setting existed
+    if consent_model not in CONSENT_MODELS:
+        allowed = " or ".join(f'"{m}"' for m in CONSENT_MODELS)
+        raise PolicyError(f"{origin}: 'consent_model' must be {allowed}, got {consent_model!r}")
+    unknown_top = set(doc) - {"version", "regions", "minimum_age", "maximum_plausible_age", "sources", "consent_model"}
     if unknown_top:
         raise PolicyError(f"{origin}: unknown key(s) {sorted(unknown_top)}")
 
@@ -96,4 +106,5 @@ def parse_policy(text: str, origin: str = "<policy>") -> Policy:
         maximum_plausible_age=maximum_age,
         include_posts=include_posts,
         include_ai_interactions=include_ai,
+        consent_model=consent_model,
     )

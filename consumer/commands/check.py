@@ -27,12 +27,18 @@ def read_optouts(path: Path) -> frozenset[str]:
 
 
 def decisions(
-    lines: Iterable[str | bytes], source: str, policy: Policy, optouts: frozenset[str], catalog: SchemaCatalog
+    lines: Iterable[str | bytes],
+    source: str,
+    policy: Policy,
+    optouts: frozenset[str],
+    catalog: SchemaCatalog,
+    consents: frozenset[str] = frozenset(),
 ) -> Iterator[dict[str, Any]]:
     kind, schema_name, id_field = SOURCES[source]
     schema = catalog.by_name(schema_name).parsed
     decider = Decider(policy)
     opted_out = optouts.__contains__
+    consented = consents.__contains__
     for line in lines:
         if not line.strip():
             continue
@@ -42,20 +48,30 @@ def decisions(
             if isinstance(obj, dict) and isinstance(obj.get(id_field), str):
                 record_id = obj[id_field]
             record = to_avro(obj, schema)
-            reason = decider.decide_record(kind, record, opted_out)
+            reason = decider.decide_record(kind, record, opted_out, consented)
         except JsonRecordError:
             reason = Reason.MALFORMED
         yield {"id": record_id, "decision": str(reason)}
 
 
-def run_check(source: str, policy: Policy, optouts_path: Path | None, stdin: IO[bytes], stdout: IO[bytes]) -> int:
+def run_check(
+    source: str,
+    policy: Policy,
+    optouts_path: Path | None,
+    stdin: IO[bytes],
+    stdout: IO[bytes],
+    consents_path: Path | None = None,
+) -> int:
     optouts = read_optouts(optouts_path) if optouts_path else frozenset()
+    consents = read_optouts(consents_path) if consents_path else frozenset()  # the same form: one user id a line
     catalog = SchemaCatalog()
-    for decision in decisions(stdin, source, policy, optouts, catalog):
+    for decision in decisions(stdin, source, policy, optouts, catalog, consents):
         stdout.write(orjson.dumps(decision) + b"\n")
     stdout.flush()
     return 0
 
 
 def main_check(args: Any) -> int:
-    return run_check(args.source, args.policy_obj, args.optouts, sys.stdin.buffer, sys.stdout.buffer)
+    return run_check(
+        args.source, args.policy_obj, args.optouts, sys.stdin.buffer, sys.stdout.buffer, getattr(args, "consents", None)
+    )

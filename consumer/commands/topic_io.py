@@ -9,10 +9,15 @@ from typing import IO, Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
 from consumer.commands.jsonl import JsonRecordError, dumps, parse_line, to_avro
-from consumer.wire.codec import AI_INTERACTION, OPTOUT, POST, Codec, CodecError
+from consumer.wire.codec import AI_INTERACTION, CONSENT, OPTOUT, POST, Codec, CodecError
 from consumer.wire.registry import Registry, RegistryMismatch, RegistryRefused, RegistrySettings, RegistryUnavailable
 
-SOURCES = {"post": (POST, "author_id"), "ai_interaction": (AI_INTERACTION, "user_id"), "optout": (OPTOUT, "user_id")}
+SOURCES = {
+    "post": (POST, "author_id"),
+    "ai_interaction": (AI_INTERACTION, "user_id"),
+    "optout": (OPTOUT, "user_id"),
+    "consent": (CONSENT, "user_id"),
+}
 
 
 def produce_lines(

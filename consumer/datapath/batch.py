@@ -52,6 +52,7 @@ class BatchProcessor:
         pseudonymiser: Pseudonymiser,
         opted_out: Callable[[bytes], bool],
         producer: Any,
+        consented: Callable[[bytes], bool] | None = None,
         training_topic: str,
         dlq_topic: str,
         posts_topic: str,
@@ -63,6 +64,7 @@ class BatchProcessor:
         self.codec = codec
         self.pseudonymiser = pseudonymiser
         self.opted_out = opted_out
+        self.consented = consented  # opt-in policies only
         self.producer = producer
         self.training_topic = training_topic
         self.dlq_topic = dlq_topic
@@ -100,6 +102,7 @@ class BatchProcessor:
         routes = self.routes
         decide = self.decider.decide
         opted_out = self.opted_out
+        consented = self.consented
         pseudonym_of = self.pseudonymiser.pseudonym
         build = fastpath.training_record
         header = self.header
@@ -149,7 +152,7 @@ class BatchProcessor:
                 self._slow(msg, value, route, batch, tally)
                 continue
             user_id = fields[1]
-            reason = decide(route.source, fields[4], fields[3], fields[2], fields[8], user_id, opted_out)
+            reason = decide(route.source, fields[4], fields[3], fields[2], fields[8], user_id, opted_out, consented)
             counts[reason] = counts.get(reason, 0) + 1
             if reason is not eligible:
                 continue
@@ -216,7 +219,14 @@ class BatchProcessor:
             return
         public, country, birth_day, created_ms, user_id = fields
         reason = self.decider.decide(
-            route.source, public, country, birth_day, created_ms, user_id.encode("utf-8"), self.opted_out
+            route.source,
+            public,
+            country,
+            birth_day,
+            created_ms,
+            user_id.encode("utf-8"),
+            self.opted_out,
+            self.consented,
         )
         key = (route.source, reason)
         tally[key] = tally.get(key, 0) + 1

@@ -31,6 +31,16 @@ OPTOUT_RESULTS = (
     "revocation_used_key",
     "revocation_tombstone_ignored",
 )
+CONSENT_RESULTS = (
+    "granted",
+    "withdrawn",
+    "tombstone_withdrawn",
+    "key_mismatch_withdrawn",
+    "undecodable_withdrawn",
+    "unexpected_withdrawn",
+    "undecodable_dropped",
+    "refused_full",
+)
 
 
 class Metrics:
@@ -118,6 +128,18 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
             registry=r,
         )
+        # The consent side (opt-in policies only; at 0 otherwise).
+        self.consent_entries = Gauge(f"{NS}_consent_set_entries", "Users whose consent is present.", registry=r)
+        self.consent_capacity = Gauge(f"{NS}_consent_set_capacity", "Consents the set is sized for.", registry=r)
+        self.consent_bytes = Gauge(f"{NS}_consent_set_bytes", "Memory of the consent set's table.", registry=r)
+        self.consent_false_admission = Gauge(
+            f"{NS}_consent_set_false_admission_probability",
+            "Bound on a look-up of a user without consent matching, at the current number of entries.",
+            registry=r,
+        )
+        self.consent_records = Counter(
+            f"{NS}_consent_feed_records_total", "Consent topic records read, by result.", ["result"], registry=r
+        )
         self.revocations = Counter(
             f"{NS}_revocations_total", "Revocations emitted (one per opt-out record).", registry=r
         )
@@ -163,6 +185,8 @@ class Metrics:
             self.rebalances.labels(kind)
         for result in OPTOUT_RESULTS:
             self.optout_records.labels(result)
+        for result in CONSENT_RESULTS:
+            self.consent_records.labels(result)
         for operation in ("load", "save"):
             for result in ("ok", "failed", "unusable"):
                 self.snapshots.labels(operation, result)
@@ -170,9 +194,10 @@ class Metrics:
         for result in ("committed", "failed"):
             self.transactions.labels(result)
 
-    def feed_lag(self, seconds_since_caught_up: Callable[[], float]) -> None:
-        """Register the opt-out feed lag: evaluated at scrape time, so it grows even if the loop hangs."""
-        self.registry.register(_FeedLag(seconds_since_caught_up))
+    def feed_lag(self, seconds_since_caught_up: Callable[[], float], feed: str = "optout") -> None:
+        """Register a feed's lag (`optout` or `consent`): evaluated at scrape time, so it grows even if
+        the loop hangs."""
+        self.registry.register(_FeedLag(seconds_since_caught_up, feed))
 
     def set_consumer_lag(self, lags: dict[tuple[str, int], int]) -> None:
         for (topic, partition), lag in lags.items():
@@ -185,13 +210,15 @@ class Metrics:
 
 
 class _FeedLag:
-    def __init__(self, seconds: Callable[[], float]) -> None:
+    def __init__(self, seconds: Callable[[], float], feed: str) -> None:
         self._seconds = seconds
+        self._feed = feed
 
     def collect(self):
         family = GaugeMetricFamily(
-            f"{NS}_optout_feed_lag_seconds",
-            "Seconds since the opt-out feed was last confirmed caught up with the topic's end.",
+            f"{NS}_{self._feed}_feed_lag_seconds",
+            f"Seconds since the {self._feed.replace('optout', 'opt-out')} feed was last confirmed caught up "
+            "with the topic's end.",
         )
         family.add_metric([], self._seconds())
         yield family

@@ -194,6 +194,23 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_float,
     ),
     Setting(
+        "CONSENT_TOPIC",
+        "",
+        'opt-in policies only (consent_model = "opt_in"), and then required: compacted topic of Consent '
+        "records (key = user id), e.g. privacy.consents.v1",
+    ),
+    Setting(
+        "CONSENT_CAPACITY",
+        "10000000",
+        "consents the consent set is sized for (8 bytes a slot, load <= 0.8)",
+        _positive_int,
+    ),
+    Setting(
+        "CONSENT_SNAPSHOT_PATH",
+        "",
+        "file for the consent set snapshot (empty: no snapshots; written with the opt-out one)",
+    ),
+    Setting(
         "REVOCATIONS_START",
         "earliest",
         "where a new revocation group starts on the opt-out topic: earliest (revoke every opt-out ever made) or latest",
@@ -297,6 +314,9 @@ class Settings:
     optout_max_lag_seconds: float
     optout_snapshot_path: Path | None
     optout_snapshot_interval_seconds: float
+    consent_topic: str | None
+    consent_capacity: int
+    consent_snapshot_path: Path | None
     revocations_start: str
     metrics_host: str
     metrics_port: int
@@ -389,6 +409,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     snapshot_path = Path(snapshot) if snapshot else None
     if snapshot_path is not None and not snapshot_path.parent.is_dir():
         problems.append(f"{PREFIX}OPTOUT_SNAPSHOT_PATH={snapshot}: folder {snapshot_path.parent} does not exist")
+    consent_topic, consent_snapshot = _consents(values, policy, policy_path, problems)
     registry = _registry(values, problems)
     if problems or policy is None:
         raise ConfigError(_report(problems))
@@ -397,11 +418,42 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         hmac_key=key,
         policy=policy,
         optout_snapshot_path=snapshot_path,
+        consent_topic=consent_topic,
+        consent_snapshot_path=consent_snapshot,
         kafka_common=kafka["common"],
         kafka_consumer=kafka["consumer"],
         kafka_producer=kafka["producer"],
         **values,
     )
+
+
+def _consents(
+    values: dict[str, Any], policy: Policy | None, policy_path: str | None, problems: list[str]
+) -> tuple[str | None, Path | None]:
+    """The consent topic (None under an opt-out policy) and snapshot path, checked against the policy."""
+    raw_topic = values.pop("consent_topic").strip()
+    raw_snapshot = values.pop("consent_snapshot_path").strip()
+    where = policy_path or "the packaged rules/policy.toml"
+    topic: str | None = None
+    if raw_topic:
+        try:
+            topic = _topic(raw_topic)
+        except ValueError as exc:
+            problems.append(f"{PREFIX}CONSENT_TOPIC={raw_topic!r} is invalid: {exc}")
+    if policy is not None and policy.consent_model == "opt_in" and not raw_topic:
+        problems.append(
+            f'{PREFIX}CONSENT_TOPIC is required: the policy ({where}) says consent_model = "opt_in"; set it to '
+            "the compacted topic of Consent records, e.g. privacy.consents.v1"
+        )
+    if policy is not None and policy.consent_model == "opt_out" and (raw_topic or raw_snapshot):
+        problems.append(
+            f"{PREFIX}CONSENT_TOPIC/{PREFIX}CONSENT_SNAPSHOT_PATH are set but the policy ({where}) has consent_model "
+            '= "opt_out" (or none): set consent_model = "opt_in" in the policy, or unset them'
+        )
+    snapshot = Path(raw_snapshot) if raw_snapshot else None
+    if snapshot is not None and not snapshot.parent.is_dir():
+        problems.append(f"{PREFIX}CONSENT_SNAPSHOT_PATH={raw_snapshot}: folder {snapshot.parent} does not exist")
+    return topic, snapshot
 
 
 def _hmac_key(path: str, inline: str, problems: list[str]) -> bytes:

@@ -37,7 +37,7 @@ from confluent_kafka.admin import AdminClient
 
 from consumer.datapath.pseudonym import Pseudonymiser
 from consumer.operations.metrics import Metrics
-from consumer.optouts.filter import Offsets, OptOutFilter
+from consumer.optouts.filter import Offsets
 from consumer.wire.codec import OPTOUT, REVOCATION, Codec, CodecError
 from consumer.wire.registry import RegistryRefused, RegistryUnavailable
 
@@ -92,8 +92,8 @@ class OptOutFeed:
         self,
         config: dict[str, Any],
         topic: str,
-        ledger_topic: str,
-        optout_filter: OptOutFilter,
+        ledger_topic: str | None,
+        optout_filter: Any,
         codec: Codec,
         pseudonymiser: Pseudonymiser,
         metrics: Metrics,
@@ -131,7 +131,9 @@ class OptOutFeed:
         )
         self._admin_config = {k: v for k, v in config.items() if k not in ("group.id",)}
         self.positions: Offsets = {}
-        self.topic_ids: dict[str, str | None] = {topic: None, ledger_topic: None}
+        # The topics read: the gating topic, then the ledger (absent for a feed without one, e.g. consents).
+        self.topics = (topic,) if ledger_topic is None else (topic, ledger_topic)
+        self.topic_ids: dict[str, str | None] = dict.fromkeys(self.topics)
         self.caught_up_at: float | None = None  # clock time of the end offsets last reached
         self.last_error: str | None = None
         self.reset_reason: str | None = None  # why a snapshot's offsets were not used
@@ -150,16 +152,16 @@ class OptOutFeed:
         topic was re-created (its id changed) or the snapshot's offsets are beyond a partition's end
         (the topic was truncated or re-created): resuming would skip opt-outs.
         """
-        partitions = {t: self._partitions(t, timeout=30.0) for t in (self.topic, self.ledger_topic)}
+        partitions = {t: self._partitions(t, timeout=30.0) for t in self.topics}
         current_ids = self._topic_ids()
         offsets = dict(offsets or {})
         if offsets:
             self.reset_reason = self._snapshot_problem(offsets, topic_ids or {}, current_ids, partitions)
             if self.reset_reason is not None:
                 self.log.warning("optout_snapshot_offsets_not_used", reason=self.reset_reason)
-                self.filter = OptOutFilter(self.filter.capacity, self.filter.fp_rate)
+                self.filter = self.filter.emptied()
                 offsets = {}
-        self.topic_ids = {t: current_ids.get(t) for t in (self.topic, self.ledger_topic)}
+        self.topic_ids = {t: current_ids.get(t) for t in self.topics}
         self.positions = {(t, p): offsets.get((t, p), 0) for t, parts in partitions.items() for p in parts}
         self.consumer.assign(
             [
@@ -193,7 +195,7 @@ class OptOutFeed:
         """The topics' ids (a re-created topic gets a new one), or None where the broker does not say."""
         out: dict[str, str | None] = {}
         try:
-            futures = AdminClient(self._admin_config).describe_topics(TopicCollection([self.topic, self.ledger_topic]))
+            futures = AdminClient(self._admin_config).describe_topics(TopicCollection(list(self.topics)))
             for name, future in futures.items():
                 out[name] = str(future.result(10.0).topic_id)
         except Exception:  # an older broker, or no DESCRIBE permission: the offsets check still applies
@@ -243,11 +245,13 @@ class OptOutFeed:
         revocations topic's too); False if that fails or takes longer than `timeout`."""
         started = self.clock()
         deadline = started + timeout
-        gating = {self.topic, self.ledger_topic} if everything else {self.topic}
+        gating = set(self.topics) if everything else {self.topic}
         ends: dict[tuple[str, int], int] = {}
         try:
             self._add_new_partitions(self.topic, max(0.1, deadline - self.clock()))
-            if everything or started - self._ledger_checked > _LEDGER_METADATA_SECONDS:
+            if self.ledger_topic is not None and (
+                everything or started - self._ledger_checked > _LEDGER_METADATA_SECONDS
+            ):
                 self._ledger_checked = started
                 self._add_new_partitions(self.ledger_topic, max(0.1, deadline - self.clock()))
             for tp in self.positions:
@@ -260,6 +264,8 @@ class OptOutFeed:
             return False
         except FeedError as exc:
             self._failed(str(exc))
+            return False
+        if not self._ends_plausible(ends):
             return False
         while True:
             behind = [tp for tp, end in ends.items() if self.positions[tp] < end]
@@ -278,6 +284,10 @@ class OptOutFeed:
             self._apply(self.consumer.consume(num_messages=10_000, timeout=0), live=True)
         self.caught_up_at = started
         self.last_error = None
+        return True
+
+    def _ends_plausible(self, ends: dict[tuple[str, int], int]) -> bool:
+        """A hook for feeds that must react when a topic's end falls below their position (consumer/consents)."""
         return True
 
     def _apply(self, messages: list[Any], live: bool = False) -> bool:

@@ -49,6 +49,10 @@ class OptOutFilter:
         native = getattr(self._bloom, "_py_bloom", None)
         self.contains = native.contains_bytes if native is not None else self._bloom.contains_bytes
 
+    def emptied(self) -> OptOutFilter:
+        """A new, empty filter of the same size (a snapshot whose offsets cannot be used)."""
+        return OptOutFilter(self.capacity, self.fp_rate)
+
     def add(self, user_id: str | bytes) -> bool:
         """Add a user; True when the filter did not (appear to) hold them before."""
         key = user_id.encode("utf-8") if isinstance(user_id, str) else user_id
@@ -82,9 +86,6 @@ class OptOutFilter:
     # -- snapshots -------------------------------------------------------------------------------
 
     def header(self, offsets: Offsets, topic_ids: dict[str, str | None], key_check: str) -> dict[str, Any]:
-        by_topic: dict[str, dict[str, int]] = {topic: {} for topic in topic_ids}
-        for (topic, partition), offset in sorted(offsets.items()):
-            by_topic.setdefault(topic, {})[str(partition)] = offset
         return {
             "format": FORMAT,
             "library": LIBRARY,
@@ -95,12 +96,20 @@ class OptOutFilter:
             "entries": self.entries,
             "key_check": key_check,
             "topic_ids": dict(sorted(topic_ids.items())),
-            "offsets": by_topic,
+            "offsets": offsets_by_topic(offsets, topic_ids),
             "saved_at": time.time(),
         }
 
     def snapshot_bytes(self) -> bytes:
         return bytes(self._bloom.get_bytes())
+
+
+def offsets_by_topic(offsets: Offsets, topic_ids: dict[str, str | None]) -> dict[str, dict[str, int]]:
+    """A snapshot header's offsets: {topic: {partition: next offset}}, every topic present."""
+    by_topic: dict[str, dict[str, int]] = {topic: {} for topic in topic_ids}
+    for (topic, partition), offset in sorted(offsets.items()):
+        by_topic.setdefault(topic, {})[str(partition)] = offset
+    return by_topic
 
 
 def write_snapshot(path: Path, header: dict[str, Any], body: bytes) -> None:

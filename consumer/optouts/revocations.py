@@ -1,4 +1,5 @@
-"""Revocations: one per opt-out record, so that readers of the training topic purge what they took.
+"""Revocations: one per opt-out record (and, under an opt-in policy, one per consent withdrawal), so
+that readers of the training topic purge what they took.
 
 `RevocationEmitter` is a consumer group on the opt-out topic: each opt-out record is handled by
 exactly one replica, which produces one Revocation (keyed by the pseudonym) and commits only after
@@ -12,11 +13,13 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from consumer.consents.feed import parse_consent
 from consumer.datapath.delivery import AtLeastOnce
 from consumer.datapath.pseudonym import Pseudonymiser
 from consumer.operations.metrics import Metrics
 from consumer.optouts.feed import parse_optout
 from consumer.wire.codec import REVOCATION, Codec
+from consumer.wire.registry import RegistryRefused, RegistryUnavailable
 
 
 class RevocationEmitter:
@@ -33,8 +36,11 @@ class RevocationEmitter:
         metrics: Metrics,
         log: Any,
         flush_seconds: float,
+        consent_topic: str | None = None,
     ) -> None:
         self.topic = topic
+        # Opt-in policies: a consent withdrawal is revoked like an opt-out (consumer/consents/feed.py).
+        self.consent_topic = consent_topic
         self.revocations_topic = revocations_topic
         self.codec = codec
         self.pseudonymiser = pseudonymiser
@@ -54,9 +60,8 @@ class RevocationEmitter:
         self.delivery = AtLeastOnce(self.consumer, self.producer, metrics, log)
 
     def start(self) -> None:
-        self.consumer.subscribe(
-            [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
-        )
+        topics = [self.topic] if self.consent_topic is None else [self.topic, self.consent_topic]
+        self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         self.delivery.assigned_partitions(partitions)
@@ -72,13 +77,26 @@ class RevocationEmitter:
         if messages:
             batch = self.delivery.open_batch("revocations")
             consumed: list[tuple[str, int, int]] = []
+            again: set[tuple[str, int]] = set()
             for msg in messages:
                 if msg.error() is not None:
                     continue
-                partition, offset = msg.partition(), msg.offset()
-                assert partition is not None and offset is not None  # always set on a consumed record
-                consumed.append((self.topic, partition, offset))
-                users, opted_out_at, _ = parse_optout(self.codec, msg)
+                topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+                assert topic is not None and partition is not None and offset is not None  # set on a consumed record
+                if topic == self.consent_topic:
+                    if (topic, partition) in again:
+                        continue
+                    try:
+                        users, granted, opted_out_at, _ = parse_consent(self.codec, msg)
+                    except (RegistryUnavailable, RegistryRefused):  # read it again later; nothing past it committed
+                        again.add((topic, partition))
+                        self.consumer.seek(TopicPartition(topic, partition, offset))
+                        continue
+                    if granted:
+                        users = []  # a grant revokes nothing
+                else:
+                    users, opted_out_at, _ = parse_optout(self.codec, msg)
+                consumed.append((topic, partition, offset))
                 for user_id in users:
                     pseudonym = self.pseudonymiser.pseudonym(user_id)
                     value = self.codec.encode(

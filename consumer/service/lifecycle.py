@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from confluent_kafka import TopicPartition
 
+from consumer.consents.feed import GatedFeeds
 from consumer.datapath.delivery import AtLeastOnce, FatalDeliveryError
 from consumer.operations.metrics import Metrics
 from consumer.operations.settings import ConfigError, Settings
@@ -37,7 +38,7 @@ class Lifecycle:
         self.metrics = metrics
         self.log = log
         # Set once built (service.Service._build): the rebalance callbacks and shutdown need them.
-        self.feed: OptOutFeed | None = None
+        self.feed: OptOutFeed | GatedFeeds | None = None
         self.delivery: AtLeastOnce | None = None
         self.input: Any = None
         self.syncer: BackgroundSync | None = None  # the feed's sync thread, once the loop runs
@@ -123,6 +124,12 @@ class Lifecycle:
             seconds=round(time.monotonic() - started, 3),
             partitions=len(self.feed.positions),
         )
+        if isinstance(self.feed, GatedFeeds):
+            self.log.info(
+                "consent_feed_caught_up",
+                entries=self.feed.consents.filter.entries,
+                partitions=len(self.feed.consents.positions),
+            )
         self.metrics.optout_ready.set(1)
 
     def subscribe(self, revocations: Any) -> None:

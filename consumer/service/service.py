@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import signal
 import traceback
-from typing import Any
+from typing import Any, cast
 
 from consumer import __version__
+from consumer.consents.feed import GatedFeeds
 from consumer.datapath.delivery import FatalDeliveryError
 from consumer.datapath.pseudonym import Pseudonymiser
 from consumer.operations import logs
 from consumer.operations.health import HealthServer
 from consumer.operations.metrics import Metrics
 from consumer.operations.settings import ConfigError, Settings
-from consumer.optouts.feed import FeedError
+from consumer.optouts.feed import FeedError, OptOutFeed
 from consumer.service.lifecycle import Lifecycle
 from consumer.service.loop import Loop
 from consumer.service.state import State
@@ -99,15 +100,20 @@ class Service:
         """Every part, in the order start-up needs them: the feed first (its catch-up gates input),
         the output schemas' ids and size limits before the producer, the consumer last."""
         w, lifecycle = self.wiring, self.lifecycle
-        feed = lifecycle.feed = w.optout_feed(stopping=lambda: self.state.stopping)
+        optouts = w.optout_feed(stopping=lambda: self.state.stopping)
+        consents = w.consent_feed(lambda: self.state.stopping) if self.settings.consent_topic is not None else None
+        # Under an opt-in policy both feeds gate input: caught up before it is consumed, synced before every batch.
+        feed = lifecycle.feed = GatedFeeds(optouts, consents) if consents is not None else optouts
         lifecycle.prepare_writes(self.codec)
         limits = w.output_limits()
         producer = w.producer(limits)
         consumer = lifecycle.input = w.input_consumer(lifecycle.on_stats)
         delivery = lifecycle.delivery = w.delivery(consumer, producer)
-        processor = w.processor(self.decider, feed.filter, producer, limits)
+        processor = w.processor(
+            self.decider, optouts.filter, producer, limits, consents.filter if consents is not None else None
+        )
         self.revocations = w.revocation_emitter()
-        self.snapshots = Snapshots(self.settings, feed, self.pseudonymiser, self.metrics, self.log)
+        self.snapshots = Snapshots(self.settings, feed, self.pseudonymiser, self.metrics, self.log, consents)
         upkeep = Upkeep(
             self.settings,
             self.state,
@@ -127,7 +133,7 @@ class Service:
             lifecycle,
             w,
             consumer,
-            feed,
+            cast(OptOutFeed, feed),  # GatedFeeds answers everything the loop asks of the opt-out feed
             delivery,
             processor,
             self.revocations,

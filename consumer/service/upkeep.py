@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
+from consumer.consents import snapshot as consent_snapshot
+from consumer.consents.feed import ConsentFeed, GatedFeeds
 from consumer.datapath.batch import BatchProcessor
 from consumer.datapath.delivery import AtLeastOnce
 from consumer.datapath.pseudonym import Pseudonymiser
@@ -19,13 +22,21 @@ from consumer.service.state import State
 
 
 class Snapshots:
-    """The filter and the feed's offsets, written every TF_OPTOUT_SNAPSHOT_INTERVAL_SECONDS and at
-    shutdown (atomically: consumer/optouts/filter.py)."""
+    """The filter and the feed's offsets (and, under an opt-in policy, the consent set and its feed's),
+    written every TF_OPTOUT_SNAPSHOT_INTERVAL_SECONDS and at shutdown (atomically: consumer/optouts/filter.py)."""
 
     def __init__(
-        self, settings: Settings, feed: OptOutFeed, pseudonymiser: Pseudonymiser, metrics: Metrics, log: Any
+        self,
+        settings: Settings,
+        feed: OptOutFeed | GatedFeeds,
+        pseudonymiser: Pseudonymiser,
+        metrics: Metrics,
+        log: Any,
+        consents: ConsentFeed | None = None,
     ) -> None:
         self.path = settings.optout_snapshot_path
+        self.consents = consents
+        self.consent_path = settings.consent_snapshot_path if consents is not None else None
         self.interval = settings.optout_snapshot_interval_seconds
         self.feed = feed
         self.key_check = pseudonymiser.key_check()
@@ -35,7 +46,7 @@ class Snapshots:
         self.thread: threading.Thread | None = None
 
     def due(self, now: float) -> None:
-        if self.path is not None and now - self.last >= self.interval:
+        if (self.path is not None or self.consent_path is not None) and now - self.last >= self.interval:
             self.write(background=True)
 
     def final(self, timeout: float) -> None:
@@ -44,26 +55,38 @@ class Snapshots:
         self.write(background=False)
 
     def write(self, background: bool) -> None:
-        path = self.path
-        if path is None or (self.thread is not None and self.thread.is_alive()):
+        if (self.path is None and self.consent_path is None) or (self.thread is not None and self.thread.is_alive()):
             return
         self.last = time.monotonic()
-        with self.feed.lock:  # the offsets and the filter of one moment (the sync runs on its own thread)
-            optout_filter = self.feed.filter
-            header = optout_filter.header(dict(self.feed.positions), self.feed.topic_ids, self.key_check)
-            body = optout_filter.snapshot_bytes()
+        # Each snapshot's offsets and set of one moment: the feeds sync on their own thread.
+        jobs: list[tuple[str, Path, dict[str, Any], bytes]] = []
+        if self.path is not None:
+            with self.feed.lock:
+                optout_filter = self.feed.filter
+                header = optout_filter.header(dict(self.feed.positions), self.feed.topic_ids, self.key_check)
+                jobs.append(("optout", self.path, header, optout_filter.snapshot_bytes()))
+        consents = self.consents
+        if self.consent_path is not None and consents is not None and consents.caught_up_at is not None:
+            with consents.lock:
+                header = consent_snapshot.header(
+                    consents.filter, dict(consents.positions), consents.topic_ids, self.key_check
+                )
+                jobs.append(("consent", self.consent_path, header, consent_snapshot.body(consents.filter)))
 
         def write() -> None:
-            started = time.monotonic()
-            try:
-                write_snapshot(path, header, body)
-            except OSError as exc:
-                self.metrics.snapshots.labels("save", "failed").inc()
-                self.log.warning("optout_snapshot_failed", error=exc.strerror or type(exc).__name__, path=str(path))
-                return
-            self.metrics.snapshots.labels("save", "ok").inc()
-            self.metrics.snapshot_seconds.labels("save").set(time.monotonic() - started)
-            self.log.info("optout_snapshot_saved", entries=header["entries"], path=str(path))
+            for kind, path, header, body in jobs:
+                started = time.monotonic()
+                try:
+                    write_snapshot(path, header, body)
+                except OSError as exc:
+                    self.metrics.snapshots.labels("save", "failed").inc()
+                    self.log.warning(
+                        f"{kind}_snapshot_failed", error=exc.strerror or type(exc).__name__, path=str(path)
+                    )
+                    continue
+                self.metrics.snapshots.labels("save", "ok").inc()
+                self.metrics.snapshot_seconds.labels("save").set(time.monotonic() - started)
+                self.log.info(f"{kind}_snapshot_saved", entries=header["entries"], path=str(path))
 
         if background:
             self.thread = threading.Thread(target=write, name="optout-snapshot", daemon=True)
@@ -81,7 +104,7 @@ class Upkeep:
         log: Any,
         delivery: AtLeastOnce,
         processor: BatchProcessor,
-        feed: OptOutFeed,
+        feed: OptOutFeed | GatedFeeds,
         snapshots: Snapshots,
         ready: Any,
     ) -> None:
@@ -130,6 +153,7 @@ class Upkeep:
             decisions=dict(self.decisions),
             assigned_partitions=len(self.state.assigned),
             optout_entries=self.feed.filter.entries,
+            **({"consent_entries": self.feed.consents.filter.entries} if isinstance(self.feed, GatedFeeds) else {}),
             optout_feed_seconds_behind=finite(self.feed.seconds_behind()),
             paused=self.state.paused,
             consumer_errors=self.consumer_errors or None,

@@ -17,6 +17,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer
 
+from consumer.consents import fingerprints
+from consumer.consents import snapshot as consent_snapshot
+from consumer.consents.feed import ConsentFeed
+from consumer.consents.fingerprints import ConsentSet
 from consumer.datapath.batch import BatchProcessor
 from consumer.datapath.delivery import AtLeastOnce, ExactlyOnce
 from consumer.datapath.output_limits import (
@@ -66,7 +70,15 @@ def client(kind: Any, config: dict[str, Any], what: str) -> Any:
 
 def opted_out(optout_filter: OptOutFilter, pseudonymiser: Pseudonymiser) -> Callable[[bytes], bool]:
     """The rules' membership test: the filter holds pseudonyms (memoised HMACs of user ids)."""
-    contains = optout_filter.contains
+    return _membership(optout_filter.contains, pseudonymiser)
+
+
+def consented(consents: ConsentSet, pseudonymiser: Pseudonymiser) -> Callable[[bytes], bool]:
+    """The rules' consent test (opt-in policies): the consent set holds pseudonyms too."""
+    return _membership(consents.contains, pseudonymiser)
+
+
+def _membership(contains: Callable[[bytes], Any], pseudonymiser: Pseudonymiser) -> Callable[[bytes], bool]:
     pseudonym = pseudonymiser.pseudonym
 
     def test(user_id: bytes) -> bool:
@@ -144,6 +156,65 @@ class Wiring:
                 return loaded.filter, loaded
         return OptOutFilter(s.optout_capacity, s.optout_fp_rate), None
 
+    # -- the consent side (opt-in policies) --------------------------------------------------------
+
+    def consent_feed(self, stopping: Callable[[], bool]) -> ConsentFeed:
+        """The consent feed, assigned and positioned (from its snapshot's offsets when they can be used)."""
+        s = self.settings
+        assert s.consent_topic is not None  # load_settings requires it under an opt-in policy
+        consents, snapshot = self._load_consents()
+        feed = ConsentFeed(
+            s.consumer_config(**{"group.id": f"{s.group_id}-consent-feed"}, **self.kafka_log),
+            s.consent_topic,
+            consents,
+            self.codec,
+            self.pseudonymiser,
+            self.metrics,
+            self.log,
+            stopping=stopping,
+        )
+        self.metrics.feed_lag(feed.seconds_behind, "consent")
+        feed.start(*((snapshot.offsets, snapshot.topic_ids) if snapshot is not None else (None, None)))
+        c = feed.filter
+        self.metrics.consent_capacity.set(c.capacity)
+        self.metrics.consent_bytes.set(c.size_bytes)
+        self.metrics.consent_entries.set(c.entries)
+        self.metrics.consent_false_admission.set(c.false_admission_probability())
+        # The figure the opt-in promise rests on: the chance that a user who never consented is admitted.
+        self.log.info(
+            "consent_set",
+            capacity=c.capacity,
+            slots=c.slots,
+            bytes=c.size_bytes,
+            entries=c.entries,
+            fingerprint_bits=c.slots.bit_length() - 1 + 48,
+            false_admission_probability_at_capacity=c.false_admission_probability(c.capacity),
+            compiled=fingerprints.COMPILED,
+        )
+        return feed
+
+    def _load_consents(self) -> tuple[ConsentSet, LoadedSnapshot | None]:
+        s = self.settings
+        if s.consent_snapshot_path is not None and s.consent_topic is not None:
+            started = time.monotonic()
+            try:
+                loaded = consent_snapshot.load(
+                    s.consent_snapshot_path, s.consent_capacity, [s.consent_topic], self.pseudonymiser.key_check()
+                )
+            except SnapshotError as exc:
+                self.metrics.snapshots.labels("load", "unusable").inc()
+                self.log.info("consent_snapshot_not_used", reason=str(exc), path=str(s.consent_snapshot_path))
+            else:
+                self.metrics.snapshots.labels("load", "ok").inc()
+                self.log.info(
+                    "consent_snapshot_loaded",
+                    entries=loaded.filter.entries,
+                    seconds=round(time.monotonic() - started, 3),
+                    partitions=len(loaded.offsets),
+                )
+                return loaded.filter, loaded  # type: ignore[return-value]
+        return ConsentSet(s.consent_capacity), None
+
     def revocation_emitter(self) -> RevocationEmitter:
         s = self.settings
         return RevocationEmitter(
@@ -158,6 +229,7 @@ class Wiring:
             self.metrics,
             self.log,
             s.revoke_flush_seconds,
+            consent_topic=s.consent_topic,
         )
 
     # -- the data path ---------------------------------------------------------------------------
@@ -240,7 +312,12 @@ class Wiring:
         return AtLeastOnce(consumer, producer, self.metrics, self.log)
 
     def processor(
-        self, decider: Any, optout_filter: OptOutFilter, producer: Any, limits: OutputLimits
+        self,
+        decider: Any,
+        optout_filter: OptOutFilter,
+        producer: Any,
+        limits: OutputLimits,
+        consents: ConsentSet | None = None,
     ) -> BatchProcessor:
         s = self.settings
         return BatchProcessor(
@@ -248,6 +325,7 @@ class Wiring:
             codec=self.codec,
             pseudonymiser=self.pseudonymiser,
             opted_out=opted_out(optout_filter, self.pseudonymiser),
+            consented=consented(consents, self.pseudonymiser) if consents is not None else None,
             producer=producer,
             training_topic=s.training_topic,
             dlq_topic=s.dlq_topic,

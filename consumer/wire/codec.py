@@ -31,6 +31,7 @@ HEADER_SIZE = HEADER.size  # 5
 POST = "platform.content.v1.Post"
 AI_INTERACTION = "platform.content.v1.AiInteraction"
 OPTOUT = "platform.privacy.v1.OptOut"
+CONSENT = "platform.privacy.v1.Consent"
 TRAINING_RECORD = "platform.training.v2.TrainingRecord"  # what the service writes
 TRAINING_RECORD_V1 = (
     "platform.training.v1.TrainingRecord"  # retired (catalog id 4): text was a union of a string and a record

@@ -830,7 +830,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a small run that checks the benchmark works")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--only", choices=["training-filter"], help="run only this pipeline (for profiling)")
+    parser.add_argument("--consents", action="store_true", help="only the consent set's memory and look-up cost")
     args = parser.parse_args(argv)
+    if args.consents:
+        from tests.benchmarks import consents
+
+        return consents.main([])
     if args.quick:
         args.records, args.optouts, args.latency_seconds, args.repeat = 20_000, 200_000, 2.0, 1
     if (os.cpu_count() or 1) < 2:

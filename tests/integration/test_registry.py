@@ -21,6 +21,7 @@ from fastavro.schema import to_parsing_canonical_form
 from consumer.operations.settings import DEFAULT_TOPICS
 from consumer.wire.codec import (
     AI_INTERACTION,
+    CONSENT,
     OPTOUT,
     POST,
     REVOCATION,
@@ -40,6 +41,7 @@ TOPIC_OF = {
     OPTOUT: DEFAULT_TOPICS.optouts,
     TRAINING_RECORD: DEFAULT_TOPICS.training,
     REVOCATION: DEFAULT_TOPICS.revocations,
+    CONSENT: "privacy.consents.v1",  # TF_CONSENT_TOPIC has no default; the README's example name
 }
 
 
@@ -91,7 +93,7 @@ def test_a_fresh_registry_gives_the_project_schemas_ids_from_1(fresh_registry):
         subject = f"{TOPIC_OF[name]}-value"
         ids[subject] = sr.register_schema(subject, Schema(text, "AVRO"))
     print(f"\nids assigned by a fresh registry: {ids}")
-    assert list(ids.values()) == [1, 2, 3, 4, 5]
+    assert list(ids.values()) == [1, 2, 3, 4, 5, 6]
     assert sorted(sr.get_subjects()) == sorted(ids)
 
     texts = dict(project_schemas())

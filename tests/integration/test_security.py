@@ -70,7 +70,7 @@ def test_no_user_id_birth_date_text_or_key_in_any_log_line_or_metric(kafka, topi
 
 
 def _allowed_label_values(topics: Topics) -> set[str]:
-    from consumer.operations.metrics import DLQ_CAUSES, OPTOUT_RESULTS, OUTPUTS
+    from consumer.operations.metrics import CONSENT_RESULTS, DLQ_CAUSES, OPTOUT_RESULTS, OUTPUTS
     from rules import REASONS, Source, load_policy
 
     return (
@@ -79,6 +79,7 @@ def _allowed_label_values(topics: Topics) -> set[str]:
         | set(OUTPUTS)
         | set(DLQ_CAUSES)
         | set(OPTOUT_RESULTS)
+        | set(CONSENT_RESULTS)
         | {
             "assign",
             "revoke",

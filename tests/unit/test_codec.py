@@ -9,6 +9,7 @@ import pytest
 
 from consumer.wire.codec import (
     AI_INTERACTION,
+    CONSENT,
     OPTOUT,
     POST,
     REVOCATION,
@@ -70,6 +71,7 @@ def test_catalog_ids_are_the_documented_ones():
         (4, TRAINING_RECORD_V1),
         (5, REVOCATION),
         (6, TRAINING_RECORD),
+        (7, CONSENT),
     ]
 
 

@@ -1,0 +1,211 @@
+"""The consent feed (opt-in policies): the consent topic into the consent set, synced before every batch.
+
+`ConsentFeed` is the opt-out feed (consumer/optouts/feed.py) on one topic and without a ledger, with
+the same guarantees: every partition assigned (no group, never commits; its position lives in the
+snapshot), read to its end before any input is consumed, synced to the high watermarks before every
+batch, partitions the topic gains assigned in the same sync, and a failure is a failed sync (input
+pauses). What differs is what a record does, and the direction in which it fails closed:
+
+- the topic is compacted and keyed by user id; records are applied in offset order, so the latest
+  record of a user wins, as after compaction;
+- `granted: true` adds the user's pseudonym to the consent set; `granted: false` and a tombstone
+  remove it (deleting a consent withdraws it);
+- a value that does not decode, or decodes to a shape the contract does not describe, or whose
+  user id differs from the key, withdraws the key's user (and the value's): a consent is never
+  inferred, a withdrawal may be;
+- a value whose schema the registry cannot give now is not skipped: the partition is read again
+  from that record at the next sync, and until then the sync fails (input pauses);
+- a partition whose end falls below the feed's position (the topic truncated or re-created while
+  the service runs) empties the set, and the topic is read again from its beginning (input pauses
+  until it is): consents the topic no longer holds do not stay granted.
+
+Withdrawals are also revoked (consumer/optouts/revocations.py reads this topic too): readers purge
+what they took, and the revocation, read back into the opt-out filter, keeps that user out for good.
+
+`GatedFeeds` is the opt-out feed and the consent feed as the one feed the loop and the lifecycle
+sync, probe and close.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+
+from consumer.consents.fingerprints import ConsentSet
+from consumer.datapath.pseudonym import Pseudonymiser
+from consumer.operations.metrics import Metrics
+from consumer.optouts.feed import OptOutFeed
+from consumer.wire.codec import CONSENT, Codec, CodecError
+from consumer.wire.registry import RegistryRefused, RegistryUnavailable
+
+
+def parse_consent(codec: Codec, msg: Any) -> tuple[list[bytes], bool, int, str]:
+    """(user ids, granted, when in epoch ms, result label) of a consent record.
+
+    Raises RegistryUnavailable or RegistryRefused when the value's schema cannot be looked up now
+    (the caller reads the record again later); otherwise never raises, and anything unexpected
+    withdraws (fail closed: an undecodable record never grants).
+    """
+    value = msg.value()
+    key = msg.key()
+    if value is not None:
+        try:
+            _, record = codec.decode(value, CONSENT)
+            user_id, granted, when = record["user_id"], record["granted"], record["at"]
+            if not isinstance(user_id, str) or not user_id or not isinstance(granted, bool):
+                raise TypeError("user_id or granted")
+            millis = int(when.timestamp() * 1000) if hasattr(when, "timestamp") else int(when)
+        except (RegistryUnavailable, RegistryRefused):
+            raise
+        except CodecError:
+            result = "undecodable_withdrawn"
+        except Exception:
+            result = "unexpected_withdrawn"
+        else:
+            users = [user_id.encode("utf-8")]
+            if key and key != users[0]:
+                return [*users, key], False, millis, "key_mismatch_withdrawn"
+            return users, granted, millis, "granted" if granted else "withdrawn"
+    else:
+        result = "tombstone_withdrawn"
+    if key:
+        return [key], False, int(msg.timestamp()[1]), result
+    return [], False, 0, "undecodable_dropped"
+
+
+class ConsentFeed(OptOutFeed):
+    """The consent topic into a `ConsentSet` (`self.filter`)."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        topic: str,
+        consents: ConsentSet,
+        codec: Codec,
+        pseudonymiser: Pseudonymiser,
+        metrics: Metrics,
+        log: Any,
+        clock: Callable[[], float] = time.monotonic,
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> None:
+        super().__init__(config, topic, None, consents, codec, pseudonymiser, metrics, log, clock, stopping)
+
+    def _ends_plausible(self, ends: dict[tuple[str, int], int]) -> bool:
+        """A partition whose end is below the feed's position was truncated, or the topic re-created
+        while the service runs: consents it no longer holds must not stay granted. So the set is
+        emptied (in place) and the topic read again from its beginning; this sync fails meanwhile."""
+        shrunk = [tp for tp, end in ends.items() if end < self.positions.get(tp, 0)]
+        if not shrunk:
+            return True
+        self.log.warning(
+            "consent_topic_shrank_rereading",
+            topic=self.topic,
+            partitions=[p for _, p in shrunk],
+            entries=self.filter.entries,
+        )
+        self.filter.clear()
+        self.metrics.consent_entries.set(0)
+        for tp in self.positions:
+            self.positions[tp] = 0
+        self.consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in self.positions])
+        self.topic_ids = dict.fromkeys(self.topics)  # a re-created topic has a new id; the next start asks again
+        self._failed("consent topic truncated or re-created: read again")
+        return False
+
+    def _apply_locked(self, messages: list[Any], live: bool) -> bool:
+        ok = True
+        again: set[tuple[str, int]] = set()  # partitions to read again from a record the registry could not decode
+        results: dict[str, int] = {}
+        consents = self.filter
+        refused = consents.refused
+        for msg in messages:
+            tp = (msg.topic(), msg.partition())
+            if tp in again:
+                continue
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    self._failed(err.name())
+                    ok = False
+                elif msg.offset() > self.positions.get(tp, 0):
+                    self.positions[tp] = msg.offset()
+                continue
+            try:
+                users, granted, _, result = parse_consent(self.codec, msg)
+            except (RegistryUnavailable, RegistryRefused) as exc:
+                again.add(tp)
+                self.consumer.seek(TopicPartition(tp[0], tp[1], msg.offset()))
+                self._failed(f"schema registry: {type(exc).__name__}")
+                ok = False
+                continue
+            self.positions[tp] = msg.offset() + 1
+            change = consents.add if granted else consents.remove
+            for user_id in users:
+                change(self.pseudonym(user_id))
+            results[result] = results.get(result, 0) + 1
+        if consents.refused > refused:
+            results["refused_full"] = consents.refused - refused
+        m = self.metrics
+        for result, count in results.items():
+            m.consent_records.labels(result).inc(count)
+        if results:
+            m.consent_entries.set(consents.entries)
+            m.consent_false_admission.set(consents.false_admission_probability())
+        return ok
+
+    def _failed(self, error: str) -> None:
+        if error != self.last_error:
+            self.log.warning("consent_feed_error", topic=self.topic, error=error)
+        self.last_error = error
+
+
+class GatedFeeds:
+    """The opt-out feed and the consent feed, synced together before every batch: a batch is decided
+    only when both have reached their topics' ends, and each keeps its own lag."""
+
+    def __init__(self, optouts: OptOutFeed, consents: ConsentFeed, clock: Callable[[], float] = time.monotonic) -> None:
+        self.optouts = optouts
+        self.consents = consents
+        self.clock = clock
+
+    @property
+    def filter(self) -> Any:
+        return self.optouts.filter
+
+    @property
+    def positions(self) -> Any:
+        return self.optouts.positions
+
+    @property
+    def topic_ids(self) -> Any:
+        return self.optouts.topic_ids
+
+    @property
+    def lock(self) -> Any:
+        return self.optouts.lock
+
+    @property
+    def caught_up_at(self) -> float | None:
+        if self.optouts.caught_up_at is None or self.consents.caught_up_at is None:
+            return None
+        return min(self.optouts.caught_up_at, self.consents.caught_up_at)
+
+    @property
+    def last_error(self) -> str | None:
+        return self.optouts.last_error or self.consents.last_error
+
+    def sync(self, timeout: float, everything: bool = False) -> bool:
+        deadline = self.clock() + timeout
+        optouts = self.optouts.sync(timeout, everything)
+        consents = self.consents.sync(max(0.05, deadline - self.clock()), everything)
+        return optouts and consents
+
+    def seconds_behind(self) -> float:
+        return max(self.optouts.seconds_behind(), self.consents.seconds_behind())
+
+    def close(self) -> None:
+        self.optouts.close()
+        self.consents.close()
