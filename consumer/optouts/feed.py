@@ -287,8 +287,23 @@ class OptOutFeed:
         return True
 
     def _ends_plausible(self, ends: dict[tuple[str, int], int]) -> bool:
-        """A hook for feeds that must react when a topic's end falls below their position (consumer/consents)."""
-        return True
+        """A partition whose end is below the feed's position was truncated, or its topic re-created,
+        while the service runs: its new records sit at offsets the feed would never wait for. Those
+        partitions are read again from their beginning (the filter keeps what it holds: an objection
+        is never withdrawn) and this sync fails, so input pauses until they are read."""
+        shrunk = [tp for tp, end in ends.items() if end < self.positions.get(tp, 0)]
+        if not shrunk:
+            return True
+        self.log.warning(
+            "optout_topic_shrank_rereading", partitions=[f"{t}/{p}" for t, p in shrunk], entries=self.filter.entries
+        )
+        with self.lock:
+            for tp in shrunk:
+                self.positions[tp] = 0
+            start = {tp: OFFSET_BEGINNING if tp in shrunk else offset for tp, offset in self.positions.items()}
+            self.consumer.assign([TopicPartition(t, p, offset) for (t, p), offset in start.items()])
+        self._failed("opt-out topic truncated or re-created: read again")
+        return False
 
     def _apply(self, messages: list[Any], live: bool = False) -> bool:
         """Apply opt-outs and revocations. `live`: the catch-up at start-up is over, so how long each

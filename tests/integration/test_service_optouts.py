@@ -4,9 +4,12 @@ any input at start-up; each opt-out revoked once."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
+from consumer.devtools.topics import ensure_topics, service_topics
 from consumer.wire.codec import OPTOUT, POST, REVOCATION, TRAINING_RECORD, Codec
 from tests.harness import produce, pseudonym, read_all
 
@@ -110,3 +113,31 @@ def test_undecodable_optout_falls_back_to_its_key(kafka, topics, new_service):
     produce(kafka.bootstrap, [(topics.posts, b"erin", post("erin-1", "erin"))])
     service.wait_processed(1)
     assert service.decisions() == {("POST", "opted_out"): 1}
+
+
+def test_an_optout_topic_recreated_while_running_is_read_again_from_its_beginning(kafka, topics, new_service):
+    """The new topic's opt-outs sit at offsets below the feed's old position: without a re-read they
+    would never be waited for, and their users' posts would be emitted."""
+    produce(kafka.bootstrap, [(topics.optouts, f"old-{i}".encode(), optout(f"old-{i}")) for i in range(50)])
+    service = new_service().start()
+    service.wait_ready()
+
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap, "log_level": 3})
+    for future in admin.delete_topics([topics.optouts]).values():
+        future.result(30)
+    deadline = time.monotonic() + 30
+    while topics.optouts in admin.list_topics(timeout=10).topics and time.monotonic() < deadline:
+        time.sleep(0.2)
+    ensure_topics(kafka.bootstrap, [s for s in service_topics(topics) if s.name == topics.optouts])
+    produce(kafka.bootstrap, [(topics.optouts, b"carol", optout("carol"))])  # offset 0 of the new topic
+    produce(
+        kafka.bootstrap,
+        [(topics.posts, b"carol", post(f"carol-{i}", "carol")) for i in range(30)]
+        + [(topics.posts, b"dave", post(f"dave-{i}", "dave")) for i in range(30)],
+    )
+    service.wait_processed(60, timeout=90)
+    service.wait_settled()
+    ids = output_ids(kafka, topics.training)
+    assert not [i for i in ids if i.startswith("carol-")], "the re-created topic's opt-out was skipped"
+    assert len([i for i in ids if i.startswith("dave-")]) == 30
+    assert any(line.get("event") == "optout_topic_shrank_rereading" for line in service.log_lines())
