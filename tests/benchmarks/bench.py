@@ -46,6 +46,8 @@ from consumer.optouts.filter import OptOutFilter, load_snapshot, write_snapshot
 from consumer.wire import fastpath
 from consumer.wire.codec import OPTOUT, POST, Codec
 from rules import Decider, Reason, Source, load_policy
+from tests.benchmarks.shadow import line as shadow_line
+from tests.benchmarks.shadow import measure as shadow_overhead
 from tests.benchmarks.stages import profile
 
 PIPELINE_CPU = 0
@@ -535,6 +537,8 @@ class Bench:
                 self.topic("out-stages", 4),
                 self.key.hex().encode(),  # the service's key: TF_HMAC_KEY is the hex text
             )
+            log("shadow policy overhead (in-process)")
+            r["shadow_overhead"] = shadow_overhead(min(n, 200_000), 7 if not self.args.quick else 3)
             os.sched_setaffinity(0, {HARNESS_CPU})
             r["ratios"] = ratios(r)
         shutil.rmtree(self.work, ignore_errors=True)
@@ -627,6 +631,8 @@ def table(r: dict[str, Any]) -> str:
         f"  (per eligible record: encode+pseudonymise {s['encode_and_pseudonymise_per_eligible']:.3f}, "
         f"produce {s['produce_per_eligible']:.3f}; eligible share {s['eligible_share']:.2f})"
     )
+    if "shadow_overhead" in r:
+        lines += ["", shadow_line(r["shadow_overhead"])]
     return "\n".join(lines)
 
 
