@@ -232,12 +232,12 @@ class BatchProcessor:
         pairs: dict[Pair, int] = dict(Counter(self._differ))
         self._differ.clear()
         differing: dict[tuple[Source, Reason], int] = {}
-        for (source, active, _), count in pairs.items():
-            differing[source, active] = differing.get((source, active), 0) + count
-        for (source, active), count in tally.items():
-            same = count - before.get((source, active), 0) - differing.get((source, Reason(active)), 0)
+        for (source, changed, _), count in pairs.items():
+            differing[source, changed] = differing.get((source, changed), 0) + count
+        for (source, decided), count in tally.items():
+            reason = Reason(decided)
+            same = count - before.get((source, decided), 0) - differing.get((source, reason), 0)
             if same:
-                reason = Reason(active)
                 pairs[source, reason, reason] = same
         return pairs
 
