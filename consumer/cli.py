@@ -44,6 +44,13 @@ def _check(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         print(f"training-filter check: {exc}", file=sys.stderr)
         return 2
+    args.compare_obj = None
+    if args.compare is not None:
+        try:
+            args.compare_obj = load_policy(args.compare)
+        except PolicyError as exc:
+            print(f"training-filter check: --compare: {exc}", file=sys.stderr)
+            return 2
     if args.optouts is not None and not args.optouts.is_file():
         print(f"training-filter check: --optouts {args.optouts}: no such file", file=sys.stderr)
         return 2
@@ -162,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--consents", type=Path, help="opt-in policies: file with one user id a line whose consent is present"
     )
     check.add_argument("--policy", type=Path, help="policy TOML file (default: the packaged rules/policy.toml)")
+    check.add_argument(
+        "--compare",
+        type=Path,
+        metavar="FILE",
+        help='a candidate policy TOML decided beside --policy: each line gains "shadow" (its decision), and the '
+        "table of records by (active, shadow) decision is printed to standard error at the end",
+    )
     check.set_defaults(func=_check)
 
     produce = sub.add_parser(

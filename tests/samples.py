@@ -54,3 +54,20 @@ TRAINING_RECORD_AI: dict[str, Any] = {
     "response": "hello",
 }
 REVOCATION: dict[str, Any] = {"author_pseudonym": "cd" * 32, "opted_out_at": 1_767_225_600_000}
+
+# A candidate policy for the shadow tests and the shadow benchmark: a higher minimum age (21), France
+# and Germany out, Switzerland and the United Kingdom in.
+CANDIDATE_POLICY = """
+version = "2026-12-01.1-candidate"
+regions = [
+  "AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "GR", "HU", "IE",
+  "IT", "LV", "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE",
+  "IS", "LI", "NO", "CH", "GB",
+]
+minimum_age = 21
+maximum_plausible_age = 120
+
+[sources]
+post = true
+ai_interaction = true
+"""

@@ -1,4 +1,9 @@
-"""`training-filter check`: the policy debugger. JSON Lines in, one decision per line out."""
+"""`training-filter check`: the policy debugger. JSON Lines in, one decision per line out.
+
+With `--compare FILE` every line is decided by a second, candidate policy too (as the service's
+shadow evaluation does, TF_SHADOW_POLICY_FILE): each output line gains `"shadow"`, and the table of
+records by (active decision, shadow decision) is printed to standard error at the end.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,9 @@ from typing import IO, Any
 import orjson
 
 from consumer.commands.jsonl import JsonRecordError, parse_line, to_avro
+from consumer.datapath.shadow import would_add, would_remove
 from consumer.wire.codec import AI_INTERACTION, POST, SchemaCatalog
-from rules import Decider, Policy, Reason, Source
+from rules import REASONS, Decider, Policy, Reason, Source
 
 SOURCES = {
     "post": (Source.POST, POST, "post_id"),
@@ -33,16 +39,20 @@ def decisions(
     optouts: frozenset[str],
     catalog: SchemaCatalog,
     consents: frozenset[str] = frozenset(),
+    shadow_policy: Policy | None = None,
 ) -> Iterator[dict[str, Any]]:
+    """{"id", "decision"} per non-blank line; with `shadow_policy`, also "shadow": its decision."""
     kind, schema_name, id_field = SOURCES[source]
     schema = catalog.by_name(schema_name).parsed
     decider = Decider(policy)
+    shadow = Decider(shadow_policy) if shadow_policy is not None else None
     opted_out = optouts.__contains__
     consented = consents.__contains__
     for line in lines:
         if not line.strip():
             continue
         record_id = None
+        record = None
         try:
             obj = parse_line(line)
             if isinstance(obj, dict) and isinstance(obj.get(id_field), str):
@@ -51,7 +61,32 @@ def decisions(
             reason = decider.decide_record(kind, record, opted_out, consented)
         except JsonRecordError:
             reason = Reason.MALFORMED
-        yield {"id": record_id, "decision": str(reason)}
+        if shadow is None:
+            yield {"id": record_id, "decision": str(reason)}
+            continue
+        # The same opt-out list as the active decision's, as in the service.
+        other = Reason.MALFORMED if record is None else shadow.decide_record(kind, record, opted_out, consented)
+        yield {"id": record_id, "decision": str(reason), "shadow": str(other)}
+
+
+def comparison_table(pairs: dict[tuple[Reason, Reason], int], active_version: str, shadow_version: str) -> str:
+    """Records by (active decision, shadow decision), in the reasons' order, and what would change."""
+    total = sum(pairs.values())
+    lines = [
+        f"active policy {active_version}, shadow policy {shadow_version}: {total} records",
+        f"{'active':<16}{'shadow':<16}{'records':>8}",
+    ]
+    for active in REASONS:
+        for shadow in REASONS:
+            count = pairs.get((active, shadow), 0)
+            if count:
+                mark = "" if active == shadow else "  (changes)"
+                lines.append(f"{active:<16}{shadow:<16}{count:>8}{mark}")
+    lines.append(
+        f"would add {would_add(pairs)} (eligible under the shadow policy only), "
+        f"would remove {would_remove(pairs)} (eligible under the active policy only)"
+    )
+    return "\n".join(lines) + "\n"
 
 
 def run_check(
@@ -61,17 +96,31 @@ def run_check(
     stdin: IO[bytes],
     stdout: IO[bytes],
     consents_path: Path | None = None,
+    shadow_policy: Policy | None = None,
+    stderr: IO[str] | None = None,
 ) -> int:
     optouts = read_optouts(optouts_path) if optouts_path else frozenset()
     consents = read_optouts(consents_path) if consents_path else frozenset()  # the same form: one user id a line
     catalog = SchemaCatalog()
-    for decision in decisions(stdin, source, policy, optouts, catalog, consents):
+    pairs: dict[tuple[Reason, Reason], int] = {}
+    for decision in decisions(stdin, source, policy, optouts, catalog, consents, shadow_policy):
         stdout.write(orjson.dumps(decision) + b"\n")
+        if shadow_policy is not None:
+            key = (Reason(decision["decision"]), Reason(decision["shadow"]))
+            pairs[key] = pairs.get(key, 0) + 1
     stdout.flush()
+    if shadow_policy is not None:
+        (stderr or sys.stderr).write(comparison_table(pairs, policy.version, shadow_policy.version))
     return 0
 
 
 def main_check(args: Any) -> int:
     return run_check(
-        args.source, args.policy_obj, args.optouts, sys.stdin.buffer, sys.stdout.buffer, getattr(args, "consents", None)
+        args.source,
+        args.policy_obj,
+        args.optouts,
+        sys.stdin.buffer,
+        sys.stdout.buffer,
+        getattr(args, "consents", None),
+        getattr(args, "compare_obj", None),
     )

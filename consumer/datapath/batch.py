@@ -8,6 +8,7 @@ are tallied in a dict and added to cached counter children once per batch.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from consumer.datapath.dead_letters import DeadLetterWriter, dead_letter_headers
 from consumer.datapath.offsets import PER_RECORD_ERRORS, PendingBatch, Provenance
 from consumer.datapath.output_limits import DEFAULT_MAX_VALUE_BYTES, OutputLimits, producer_max_bytes
 from consumer.datapath.pseudonym import Pseudonymiser
+from consumer.datapath.shadow import KNOWN_OPTOUT, Pair, Shadow
 from consumer.wire import fastpath
 from consumer.wire.codec import AI_INTERACTION, POST, TRAINING_RECORD, Codec, CodecError
 from consumer.wire.fastpath import FastPathMiss
@@ -26,6 +28,7 @@ from rules.decision import record_fields
 
 ELIGIBLE = Reason.ELIGIBLE
 MALFORMED = Reason.MALFORMED
+OPTED_OUT = Reason.OPTED_OUT
 # How often one input record's output may be refused by the broker (in a delivery report) before it
 # is dead-lettered headers-only instead: the first refusal may have been another record's, sharing
 # its batch, or a topic limit that has since been read again.
@@ -59,8 +62,13 @@ class BatchProcessor:
         ai_interactions_topic: str,
         on_backpressure: Callable[[], None],
         limits: OutputLimits | None = None,
+        shadow: Shadow | None = None,
     ) -> None:
         self.decider = decider
+        self.shadow = shadow  # a candidate policy, decided beside the active one and only counted
+        # The shadow's tally of one batch: only the records whose two decisions differ are listed, as
+        # (source, active, shadow); the rest (usually most) are the batch's own decisions (see _shadow_pairs).
+        self._differ: list[Pair] = []
         self.codec = codec
         self.pseudonymiser = pseudonymiser
         self.opted_out = opted_out
@@ -113,6 +121,12 @@ class BatchProcessor:
         eligible = ELIGIBLE
         max_bytes = self.limits.input_max  # larger values take the reference path to the DLQ
         undeliverable = self.undeliverable
+        shadow_decide = self.shadow.decider.decide if self.shadow is not None else None
+        opted = OPTED_OUT
+        not_opted_out, is_opted_out = KNOWN_OPTOUT[ELIGIBLE], KNOWN_OPTOUT[OPTED_OUT]
+        differ = self._differ
+        differ.clear()  # what a batch that raised had tallied is dropped with its decisions
+        decided_before = dict(tally) if shadow_decide is not None else None
         last: dict[tuple[str, int], int] = {}
         counts: dict[Reason, int] = {}
         run_topic: str | None = None
@@ -154,6 +168,20 @@ class BatchProcessor:
             user_id = fields[1]
             reason = decide(route.source, fields[4], fields[3], fields[2], fields[8], user_id, opted_out, consented)
             counts[reason] = counts.get(reason, 0) + 1
+            if shadow_decide is not None:
+                shadow = shadow_decide(
+                    route.source,
+                    fields[4],
+                    fields[3],
+                    fields[2],
+                    fields[8],
+                    user_id,
+                    # the active decision's opt-out answer when it had one (identity tests: cheaper than a look-up)
+                    not_opted_out if reason is eligible else (is_opted_out if reason is opted else opted_out),
+                    consented,
+                )
+                if shadow is not reason:
+                    differ.append((route.source, reason, shadow))
             if reason is not eligible:
                 continue
             pseudonym = pseudonym_of(user_id)
@@ -187,6 +215,8 @@ class BatchProcessor:
         if run_topic is not None:
             last[run_topic, run_partition] = run_offset
             self._add_counts(route, counts, tally)
+        if decided_before is not None:
+            self.shadow.add(self._shadow_pairs(decided_before, tally))  # type: ignore[union-attr]
         return [(t, p, o) for (t, p), o in last.items()]
 
     @staticmethod
@@ -196,6 +226,24 @@ class BatchProcessor:
                 key = (route.source, reason)
                 tally[key] = tally.get(key, 0) + count
         counts.clear()
+
+    def _shadow_pairs(
+        self, before: dict[tuple[Source, str], int], tally: dict[tuple[Source, str], int]
+    ) -> dict[Pair, int]:
+        """(source, active, shadow) -> records of this batch. Every record the batch counted in `tally`
+        was decided by the shadow too (a dead letter is malformed under both); those listed in
+        `_differ` got another decision from it, the rest the same one."""
+        pairs: dict[Pair, int] = dict(Counter(self._differ))
+        self._differ.clear()
+        differing: dict[tuple[Source, Reason], int] = {}
+        for (source, changed, _), count in pairs.items():
+            differing[source, changed] = differing.get((source, changed), 0) + count
+        for (source, decided), count in tally.items():
+            reason = Reason(decided)
+            same = count - before.get((source, decided), 0) - differing.get((source, reason), 0)
+            if same:
+                pairs[source, reason, reason] = same
+        return pairs
 
     # -- the less common paths -------------------------------------------------------------------
 
@@ -230,6 +278,19 @@ class BatchProcessor:
         )
         key = (route.source, reason)
         tally[key] = tally.get(key, 0) + 1
+        if self.shadow is not None:
+            shadow = self.shadow.decider.decide(
+                route.source,
+                public,
+                country,
+                birth_day,
+                created_ms,
+                user_id.encode("utf-8"),
+                KNOWN_OPTOUT.get(reason, self.opted_out),
+                self.consented,
+            )
+            if shadow is not reason:
+                self._differ.append((route.source, reason, shadow))
         if reason is not ELIGIBLE:
             return
         code = self.decider.allowed_country(country)
@@ -272,6 +333,7 @@ class BatchProcessor:
     ) -> None:
         key = (route.source, MALFORMED)
         tally[key] = tally.get(key, 0) + 1
+        # With a shadow: what does not decode is malformed under every policy (counted from `tally`).
         cause_key = (route.source, cause)
         self.dlq_causes[cause_key] = self.dlq_causes.get(cause_key, 0) + 1
         provenance = (msg.topic(), msg.partition(), msg.offset())

@@ -4,14 +4,14 @@ error name) or from Kafka topic/partition numbers: never a user id, a date or te
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from rules import REASONS, Source
+from rules import REASONS, Reason, Source
 
 # The *_created series double the series count and no dashboard or alert here uses them.
 disable_created_metrics()
@@ -173,6 +173,16 @@ class Metrics:
         self.transactions = Counter(
             f"{NS}_transactions_total", "Kafka transactions by result (exactly-once).", ["result"], registry=r
         )
+        # Shadow evaluation (TF_SHADOW_POLICY_FILE): its series exist only when a shadow policy is set.
+        self.shadow_decisions = Counter(
+            f"{NS}_shadow_decisions_total",
+            "Input records by source, the active policy's decision and the shadow policy's.",
+            ["source", "active", "shadow"],
+            registry=r,
+        )
+        self.shadow_info = Gauge(
+            f"{NS}_shadow_policy_info", "The shadow policy, when one is set (value 1).", ["version"], registry=r
+        )
 
         # Every labelled series exists from the start at 0: dashboards and alerts never see a gap.
         for output in OUTPUTS:
@@ -193,6 +203,22 @@ class Metrics:
             self.snapshot_seconds.labels(operation)
         for result in ("committed", "failed"):
             self.transactions.labels(result)
+
+    def shadow_sink(self, version: str) -> Callable[[Mapping[tuple[Source, Reason, Reason], int]], None]:
+        """Every (source, active, shadow) series at 0, and the function that adds one batch's counts."""
+        self.shadow_info.labels(version).set(1)
+        children = {
+            (source, active, shadow): self.shadow_decisions.labels(str(source), str(active), str(shadow))
+            for source in Source
+            for active in REASONS
+            for shadow in REASONS
+        }
+
+        def add(pairs: Mapping[tuple[Source, Reason, Reason], int]) -> None:
+            for key, count in pairs.items():
+                children[key].inc(count)
+
+        return add
 
     def feed_lag(self, seconds_since_caught_up: Callable[[], float], feed: str = "optout") -> None:
         """Register a feed's lag (`optout` or `consent`): evaluated at scrape time, so it grows even if

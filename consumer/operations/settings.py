@@ -142,6 +142,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("POLICY_FILE", "", "eligibility policy TOML (default: the packaged rules/policy.toml)"),
     Setting(
+        "SHADOW_POLICY_FILE",
+        "",
+        "a candidate policy TOML decided beside the active one on every record; it only counts "
+        "(training_filter_shadow_decisions_total), never emits (empty: no shadow)",
+    ),
+    Setting(
         "PROCESSING_GUARANTEE",
         "at-least-once",
         "at-least-once or exactly-once (Kafka transactions)",
@@ -332,6 +338,7 @@ class Settings:
     schema_registry_output_version: str
     schema_registry_timeout_seconds: float
     registry: RegistrySettings | None = None
+    shadow_policy: Policy | None = None  # TF_SHADOW_POLICY_FILE: decided beside `policy`, counted only
     kafka_common: dict[str, str] = field(default_factory=dict)
     kafka_consumer: dict[str, str] = field(default_factory=dict)
     kafka_producer: dict[str, str] = field(default_factory=dict)
@@ -405,6 +412,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         policy = load_policy(policy_path)
     except PolicyError as exc:
         problems.append(f"{PREFIX}POLICY_FILE: {exc}")
+    shadow_policy = _shadow_policy(values.pop("shadow_policy_file").strip(), policy, problems)
     snapshot = values.pop("optout_snapshot_path").strip()
     snapshot_path = Path(snapshot) if snapshot else None
     if snapshot_path is not None and not snapshot_path.parent.is_dir():
@@ -417,6 +425,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         registry=registry,
         hmac_key=key,
         policy=policy,
+        shadow_policy=shadow_policy,
         optout_snapshot_path=snapshot_path,
         consent_topic=consent_topic,
         consent_snapshot_path=consent_snapshot,
@@ -454,6 +463,23 @@ def _consents(
     if snapshot is not None and not snapshot.parent.is_dir():
         problems.append(f"{PREFIX}CONSENT_SNAPSHOT_PATH={raw_snapshot}: folder {snapshot.parent} does not exist")
     return topic, snapshot
+
+
+def _shadow_policy(path: str, active: Policy | None, problems: list[str]) -> Policy | None:
+    """The candidate policy of TF_SHADOW_POLICY_FILE, validated like the active one (None: no shadow)."""
+    if not path:
+        return None
+    try:
+        shadow = load_policy(path)
+    except PolicyError as exc:
+        problems.append(f"{PREFIX}SHADOW_POLICY_FILE: {exc}")
+        return None
+    if active is not None and shadow.version == active.version and shadow != active:
+        problems.append(
+            f"{PREFIX}SHADOW_POLICY_FILE={path}: its version {shadow.version!r} is the active policy's, but its "
+            "rules differ: give the candidate its own version (the metrics name it)"
+        )
+    return shadow
 
 
 def _hmac_key(path: str, inline: str, problems: list[str]) -> bytes:

@@ -66,6 +66,7 @@ class Service:
             "starting",
             version=__version__,
             policy_version=s.policy.version,
+            shadow_policy_version=s.shadow_policy.version if s.shadow_policy is not None else None,
             guarantee=s.processing_guarantee,
             metrics_port=self.health.port,
             fast_path="compiled" if fastpath.COMPILED else "interpreted",

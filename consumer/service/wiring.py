@@ -30,6 +30,7 @@ from consumer.datapath.output_limits import (
     required_topic_bytes,
 )
 from consumer.datapath.pseudonym import Pseudonymiser
+from consumer.datapath.shadow import Shadow
 from consumer.operations import logs
 from consumer.operations.metrics import Metrics
 from consumer.operations.settings import ConfigError, Settings
@@ -37,6 +38,7 @@ from consumer.optouts.feed import OptOutFeed
 from consumer.optouts.filter import LoadedSnapshot, OptOutFilter, SnapshotError, load_snapshot
 from consumer.optouts.revocations import RevocationEmitter
 from consumer.wire.codec import Codec
+from rules import Decider
 
 # Properties the guarantees depend on: a TF_*KAFKA_* setting may not change them.
 ENFORCED_CONSUMER = {"enable.auto.offset.store", "enable.auto.commit", "isolation.level", "group.id"}
@@ -320,6 +322,9 @@ class Wiring:
         consents: ConsentSet | None = None,
     ) -> BatchProcessor:
         s = self.settings
+        shadow = None
+        if s.shadow_policy is not None:  # TF_SHADOW_POLICY_FILE: decided beside the active policy, counted only
+            shadow = Shadow(Decider(s.shadow_policy), self.metrics.shadow_sink(s.shadow_policy.version))
         return BatchProcessor(
             decider=decider,
             codec=self.codec,
@@ -333,4 +338,5 @@ class Wiring:
             ai_interactions_topic=s.ai_interactions_topic,
             on_backpressure=lambda: producer.poll(0.05),
             limits=limits,
+            shadow=shadow,
         )

@@ -51,7 +51,10 @@ from consumer.optouts.filter import OptOutFilter, load_snapshot, write_snapshot
 from consumer.wire import fastpath
 from consumer.wire.codec import OPTOUT, POST, Codec
 from rules import Decider, Reason, Source, load_policy
+from tests.benchmarks.shadow import line as shadow_line
+from tests.benchmarks.shadow import measure as shadow_overhead
 from tests.benchmarks.stages import profile
+from tests.samples import CANDIDATE_POLICY
 
 PIPELINE_CPU = 0
 HARNESS_CPU = 1
@@ -176,6 +179,7 @@ class Bench:
         self.results: dict[str, Any] = {"machine": machine(), "settings": vars(args).copy()}
         self.results["settings"]["output"] = str(args.output)
         self.started: list[subprocess.Popen[bytes]] = []
+        self.service_env: dict[str, str] = {}  # e.g. TF_SHADOW_POLICY_FILE for the shadow comparison
 
     def kill_started(self) -> None:
         """Whatever the run started and did not stop (it failed, or a profiler wrapped the service)."""
@@ -382,6 +386,7 @@ class Bench:
             "TF_LOG_LEVEL": "warning",
             "TF_OPTOUT_SNAPSHOT_INTERVAL_SECONDS": "3600",
             "TF_TRANSACTIONAL_ID": f"bench-{uuid.uuid4().hex[:8]}",
+            **self.service_env,
         }
         self.service_log = self.work / f"service-{port}.log"
         with self.service_log.open("wb") as log_file:
@@ -478,6 +483,31 @@ class Bench:
         # scaling on a machine whose broker has cores of its own.
         figures["broker_cpu_us_per_record"] = broker_cpu / count * 1e6
         return figures
+
+    def shadow_service_overhead(self, repetitions: int) -> dict[str, Any]:
+        """The real service without and with TF_SHADOW_POLICY_FILE (tests.samples.CANDIDATE_POLICY), runs
+        alternating, on the same input: CPU µs per record (the process's, all threads) and records/s."""
+        candidate = self.work / "candidate-policy.toml"
+        candidate.write_text(CANDIDATE_POLICY)
+        runs: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
+        for i in range(repetitions):
+            for variant in ("without", "with") if i % 2 == 0 else ("with", "without"):
+                self.service_env = {"TF_SHADOW_POLICY_FILE": str(candidate)} if variant == "with" else {}
+                runs[variant].append(self.run_services())
+                log(
+                    f"shadow comparison {i + 1}/{repetitions}, {variant}: {runs[variant][-1]['cpu_us_per_record']:.2f} "
+                    "CPU µs/record"
+                )
+        self.service_env = {}
+        cpu = {k: [r["cpu_us_per_record"] for r in v] for k, v in runs.items()}
+        rate = {k: [r["records_per_second"] for r in v] for k, v in runs.items()}
+        return {
+            "repetitions": repetitions,
+            "cpu_us_per_record": cpu,
+            "records_per_second": rate,
+            "cpu_ratio": statistics.median(cpu["with"]) / statistics.median(cpu["without"]),
+            "throughput_ratio": statistics.median(rate["without"]) / statistics.median(rate["with"]),
+        }
 
     # -- latency --------------------------------------------------------------------------------------
 
@@ -629,6 +659,10 @@ class Bench:
             self.prepare()
             n = len(self.values)
             r = self.results
+            if self.args.only == "shadow":  # the shadow policy's cost in the real service, alone
+                r["shadow_service"] = self.shadow_service_overhead(self.args.shadow_repetitions)
+                print(orjson.dumps(r["shadow_service"], option=orjson.OPT_INDENT_2).decode())
+                return r
             if self.args.only == "training-filter":  # for profiling: the service alone, then stop
                 log("training-filter (at-least-once) only")
                 r["training_filter"] = self.run_services()
@@ -666,6 +700,10 @@ class Bench:
                 self.topic("out-stages", 4),
                 self.key.hex().encode(),  # the service's key: TF_HMAC_KEY is the hex text
             )
+            log("training-filter without and with a shadow policy")
+            r["shadow_service"] = self.shadow_service_overhead(self.args.shadow_repetitions)
+            log("shadow policy overhead (in-process)")
+            r["shadow_overhead"] = shadow_overhead(min(n, 200_000), 7 if not self.args.quick else 3)
             os.sched_setaffinity(0, {HARNESS_CPU})
             r["ratios"] = ratios(r)
             r["scaling"] = scaling(r)
@@ -818,6 +856,18 @@ def table(r: dict[str, Any]) -> str:
         f"  (per eligible record: encode+pseudonymise {s['encode_and_pseudonymise_per_eligible']:.3f}, "
         f"produce {s['produce_per_eligible']:.3f}; eligible share {s['eligible_share']:.2f})"
     )
+    if "shadow_service" in r:
+        x = r["shadow_service"]
+        cpu = x["cpu_us_per_record"]
+        lines += [
+            "",
+            f"shadow policy in the service (median of {x['repetitions']} alternating runs each): CPU µs/record "
+            f"without {statistics.median(cpu['without']):.2f} ({min(cpu['without']):.2f}-{max(cpu['without']):.2f}), "
+            f"with {statistics.median(cpu['with']):.2f} ({min(cpu['with']):.2f}-{max(cpu['with']):.2f}): "
+            f"ratio {x['cpu_ratio']:.3f}; records/s without / with {x['throughput_ratio']:.3f} (limit 1.10)",
+        ]
+    if "shadow_overhead" in r:
+        lines += [shadow_line(r["shadow_overhead"])]
     return "\n".join(lines)
 
 
@@ -829,7 +879,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each pipeline (medians are reported)")
     parser.add_argument("--quick", action="store_true", help="a small run that checks the benchmark works")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
-    parser.add_argument("--only", choices=["training-filter"], help="run only this pipeline (for profiling)")
+    parser.add_argument(
+        "--only",
+        choices=["training-filter", "shadow"],
+        help="run only this pipeline (for profiling), or the shadow comparison",
+    )
+    parser.add_argument(
+        "--shadow-repetitions", type=int, default=3, help="runs of the service without and with a shadow"
+    )
     parser.add_argument("--consents", action="store_true", help="only the consent set's memory and look-up cost")
     args = parser.parse_args(argv)
     if args.consents:

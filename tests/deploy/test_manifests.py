@@ -143,6 +143,14 @@ def test_the_rendered_pod_configuration_is_accepted_by_the_service(overlay, tmp_
     assert settings.policy == load_policy(default_policy_path())
     assert settings.kafka_common["sasl.password"] == "a-password"
     assert settings.exactly_once is overlay.endswith("exactly-once")
+    # dev evaluates the shadow-policy component's candidate beside the default (counted only)
+    if overlay == "dev":
+        candidate = DEPLOY / "kubernetes" / "components" / "shadow-policy" / "candidate-policy.toml"
+        assert env["TF_SHADOW_POLICY_FILE"] == "/etc/training-filter/policy/candidate-policy.toml"
+        assert settings.shadow_policy == load_policy(candidate)
+        assert settings.shadow_policy.version != settings.policy.version
+    else:
+        assert "TF_SHADOW_POLICY_FILE" not in env and settings.shadow_policy is None
 
 
 def test_the_policy_configmap_is_the_packaged_default_policy():

@@ -6,7 +6,7 @@ expressions and thresholds are the shipped ones). The run goes through phases, a
 its alert fire:
 
 1. a clean stream (no malformed records): no alert fires, and every query of the Grafana dashboard
-   returns data;
+   returns data (the service runs with a shadow policy, so that the shadow panels have data too);
 2. a produce failure (the training topic's max.message.bytes lowered under a running service, then a
    large record): TrainingFilterProduceErrors;
 3. a DLQ flood (undecodable records): TrainingFilterDLQRateHigh;
@@ -50,6 +50,7 @@ from consumer.wire.codec import POST
 from tests.deploy.prometheus_server import PrometheusServer
 from tests.faults.scenarios import CODEC, SERVICE_USER, Row, check_output, grant, secure_env, wait_for_output
 from tests.harness import ServiceProcess, Topics, produce
+from tests.samples import CANDIDATE_POLICY
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy" / "prometheus" / "training-filter-rules.yaml"
@@ -115,6 +116,12 @@ def dashboard_queries_without_data(prom: PrometheusServer) -> list[str]:
     return empty
 
 
+def _candidate_policy(folder: Path) -> Path:
+    path = folder / "candidate-policy.toml"
+    path.write_text(CANDIDATE_POLICY)
+    return path
+
+
 def _random_post(generator: StreamGenerator, topics: Topics, text_bytes: int) -> tuple[str, bytes, bytes]:
     g = generator.record("eligible", "post")
     record = CODEC.decode(g.value, POST)[1]
@@ -146,7 +153,13 @@ def alerts_under_faults(broker: LocalKafka, workdir: Path, records: int, seed: i
         topics,
         workdir,
         group=group,
-        env_overrides={**secure_env(broker), "TF_LOG_LEVEL": "info", "TF_OPTOUT_MAX_LAG_SECONDS": "2"},
+        env_overrides={
+            **secure_env(broker),
+            "TF_LOG_LEVEL": "info",
+            "TF_OPTOUT_MAX_LAG_SECONDS": "2",
+            # The dashboard's shadow panels have data only with a shadow policy: this replica has one.
+            "TF_SHADOW_POLICY_FILE": str(_candidate_policy(workdir)),
+        },
     )
     service.start().wait_ready(90)
     phases: list[Phase] = []
