@@ -238,7 +238,7 @@ EXPECTED = [
 
 
 def test_check_compare_gives_both_decisions_per_line():
-    out = list(decisions(RAW, "post", ACTIVE, frozenset({"gone"}), SchemaCatalog(), CANDIDATE))
+    out = list(decisions(RAW, "post", ACTIVE, frozenset({"gone"}), SchemaCatalog(), shadow_policy=CANDIDATE))
     assert [(d["id"], d["decision"], d["shadow"]) for d in out] == EXPECTED
     plain = list(decisions(RAW, "post", ACTIVE, frozenset({"gone"}), SchemaCatalog()))
     assert [(d["id"], d["decision"]) for d in plain] == [(i, a) for i, a, _ in EXPECTED]
@@ -249,7 +249,10 @@ def test_check_compare_prints_the_table(tmp_path: Path):
     optouts = tmp_path / "optouts.txt"
     optouts.write_text("gone\n")
     stdout, stderr = io.BytesIO(), io.StringIO()
-    assert run_check("post", ACTIVE, optouts, io.BytesIO(b"\n".join(RAW)), stdout, CANDIDATE, stderr) == 0
+    assert (
+        run_check("post", ACTIVE, optouts, io.BytesIO(b"\n".join(RAW)), stdout, shadow_policy=CANDIDATE, stderr=stderr)
+        == 0
+    )
     assert len(stdout.getvalue().splitlines()) == len(EXPECTED)
     table = stderr.getvalue()
     assert f"active policy {ACTIVE.version}, shadow policy {CANDIDATE.version}: 7 records" in table
