@@ -156,7 +156,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "TRANSACTIONAL_ID",
         "",
-        "exactly-once only: transactional.id prefix (default: the group id "
+        "exactly-once only: the producer's transactional.id, used as given (default: the group id "
         "plus the host name, which must be stable per replica, e.g. a StatefulSet pod name)",
     ),
     Setting(
