@@ -703,7 +703,9 @@ class Bench:
             log("training-filter without and with a shadow policy")
             r["shadow_service"] = self.shadow_service_overhead(self.args.shadow_repetitions)
             log("shadow policy overhead (in-process)")
-            r["shadow_overhead"] = shadow_overhead(min(n, 200_000), 7 if not self.args.quick else 3)
+            r["shadow_overhead"] = shadow_overhead(
+                min(n, 200_000), 7 if not self.args.quick else 3, bootstrap=self.bootstrap
+            )
             os.sched_setaffinity(0, {HARNESS_CPU})
             r["ratios"] = ratios(r)
             r["scaling"] = scaling(r)

@@ -19,17 +19,20 @@ import argparse
 import statistics
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Message, Producer
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from consumer.datapath.batch import BatchProcessor
 from consumer.datapath.offsets import PendingBatch
 from consumer.datapath.pseudonym import Pseudonymiser
 from consumer.datapath.shadow import Shadow
 from consumer.devtools.generator import StreamGenerator
+from consumer.devtools.local_kafka import LocalKafka
+from consumer.devtools.topics import TopicSpec, ensure_topics
 from consumer.optouts.filter import OptOutFilter
 from consumer.wire import fastpath
 from consumer.wire.codec import OPTOUT, Codec
@@ -57,21 +60,60 @@ class _StubProducer:
         return 0
 
 
-def _messages(records: int) -> tuple[list[list[Message]], OptOutFilter]:
-    generator = StreamGenerator(seed=5, users_per_pool=2000, posts_topic="posts", ai_topic="ai")
+def _messages(records: int, bootstrap: str | None) -> tuple[list[list[Message]], OptOutFilter, tuple[str, str]]:
+    """Batches of real messages of the generated stream, the opt-out filter, and the (posts, ai) topic
+    names. confluent-kafka before 2.13 cannot build a Message: then the stream goes through a broker
+    (`bootstrap`, or a local one started for the purpose) and comes back from consume()."""
+    names = ("posts", "ai")
+    try:
+        Message(topic="posts", partition=0, offset=0, value=b"", key=b"")
+    except TypeError:
+        tag = uuid.uuid4().hex[:8]
+        names = (f"shadow-posts-{tag}", f"shadow-ai-{tag}")
+    generator = StreamGenerator(seed=5, users_per_pool=2000, posts_topic=names[0], ai_topic=names[1])
     stream = list(generator.stream(records))
     codec = Codec()
     pseudonym = Pseudonymiser(KEY).pseudonym
     optouts = OptOutFilter(100_000, 1e-6)
     for _, value in generator.optouts():
         optouts.add(pseudonym(codec.decode(value, OPTOUT)[1]["user_id"].encode()))
-    # consume() returns a partition's records together: group by topic, then cut into batches.
-    ordered = sorted(enumerate(stream), key=lambda item: (item[1].topic, item[0]))
-    messages = [
-        Message(topic=g.topic, partition=0, offset=i, value=g.value, key=g.key, timestamp=(1, 0))
-        for i, (_, g) in enumerate(ordered)
-    ]
-    return [messages[i : i + BATCH] for i in range(0, len(messages), BATCH)], optouts
+    if names[0] == "posts":
+        # consume() returns a partition's records together: group by topic, then cut into batches.
+        ordered = sorted(enumerate(stream), key=lambda item: (item[1].topic, item[0]))
+        messages = [
+            Message(topic=g.topic, partition=0, offset=i, value=g.value, key=g.key, timestamp=(1, 0))
+            for i, (_, g) in enumerate(ordered)
+        ]
+    elif bootstrap is not None:
+        messages = _through_broker(bootstrap, names, stream)
+    else:
+        with LocalKafka() as broker:
+            messages = _through_broker(broker.bootstrap, names, stream)
+    return [messages[i : i + BATCH] for i in range(0, len(messages), BATCH)], optouts, names
+
+
+def _through_broker(bootstrap: str, names: tuple[str, str], stream: list[Any]) -> list[Message]:
+    ensure_topics(bootstrap, [TopicSpec(name, 1, {}) for name in names])
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "log_level": 3})
+    for g in stream:
+        while True:
+            try:
+                producer.produce(g.topic, g.value, g.key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    assert producer.flush(60) == 0, "the shadow benchmark's input was not acknowledged"
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"shadow-{uuid.uuid4().hex[:8]}", "auto.offset.reset": "earliest"}
+    )
+    consumer.assign([TopicPartition(name, 0, 0) for name in names])
+    got: list[Message] = []
+    deadline = time.monotonic() + 120
+    while len(got) < len(stream) and time.monotonic() < deadline:
+        got.extend(m for m in consumer.consume(10_000, 1.0) if m.error() is None)
+    consumer.close()
+    assert len(got) == len(stream), f"read back {len(got)} of {len(stream)} records"
+    return sorted(got, key=lambda m: (m.topic(), m.offset()))
 
 
 def _producer(kind: str) -> Any:
@@ -90,7 +132,7 @@ def _producer(kind: str) -> Any:
     )
 
 
-def _processor(optouts: OptOutFilter, producer: Any) -> BatchProcessor:
+def _processor(optouts: OptOutFilter, producer: Any, names: tuple[str, str]) -> BatchProcessor:
     pseudonymiser = Pseudonymiser(KEY)
     contains, pseudonym = optouts.contains, pseudonymiser.pseudonym
 
@@ -105,8 +147,8 @@ def _processor(optouts: OptOutFilter, producer: Any) -> BatchProcessor:
         producer=producer,
         training_topic="training",
         dlq_topic="dlq",
-        posts_topic="posts",
-        ai_interactions_topic="ai",
+        posts_topic=names[0],
+        ai_interactions_topic=names[1],
         on_backpressure=lambda: None,
     )
 
@@ -133,9 +175,11 @@ def _pass(processor: BatchProcessor, shadow: Shadow, batches: list[list[Message]
     return out
 
 
-def measure(records: int = 200_000, repetitions: int = 7, producer: str = "librdkafka") -> dict[str, Any]:
-    batches, optouts = _messages(records)
-    processor = _processor(optouts, _producer(producer))
+def measure(
+    records: int = 200_000, repetitions: int = 7, producer: str = "librdkafka", bootstrap: str | None = None
+) -> dict[str, Any]:
+    batches, optouts, names = _messages(records, bootstrap)
+    processor = _processor(optouts, _producer(producer), names)
     shadow = Shadow(Decider(parse_policy(CANDIDATE_POLICY)), lambda pairs: None)
     _pass(processor, shadow, batches, False)  # warm-up: memos (pseudonyms, countries, birth days) filled
     count = sum(len(b) for b in batches)
@@ -185,8 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repetitions", type=int, default=7)
     parser.add_argument("--producer", choices=["librdkafka", "stub"], default="librdkafka")
     parser.add_argument("--output", type=Path)
+    parser.add_argument("--bootstrap", help="a broker, where confluent-kafka cannot build messages (before 2.13)")
     args = parser.parse_args(argv)
-    result = measure(args.records, args.repetitions, args.producer)
+    result = measure(args.records, args.repetitions, args.producer, args.bootstrap)
     print(line(result))
     if args.output:
         args.output.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
