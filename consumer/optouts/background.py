@@ -14,6 +14,7 @@ the lag alert) current and applies opt-outs as they come.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Protocol
 
 
@@ -43,6 +44,8 @@ class BackgroundSync:
         self._wanted = float("-inf")  # the latest fetch time a sync must start after
         self._confirmed = feed.caught_up_at if feed.caught_up_at is not None else float("-inf")
         self._stopping = False
+        # When the sync under way (or the last one) started: a batch fetched after it waits for the next.
+        self.started_at = float("-inf")
         self.died: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="optout-sync", daemon=True)
 
@@ -92,6 +95,7 @@ class BackgroundSync:
                     first = False
                     if self._stopping:
                         return
+                    self.started_at = time.monotonic()
                 if self.feed.sync(self.timeout):
                     with self._cond:
                         confirmed = self.feed.caught_up_at

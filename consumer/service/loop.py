@@ -4,7 +4,7 @@ Each turn: consume a batch (or, while paused, serve rebalances and keep what arr
 fetch time to the opt-out feed's sync thread (consumer/optouts/background.py); decide the oldest held
 batch once a sync that started after its fetch has completed and, with a registry, every schema id
 it carries is known; hold it, and pause input, when that takes longer than the lag bound allows.
-At most two batches are held: one is decided while the next one's sync runs. Then serve delivery
+Records fetched before the next sync starts join one held batch; at most MAX_HELD are held. Then serve delivery
 reports and commit what they release, emit revocations, and do the upkeep.
 """
 
@@ -28,6 +28,9 @@ from consumer.service.state import Held, State
 from consumer.service.upkeep import Upkeep
 from consumer.service.wiring import Wiring
 from consumer.wire.registry import RegistryRefused, RegistryUnavailable
+
+# Batches held for their sync at most: one is decided while the next ones' sync runs.
+MAX_HELD = 4
 
 
 class Loop:
@@ -79,7 +82,7 @@ class Loop:
                 msg = self.input.poll(0.05)  # serves rebalance callbacks; paused partitions yield nothing new
                 if msg is not None and msg.error() is None:
                     fetched = self._hold([msg])
-            elif len(st.held) < 2:
+            elif len(st.held) < MAX_HELD:
                 # With a batch held for its sync, take only what has already arrived: the held batch
                 # is decided as soon as its sync is in, while the next one's sync runs.
                 messages = self.input.consume(num_messages=batch_size, timeout=0 if st.held else wait)
@@ -91,7 +94,7 @@ class Loop:
             if st.held:
                 oldest = st.held[0]
                 # Wait for its sync only when there is nothing else to do.
-                block = len(st.held) >= 2 or st.paused or not fetched
+                block = len(st.held) >= MAX_HELD or st.paused or not fetched
                 synced = syncer.wait(oldest.fetched_at, 0.05 if block else 0.0)
                 registry_failed = False
                 if synced and self.registry:
@@ -118,13 +121,20 @@ class Loop:
         join the newest held batch, which then waits for a sync after now (later is only stricter)."""
         st = self.state
         now = time.monotonic()
-        if st.paused and st.held:
-            st.held[-1].messages.extend(messages)
-            st.held[-1].fetched_at = now
+        syncer = self.lifecycle.syncer
+        assert syncer is not None
+        last = st.held[-1] if st.held else None
+        # Records fetched before the next sync starts are all covered by it: they join one batch (up
+        # to TF_BATCH_SIZE), so small consumes at a light load do not each wait for a sync of their own.
+        if last is not None and (
+            st.paused
+            or (last.fetched_at > syncer.started_at and len(last.messages) + len(messages) <= self.settings.batch_size)
+        ):
+            last.messages.extend(messages)
+            last.fetched_at = now
         else:
             st.held.append(Held(now, messages))
-        assert self.lifecycle.syncer is not None
-        self.lifecycle.syncer.request(now)
+        syncer.request(now)
         return True
 
     def resolve_schemas(self, messages: list[Any]) -> bool:
