@@ -40,6 +40,28 @@ def _report(first: float, last: float, cpu_first: float, cpu_last: float, record
     )
 
 
+def minimised(
+    post: dict[str, Any], decider: Any, version: str, pseudonym: str, provenance: tuple[str, int, int]
+) -> dict[str, Any]:
+    """The TrainingRecord (v2) of an eligible post, as the comparison pipelines build it."""
+    topic, partition, offset = provenance
+    return {
+        "record_id": post["post_id"],
+        "source": "POST",
+        "text": post["text"],
+        "prompt": None,
+        "response": None,
+        "language": post["language"],
+        "country": decider.allowed_country(post["author_country"]),
+        "created_at": post["created_at"],
+        "author_pseudonym": pseudonym,
+        "policy_version": version,
+        "source_topic": topic,
+        "source_partition": partition,
+        "source_offset": offset,
+    }
+
+
 def passthrough(bootstrap: str, source: str, sink: str, group: str, count: int) -> None:
     from confluent_kafka import Consumer, Producer
 
@@ -145,21 +167,8 @@ def peer(bootstrap: str, source: str, sink: str, group: str, count: int, snapsho
         return decider.decide_record(Source.POST, post, opted_out) is Reason.ELIGIBLE
 
     def minimise(post: dict[str, Any], _key: Any, _timestamp: int, _headers: Any) -> dict[str, Any]:
-        return {
-            "record_id": post["post_id"],
-            "source": "POST",
-            "text": post["text"],
-            "prompt": None,
-            "response": None,
-            "language": post["language"],
-            "country": decider.allowed_country(post["author_country"]),
-            "created_at": post["created_at"],
-            "author_pseudonym": hmac.new(key, post["author_id"].encode(), "sha256").hexdigest(),
-            "policy_version": policy.version,
-            "source_topic": source,
-            "source_partition": 0,
-            "source_offset": 0,
-        }
+        pseudonym = hmac.new(key, post["author_id"].encode(), "sha256").hexdigest()
+        return minimised(post, decider, policy.version, pseudonym, (source, 0, 0))
 
     def mark(post: dict[str, Any]) -> dict[str, Any]:
         if not state["first"]:
@@ -243,21 +252,7 @@ def naive(bootstrap: str, source: str, sink: str, group: str, count: int, snapsh
         if decider.decide_record(Source.POST, post, opted_out) is not Reason.ELIGIBLE:
             continue
         pseudonym = hmac.new(key, post["author_id"].encode(), "sha256").hexdigest()
-        record = {
-            "record_id": post["post_id"],
-            "source": "POST",
-            "text": post["text"],
-            "prompt": None,
-            "response": None,
-            "language": post["language"],
-            "country": decider.allowed_country(post["author_country"]),
-            "created_at": post["created_at"],
-            "author_pseudonym": pseudonym,
-            "policy_version": policy.version,
-            "source_topic": msg.topic(),
-            "source_partition": msg.partition(),
-            "source_offset": msg.offset(),
-        }
+        record = minimised(post, decider, policy.version, pseudonym, (msg.topic(), msg.partition(), msg.offset()))
         out = io.BytesIO()
         out.write(out_header)
         fastavro.schemaless_writer(out, out_schema, record)
