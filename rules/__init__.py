@@ -1,6 +1,7 @@
 """The eligibility policy of training-filter: pure functions, no Kafka, no I/O.
 
-Given decoded fields and an opt-out membership test, `Decider` returns a decision reason. The shell
+Given decoded fields and an opt-out membership test, `Decider` returns a decision reason;
+`PairDecider` returns the reasons of two policies at once (the active one and a shadow candidate). The shell
 (`consumer/`) does all decoding and I/O; `training-filter check` and the streaming hot loop both call
 this package, so a privacy reviewer debugging the policy sees exactly what the service does.
 """
@@ -11,11 +12,13 @@ from rules.decision import (
     Reason,
     Source,
 )
+from rules.pair import PairDecider
 from rules.policy import Policy, PolicyError, default_policy_path, load_policy, parse_policy
 
 __all__ = [
     "REASONS",
     "Decider",
+    "PairDecider",
     "Policy",
     "PolicyError",
     "Reason",

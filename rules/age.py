@@ -11,7 +11,6 @@ _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 NEVER = 1 << 62
 
 
-
 def date_from_day(day: int) -> dt.date | None:
     """The calendar date of a day number, or None when it is outside years 1 to 9999."""
     try:

@@ -79,6 +79,15 @@ class Decider:
 
     # -- building blocks -------------------------------------------------------------------------
 
+    def includes(self, source: Source) -> bool:
+        """Whether the policy takes records of `source` at all."""
+        return self._include[source]
+
+    @property
+    def opt_in(self) -> bool:
+        """Whether eligibility needs a consent (consent_model = "opt_in")."""
+        return self._opt_in
+
     def allowed_country(self, raw: str | bytes) -> str | None:
         """The normalised country code when it is in the policy's regions, else None."""
         memo = self._country_memo
@@ -98,7 +107,7 @@ class Decider:
             memo[raw] = result
         return result
 
-    def _age_bounds(self, birth_day: int) -> tuple[int, int] | None:
+    def age_bounds(self, birth_day: int) -> tuple[int, int] | None:
         """(first day of the minimum age, first day of an implausible age), or None if no such date."""
         bounds = self._birth_memo.get(birth_day)
         if bounds is None:
@@ -148,7 +157,7 @@ class Decider:
             return _UNKNOWN_AGE
         bounds = self._birth_memo.get(birth_day)
         if bounds is None:
-            bounds = self._age_bounds(birth_day)
+            bounds = self.age_bounds(birth_day)
         if bounds is None or created_day >= bounds[1]:
             return _UNKNOWN_AGE
         if created_day < bounds[0]:

@@ -1,36 +1,19 @@
 """Shadow evaluation: a candidate policy decided beside the active one on every record, counted only.
 
-The hot loop (`BatchProcessor.process`) asks the shadow `Decider` with the same decoded fields as the
-active one and tallies (source, active reason, shadow reason) per batch; `Shadow.add` then adds the
-batch's tally to the Prometheus counter once. Nothing else is kept: three labels from fixed sets, no
-user id, no date, no text. The shadow never produces, dead-letters or changes the active decision.
-
-The opt-out answer is shared: the active decider asks `opted_out` last, only after every other check
-passed, so an active `eligible` means "not opted out" and an active `opted_out` means "opted out";
-the shadow is handed that answer instead of asking the filter again. For any other active reason
-the filter was not asked, and the shadow asks the same filter itself when its own checks pass.
+The hot loop (`BatchProcessor.process`) decides both policies in one call (`rules.PairDecider`: one
+country look-up, one birthday look-up, at most one opt-out look-up for the two) and tallies
+(source, active reason, shadow reason) per batch; `Shadow.add` then adds the batch's tally to the
+Prometheus counter once. Nothing else is kept: three labels from fixed sets, no user id, no date, no
+text. The shadow never produces, dead-letters or changes the active decision.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
 
 from rules import Decider, Reason, Source
 
 Pair = tuple[Source, Reason, Reason]  # (source, active reason, shadow reason)
-
-
-# Membership in the empty set: "not opted out" for any user id, without a Python frame per call.
-_not_opted_out: Callable[[Any], bool] = frozenset().__contains__
-
-
-def _opted_out(_user_id: Any) -> bool:
-    return True
-
-
-# The active reasons that already tell the opt-out answer (see the module's docstring).
-KNOWN_OPTOUT: dict[Reason, Callable[[Any], bool]] = {Reason.ELIGIBLE: _not_opted_out, Reason.OPTED_OUT: _opted_out}
 
 
 class Shadow:
