@@ -164,12 +164,25 @@ class ConsentFeed(OptOutFeed):
 
 class GatedFeeds:
     """The opt-out feed and the consent feed, synced together before every batch: a batch is decided
-    only when both have reached their topics' ends, and each keeps its own lag."""
+    only when both have reached their topics' ends, and each keeps its own lag.
 
-    def __init__(self, optouts: OptOutFeed, consents: ConsentFeed, clock: Callable[[], float] = time.monotonic) -> None:
+    `gate=False` is for an opt-out policy whose shadow candidate is opt-in: the consents are read and
+    synced with every batch all the same, but only the opt-out feed gates input (readiness, the sync
+    before a batch, the pause when it lags), since what the service emits does not depend on consents.
+    While the consent feed lags, the shadow counts more `no_consent` than it would; its lag metric
+    (`training_filter_feed_seconds_behind{feed="consent"}`) shows when."""
+
+    def __init__(
+        self,
+        optouts: OptOutFeed,
+        consents: ConsentFeed,
+        clock: Callable[[], float] = time.monotonic,
+        gate: bool = True,
+    ) -> None:
         self.optouts = optouts
         self.consents = consents
         self.clock = clock
+        self.gate = gate
 
     @property
     def filter(self) -> Any:
@@ -189,21 +202,31 @@ class GatedFeeds:
 
     @property
     def caught_up_at(self) -> float | None:
+        if not self.gate:
+            return self.optouts.caught_up_at
         if self.optouts.caught_up_at is None or self.consents.caught_up_at is None:
             return None
         return min(self.optouts.caught_up_at, self.consents.caught_up_at)
 
     @property
     def last_error(self) -> str | None:
+        if not self.gate:
+            return self.optouts.last_error
         return self.optouts.last_error or self.consents.last_error
 
     def sync(self, timeout: float, everything: bool = False) -> bool:
         deadline = self.clock() + timeout
         optouts = self.optouts.sync(timeout, everything)
+        if not self.gate:  # best effort, and briefly except at start-up: the batch waits for the opt-outs only
+            left = max(0.0, deadline - self.clock())
+            self.consents.sync(left if everything else min(0.05, left), everything)
+            return optouts
         consents = self.consents.sync(max(0.05, deadline - self.clock()), everything)
         return optouts and consents
 
     def seconds_behind(self) -> float:
+        if not self.gate:
+            return self.optouts.seconds_behind()
         return max(self.optouts.seconds_behind(), self.consents.seconds_behind())
 
     def close(self) -> None:

@@ -20,9 +20,13 @@ def required_acls(
     group_id: str = "training-filter",
     topics: TopicNames = DEFAULT_TOPICS,
     transactional_id_prefix: str | None = "training-filter",
+    consent_topic: str | None = None,
 ) -> list[Acl]:
     acls = []
-    for topic in (topics.posts, topics.ai, topics.optouts):
+    # The consent topic (TF_CONSENT_TOPIC) only where a policy is opt-in; it is read like the opt-out
+    # topic, by assignment (consumer/consents/feed.py), so it needs no group of its own.
+    read = (topics.posts, topics.ai, topics.optouts, *((consent_topic,) if consent_topic else ()))
+    for topic in read:
         acls += [Acl("TOPIC", topic, "LITERAL", "READ"), Acl("TOPIC", topic, "LITERAL", "DESCRIBE")]
     for topic in (topics.training, topics.revocations, topics.dlq):
         acls += [Acl("TOPIC", topic, "LITERAL", "WRITE"), Acl("TOPIC", topic, "LITERAL", "DESCRIBE")]

@@ -202,8 +202,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "CONSENT_TOPIC",
         "",
-        'opt-in policies only (consent_model = "opt_in"), and then required: compacted topic of Consent '
-        "records (key = user id), e.g. privacy.consents.v1",
+        'required when the policy or the shadow policy is opt-in (consent_model = "opt_in"), else unset: '
+        "compacted topic of Consent records (key = user id), e.g. privacy.consents.v1",
     ),
     Setting(
         "CONSENT_CAPACITY",
@@ -417,7 +417,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     snapshot_path = Path(snapshot) if snapshot else None
     if snapshot_path is not None and not snapshot_path.parent.is_dir():
         problems.append(f"{PREFIX}OPTOUT_SNAPSHOT_PATH={snapshot}: folder {snapshot_path.parent} does not exist")
-    consent_topic, consent_snapshot = _consents(values, policy, policy_path, problems)
+    consent_topic, consent_snapshot = _consents(values, policy, policy_path, shadow_policy, problems)
     registry = _registry(values, problems)
     if problems or policy is None:
         raise ConfigError(_report(problems))
@@ -437,9 +437,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
 
 def _consents(
-    values: dict[str, Any], policy: Policy | None, policy_path: str | None, problems: list[str]
+    values: dict[str, Any],
+    policy: Policy | None,
+    policy_path: str | None,
+    shadow: Policy | None,
+    problems: list[str],
 ) -> tuple[str | None, Path | None]:
-    """The consent topic (None under an opt-out policy) and snapshot path, checked against the policy."""
+    """The consent topic (None unless the active or the shadow policy is opt-in) and snapshot path,
+    checked against the policies."""
     raw_topic = values.pop("consent_topic").strip()
     raw_snapshot = values.pop("consent_snapshot_path").strip()
     where = policy_path or "the packaged rules/policy.toml"
@@ -449,15 +454,23 @@ def _consents(
             topic = _topic(raw_topic)
         except ValueError as exc:
             problems.append(f"{PREFIX}CONSENT_TOPIC={raw_topic!r} is invalid: {exc}")
+    shadow_opt_in = shadow is not None and shadow.consent_model == "opt_in"
     if policy is not None and policy.consent_model == "opt_in" and not raw_topic:
         problems.append(
             f'{PREFIX}CONSENT_TOPIC is required: the policy ({where}) says consent_model = "opt_in"; set it to '
             "the compacted topic of Consent records, e.g. privacy.consents.v1"
         )
-    if policy is not None and policy.consent_model == "opt_out" and (raw_topic or raw_snapshot):
+    elif shadow_opt_in and not raw_topic:
+        problems.append(
+            f'{PREFIX}CONSENT_TOPIC is required: the shadow policy ({PREFIX}SHADOW_POLICY_FILE) says consent_model = '
+            '"opt_in", and without the consents it would count every record as no_consent; set it to the '
+            "compacted topic of Consent records, e.g. privacy.consents.v1 (read, but not gating input)"
+        )
+    if policy is not None and policy.consent_model == "opt_out" and not shadow_opt_in and (raw_topic or raw_snapshot):
         problems.append(
             f"{PREFIX}CONSENT_TOPIC/{PREFIX}CONSENT_SNAPSHOT_PATH are set but the policy ({where}) has consent_model "
-            '= "opt_out" (or none): set consent_model = "opt_in" in the policy, or unset them'
+            '= "opt_out" (or none), and so has the shadow policy if any: set consent_model = "opt_in" in the '
+            "policy, or unset them"
         )
     snapshot = Path(raw_snapshot) if raw_snapshot else None
     if snapshot is not None and not snapshot.parent.is_dir():

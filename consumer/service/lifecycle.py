@@ -126,9 +126,10 @@ class Lifecycle:
         )
         if isinstance(self.feed, GatedFeeds):
             self.log.info(
-                "consent_feed_caught_up",
+                "consent_feed_caught_up" if self.feed.consents.caught_up_at is not None else "consent_feed_behind",
                 entries=self.feed.consents.filter.entries,
                 partitions=len(self.feed.consents.positions),
+                gates_input=self.feed.gate,  # False: only the shadow policy is opt-in
             )
         self.metrics.optout_ready.set(1)
 

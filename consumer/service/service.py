@@ -103,8 +103,13 @@ class Service:
         w, lifecycle = self.wiring, self.lifecycle
         optouts = w.optout_feed(stopping=lambda: self.state.stopping)
         consents = w.consent_feed(lambda: self.state.stopping) if self.settings.consent_topic is not None else None
-        # Under an opt-in policy both feeds gate input: caught up before it is consumed, synced before every batch.
-        feed = lifecycle.feed = GatedFeeds(optouts, consents) if consents is not None else optouts
+        # Under an opt-in policy both feeds gate input: caught up before it is consumed, synced before every
+        # batch. When only the shadow candidate is opt-in, the consents are read but do not gate.
+        feed = lifecycle.feed = (
+            GatedFeeds(optouts, consents, gate=self.settings.policy.consent_model == "opt_in")
+            if consents is not None
+            else optouts
+        )
         lifecycle.prepare_writes(self.codec)
         limits = w.output_limits()
         producer = w.producer(limits)

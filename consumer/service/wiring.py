@@ -163,7 +163,7 @@ class Wiring:
     def consent_feed(self, stopping: Callable[[], bool]) -> ConsentFeed:
         """The consent feed, assigned and positioned (from its snapshot's offsets when they can be used)."""
         s = self.settings
-        assert s.consent_topic is not None  # load_settings requires it under an opt-in policy
+        assert s.consent_topic is not None  # load_settings requires it when a policy is opt-in
         consents, snapshot = self._load_consents()
         feed = ConsentFeed(
             s.consumer_config(**{"group.id": f"{s.group_id}-consent-feed"}, **self.kafka_log),
@@ -231,7 +231,8 @@ class Wiring:
             self.metrics,
             self.log,
             s.revoke_flush_seconds,
-            consent_topic=s.consent_topic,
+            # Withdrawals are revoked only where consents admitted records: under an opt-in active policy.
+            consent_topic=s.consent_topic if s.policy.consent_model == "opt_in" else None,
         )
 
     # -- the data path ---------------------------------------------------------------------------

@@ -81,5 +81,5 @@ def test_the_replica_floor_is_kedas():
     for overlay in OVERLAYS:
         (scaled,) = [d for d in yaml.safe_load_all(render_text(overlay)) if d and d["kind"] == "ScaledObject"]
         floors[overlay] = scaled["spec"]["minReplicaCount"]
-    assert floors["prod"] >= 2 and floors["prod-exactly-once"] >= 2, floors
+    assert floors["prod"] >= 2 and floors["prod-exactly-once"] >= 2 and floors["prod-opt-in"] >= 2, floors
     assert floors["dev"] >= 1, floors

@@ -7,6 +7,7 @@ their own."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -17,6 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from consumer.consents.fingerprints import slots_for
 from consumer.operations.acls import required_acls
 from consumer.operations.settings import load_settings
 from rules.policy import default_policy_path, load_policy
@@ -36,7 +38,13 @@ from tests.deploy.tools import DEPLOY, OVERLAYS, REPO, render, render_text, tool
 
 K8S_VERSION = "1.30.0"
 KAFKA_NAMESPACE = "kafka"
-NAMESPACES = {"dev": "training-filter-dev", "prod": "training-filter", "prod-exactly-once": "training-filter"}
+NAMESPACES = {
+    "dev": "training-filter-dev",
+    "prod": "training-filter",
+    "prod-exactly-once": "training-filter",
+    "prod-opt-in": "training-filter",
+}
+OPT_IN = DEPLOY / "kubernetes" / "components" / "opt-in-consent"
 STRIMZI = "kafka.strimzi.io"
 
 
@@ -113,6 +121,8 @@ def test_the_pod_meets_the_restricted_profile_and_shuts_down_in_time(overlay):
     mounts = {m["mountPath"] for m in c["volumeMounts"]}
     for setting in ("TF_OPTOUT_SNAPSHOT_PATH", "TF_HMAC_KEY_FILE", "TF_POLICY_FILE", "TF_KAFKA_SSL_CA_LOCATION"):
         assert str(Path(config["data"][setting]).parent) in mounts, setting
+    if "TF_CONSENT_SNAPSHOT_PATH" in config["data"]:
+        assert str(Path(config["data"]["TF_CONSENT_SNAPSHOT_PATH"]).parent) in mounts
     secret_env = {e["name"] for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
     assert secret_env == {"TF_KAFKA_SASL_PASSWORD"}
     assert not any("HMAC_KEY" in k and k != "TF_HMAC_KEY_FILE" for k in config["data"]), "no key in a ConfigMap"
@@ -138,9 +148,18 @@ def _pod_settings(docs: list[dict], pod_name: str, root: Path):
 def test_the_rendered_pod_configuration_is_accepted_by_the_service(overlay, tmp_path):
     docs = render(overlay)
     env, settings = _pod_settings(docs, "training-filter-0", tmp_path)
-    # The policy comes from the ConfigMap mounted at TF_POLICY_FILE, and it is the packaged default.
-    assert env["TF_POLICY_FILE"] == "/etc/training-filter/policy/policy.toml"
-    assert settings.policy == load_policy(default_policy_path())
+    # The policy comes from the ConfigMap mounted at TF_POLICY_FILE: the packaged default, or under the
+    # opt-in component its opt-in variant, with the consent topic the KafkaUser may read.
+    if overlay == "prod-opt-in":
+        assert env["TF_POLICY_FILE"] == "/etc/training-filter/policy/opt-in-policy.toml"
+        assert settings.policy == load_policy(OPT_IN / "opt-in-policy.toml")
+        assert settings.policy.consent_model == "opt_in"
+        assert settings.consent_topic == "privacy.consents.v1"
+        assert settings.consent_snapshot_path == Path("/var/lib/training-filter/consents.snapshot")
+    else:
+        assert env["TF_POLICY_FILE"] == "/etc/training-filter/policy/policy.toml"
+        assert settings.policy == load_policy(default_policy_path())
+        assert settings.consent_topic is None
     assert settings.kafka_common["sasl.password"] == "a-password"
     assert settings.exactly_once is overlay.endswith("exactly-once")
     # dev evaluates the shadow-policy component's candidate beside the default (counted only)
@@ -165,6 +184,36 @@ def test_the_policy_configmap_is_the_packaged_default_policy():
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_opt_in_policy_is_the_default_but_for_its_consent_model_and_version():
+    default, opt_in = load_policy(default_policy_path()), load_policy(OPT_IN / "opt-in-policy.toml")
+    assert (opt_in.consent_model, default.consent_model) == ("opt_in", "opt_out")
+    assert opt_in.version != default.version
+    assert dataclasses.replace(opt_in, version=default.version, consent_model="opt_out") == default
+
+
+def test_the_opt_in_component_sizes_the_pod_for_the_consent_set():
+    """Memory for the table (8 bytes a slot at TF_CONSENT_CAPACITY, fingerprints.slots_for) and its
+    snapshot copy, and snapshot space for both snapshots written beside the old ones."""
+    prod, opt_in = render("prod"), render("prod-opt-in")
+    capacity = int(generated(opt_in, "ConfigMap", "training-filter")["data"]["TF_CONSENT_CAPACITY"])
+    table = slots_for(capacity) * 8
+    mib = 1 << 20
+
+    def quantity(text: str) -> int:
+        assert text.endswith("Mi"), text
+        return int(text[:-2]) * mib
+
+    before, after = container(prod)["resources"], container(opt_in)["resources"]
+    assert quantity(after["requests"]["memory"]) - quantity(before["requests"]["memory"]) >= table
+    assert quantity(after["limits"]["memory"]) - quantity(before["limits"]["memory"]) >= 2 * table
+    (snapshots,) = [
+        v for v in workload(opt_in)["spec"]["template"]["spec"]["volumes"] if v["name"] == "optout-snapshot"
+    ]
+    optout_snapshot = 36 * mib  # 10 million opt-outs at 1e-6 (README, Opt-out filter)
+    assert quantity(snapshots["emptyDir"]["sizeLimit"]) >= 2 * (table + optout_snapshot)
+    assert quantity(after["limits"]["ephemeral-storage"]) > quantity(snapshots["emptyDir"]["sizeLimit"]) + 64 * mib
+
+
 def test_configmaps_are_hashed_so_a_change_rolls_the_pods(overlay):
     docs = render(overlay)
     config = generated(docs, "ConfigMap", "training-filter")
@@ -284,8 +333,11 @@ def test_podmonitor_and_prometheusrule_carry_the_same_release_label(overlay):
     assert rule["metadata"]["labels"]["release"] == monitor["metadata"]["labels"]["release"]
 
 
-def test_the_kafka_user_grants_exactly_the_required_acls():
-    docs = render("prod")
+@pytest.mark.parametrize("overlay", ["prod", "prod-opt-in"])
+def test_the_kafka_user_grants_exactly_the_required_acls(overlay):
+    docs = render(overlay)
+    consent_topic = generated(docs, "ConfigMap", "training-filter")["data"].get("TF_CONSENT_TOPIC")
+    assert (consent_topic is not None) is (overlay == "prod-opt-in")
     (user,) = kinds(docs, "KafkaUser")
     names = {"TOPIC": "topic", "GROUP": "group", "CLUSTER": "cluster", "TRANSACTIONAL_ID": "transactionalId"}
     ops = {
@@ -302,7 +354,7 @@ def test_the_kafka_user_grants_exactly_the_required_acls():
             None if a.resource_type == "CLUSTER" else {"LITERAL": "literal", "PREFIXED": "prefix"}[a.pattern],
             ops[a.operation],
         )
-        for a in required_acls()
+        for a in required_acls(consent_topic=consent_topic)
     }
     granted = set()
     for acl in user["spec"]["authorization"]["acls"]:

@@ -20,7 +20,12 @@ from tests.deploy.k8s import kinds, workload
 from tests.deploy.tools import OVERLAYS, render, tool
 
 INTERNET = "203.0.113.10"
-CLUSTERS = {"dev": "dev-kafka", "prod": "platform-kafka", "prod-exactly-once": "platform-kafka"}
+CLUSTERS = {
+    "dev": "dev-kafka",
+    "prod": "platform-kafka",
+    "prod-exactly-once": "platform-kafka",
+    "prod-opt-in": "platform-kafka",
+}
 
 
 @dataclass(frozen=True)

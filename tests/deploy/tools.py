@@ -17,7 +17,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 TOOLS_BIN = REPO / ".tools" / "bin"
-OVERLAYS = ["dev", "prod", "prod-exactly-once"]
+OVERLAYS = ["dev", "prod", "prod-exactly-once", "prod-opt-in"]
 MAKE_TOOLS = "run `make tools` (it builds every deploy-check tool into .tools/bin; `make test` does it too)"
 
 

@@ -6,16 +6,20 @@ generator's records; the training topic holds exactly what the active policy adm
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 
 import pytest
 
 from consumer.devtools.generator import StreamGenerator
+from consumer.devtools.topics import TopicSpec, ensure_topics
 from consumer.wire.codec import TRAINING_RECORD, Codec
 from rules import load_policy, parse_policy
 from tests.deploy.promql import expressions_of_dashboard, metric_names
 from tests.deploy.tools import DEPLOY
 from tests.harness import produce, read_all
+from tests.integration.test_service_consents import consent
+from tests.integration.test_service_optouts import optout, post
 from tests.samples import CANDIDATE_POLICY
 from tests.shadow_oracle import SOURCE_LABEL, expected_pairs
 
@@ -87,3 +91,60 @@ def test_a_bad_shadow_policy_stops_the_service_before_kafka(kafka, topics, new_s
     assert service.process.wait(60) == 2
     log = service.log_path.read_text()
     assert "TF_SHADOW_POLICY_FILE" in log and "XYZ" in log
+
+
+def test_an_opt_in_candidate_reads_the_consents_without_gating_or_revoking(kafka, topics, new_service, tmp_path):
+    """The active policy is opt-out; the candidate is the same policy under opt-in. The service reads
+    the consent topic for the shadow only: what it emits is unchanged, a record without consent counts
+    (eligible, no_consent), a withdrawal revokes nothing, and the consent feed does not gate input."""
+    consent_topic = f"consents-{topics.posts}"
+    ensure_topics(kafka.bootstrap, [TopicSpec(consent_topic, 2, {"cleanup.policy": "compact"})])
+    candidate_file = tmp_path / "opt-in-candidate.toml"
+    text = (DEPLOY / "kubernetes" / "components" / "opt-in-consent" / "opt-in-policy.toml").read_text()
+    candidate_file.write_text(text.replace('version = "2026-12-01.1-opt-in"', 'version = "candidate-opt-in"'))
+
+    consenting = [f"yes-{i}" for i in range(40)]
+    produce(kafka.bootstrap, [(consent_topic, u.encode(), consent(u)) for u in consenting])
+    # frank consented, then withdrew; gina consented and opted out; hal never consented.
+    produce(
+        kafka.bootstrap,
+        [
+            (consent_topic, b"frank", consent("frank")),
+            (consent_topic, b"frank", consent("frank", granted=False)),
+            (consent_topic, b"gina", consent("gina")),
+            (topics.optouts, b"gina", optout("gina")),
+        ],
+    )
+    service = new_service(TF_SHADOW_POLICY_FILE=str(candidate_file), TF_CONSENT_TOPIC=consent_topic).start()
+    service.wait_ready()
+    posts = (
+        [(topics.posts, u.encode(), post(f"p-{u}", u)) for u in consenting]
+        + [(topics.posts, b"frank", post(f"frank-{i}", "frank")) for i in range(5)]
+        + [(topics.posts, b"gina", post(f"gina-{i}", "gina")) for i in range(4)]
+        + [(topics.posts, b"hal", post(f"hal-{i}", "hal")) for i in range(6)]
+    )
+    produce(kafka.bootstrap, posts)
+    service.wait_processed(len(posts))
+    service.wait_settled()
+
+    # The output is the active opt-out policy's: every eligible record, consent or not.
+    ids = [CODEC.decode(m.value(), TRAINING_RECORD)[1]["record_id"] for m in read_all(kafka.bootstrap, topics.training)]
+    assert sorted(ids) == sorted(
+        [f"p-{u}" for u in consenting] + [f"frank-{i}" for i in range(5)] + [f"hal-{i}" for i in range(6)]
+    )
+    shadow = {
+        (lbl["active"], lbl["shadow"]): int(v)
+        for lbl, v in service.metrics()["training_filter_shadow_decisions_total"]
+        if v and lbl["source"] == "POST"
+    }
+    assert shadow == {("eligible", "eligible"): 40, ("eligible", "no_consent"): 11, ("opted_out", "opted_out"): 4}
+    lines = service.log_lines()
+    (feed_line,) = [line for line in lines if line.get("event") in {"consent_feed_caught_up", "consent_feed_behind"}]
+    assert feed_line["gates_input"] is False
+    # Only gina's opt-out is revoked: frank's withdrawal admitted nothing under the active policy.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and service.metric_sum("training_filter_revocations_total") < 1:
+        time.sleep(0.2)
+    time.sleep(2)  # a wrong revocation of the withdrawal would come with the opt-out's
+    assert service.metric_sum("training_filter_revocations_total") == 1
+    assert service.stop() == 0

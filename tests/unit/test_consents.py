@@ -16,7 +16,7 @@ import pytest
 from consumer.commands.check import run_check
 from consumer.consents import fingerprints as compiled_or_not
 from consumer.consents import snapshot
-from consumer.consents.feed import parse_consent
+from consumer.consents.feed import GatedFeeds, parse_consent
 from consumer.datapath.pseudonym import Pseudonymiser
 from consumer.operations.settings import ConfigError, load_settings
 from consumer.optouts.filter import SnapshotError, write_snapshot
@@ -300,6 +300,46 @@ def test_a_consent_topic_under_an_opt_out_policy_is_an_error():
     with pytest.raises(ConfigError, match='consent_model = "opt_in" in the policy, or unset them'):
         load_settings({**ENV, "TF_CONSENT_TOPIC": "privacy.consents.v1"})
     assert load_settings(ENV).consent_topic is None
+
+
+def test_an_opt_in_shadow_policy_needs_the_consent_topic_and_reads_it_without_gating(tmp_path):
+    candidate = tmp_path / "candidate.toml"
+    candidate.write_text(OPT_IN_TEXT.replace('version = "', 'version = "candidate-', 1))
+    with pytest.raises(ConfigError, match="TF_CONSENT_TOPIC is required: the shadow policy"):
+        load_settings({**ENV, "TF_SHADOW_POLICY_FILE": str(candidate)})
+    settings = load_settings(
+        {**ENV, "TF_SHADOW_POLICY_FILE": str(candidate), "TF_CONSENT_TOPIC": "privacy.consents.v1"}
+    )
+    assert settings.policy.consent_model == "opt_out" and settings.shadow_policy is not None
+    assert settings.shadow_policy.consent_model == "opt_in"
+    assert settings.consent_topic == "privacy.consents.v1"
+
+
+class _Feed:
+    def __init__(self, caught_up: bool, behind: float, error: str | None = None) -> None:
+        self.caught_up_at = 1.0 if caught_up else None
+        self.behind = behind
+        self.last_error = error
+        self.syncs: list[float] = []
+
+    def sync(self, timeout: float, everything: bool = False) -> bool:
+        self.syncs.append(timeout)
+        return self.caught_up_at is not None
+
+    def seconds_behind(self) -> float:
+        return self.behind
+
+
+def test_consents_read_for_the_shadow_only_do_not_gate_input():
+    optouts, consents = _Feed(True, 0.1), _Feed(False, 60.0, "consent topic unreachable")
+    gated = GatedFeeds(optouts, consents, clock=lambda: 0.0)  # type: ignore[arg-type]
+    assert gated.sync(1.0) is False and gated.caught_up_at is None and gated.seconds_behind() == 60.0
+    assert gated.last_error == "consent topic unreachable"
+    shadow_only = GatedFeeds(optouts, consents, clock=lambda: 0.0, gate=False)  # type: ignore[arg-type]
+    assert shadow_only.sync(1.0) is True and consents.syncs[-1] == 0.05  # synced, briefly, all the same
+    assert shadow_only.sync(1.0, everything=True) is True and consents.syncs[-1] == 1.0  # start-up: longer
+    assert shadow_only.caught_up_at == 1.0 and shadow_only.seconds_behind() == 0.1
+    assert shadow_only.last_error is None
 
 
 def test_the_readme_example_policy_is_a_valid_opt_in_policy():
