@@ -462,7 +462,7 @@ def _consents(
         )
     elif shadow_opt_in and not raw_topic:
         problems.append(
-            f'{PREFIX}CONSENT_TOPIC is required: the shadow policy ({PREFIX}SHADOW_POLICY_FILE) says consent_model = '
+            f"{PREFIX}CONSENT_TOPIC is required: the shadow policy ({PREFIX}SHADOW_POLICY_FILE) says consent_model = "
             '"opt_in", and without the consents it would count every record as no_consent; set it to the '
             "compacted topic of Consent records, e.g. privacy.consents.v1 (read, but not gating input)"
         )
