@@ -36,6 +36,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +44,15 @@ import orjson
 from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
+from consumer.consents import snapshot as consent_snapshot
+from consumer.consents.fingerprints import ConsentSet
 from consumer.datapath.pseudonym import Pseudonymiser
 from consumer.devtools.generator import StreamGenerator
 from consumer.devtools.local_kafka import LocalKafka, free_port
 from consumer.devtools.topics import TopicSpec, ensure_topics
 from consumer.optouts.filter import OptOutFilter, load_snapshot, write_snapshot
 from consumer.wire import fastpath
-from consumer.wire.codec import OPTOUT, POST, Codec
+from consumer.wire.codec import CONSENT, OPTOUT, POST, Codec
 from rules import Decider, Reason, Source, load_policy
 from tests.benchmarks.shadow import line as shadow_line
 from tests.benchmarks.shadow import measure as shadow_overhead
@@ -67,6 +70,9 @@ PIPELINES = (
     ("peer", "peer"),
 )
 SPREAD_KEYS = ("records_per_second", "cpu_us_per_record", "p50_ms", "p99_ms", "max_ms")
+
+
+OPT_IN_POLICY = "deploy/kubernetes/components/opt-in-consent/opt-in-policy.toml"
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -248,6 +254,7 @@ class Bench:
         generator = StreamGenerator(seed=42, users_per_pool=20_000, ai_share=0.0)
         stream = list(generator.stream(args.records))
         self.values = [g.value for g in stream]
+        self.users = {g.user_id for g in stream if g.user_id is not None}
         self.keys = [g.key for g in stream]
         self.expected_eligible = sum(g.expected == "eligible" for g in stream)
         self.expected_malformed = sum(g.expected == "malformed" for g in stream)
@@ -514,6 +521,72 @@ class Bench:
             "throughput_ratio": statistics.median(rate["without"]) / statistics.median(rate["with"]),
         }
 
+    def opt_in_service(self, repetitions: int) -> dict[str, Any]:
+        """The real service under the opt-in model (deploy/kubernetes/components/opt-in-consent's policy)
+        against the same service under the packaged opt-out policy, runs alternating, on the same input.
+
+        Every user of the input consented (so the same records are eligible and a run ends on the same
+        counts, and every record that passes the other checks is looked up), and the consent set is
+        sized as the component sizes it (TF_CONSENT_CAPACITY 10 million, a 128 MiB table) and holds 5
+        million consents: the input's users from the consent topic, the rest random fingerprints, loaded
+        from a snapshot as a restarted replica loads it."""
+        policy = self.work / "opt-in-policy.toml"
+        policy.write_text((Path(__file__).resolve().parents[2] / OPT_IN_POLICY).read_text())
+        topic = self.topic("consents", 1, {"cleanup.policy": "compact"})
+        codec = Codec()
+        granted = [
+            (user.encode(), codec.encode(CONSENT, {"user_id": user, "granted": True, "at": 1, "source": "bench"}))
+            for user in sorted(self.users)
+        ]
+        self.produce(topic, granted)
+        capacity, entries = 10_000_000, 5_000_000
+        consents = ConsentSet(capacity)
+        pseudonym = Pseudonymiser(self.key.hex().encode()).pseudonym
+        for user in self.users:
+            consents.add(pseudonym(user.encode()))
+        for done in range(len(self.users), entries, 1_000_000):
+            n = min(1_000_000, entries - done)
+            firsts, seconds = array("Q"), array("Q")
+            firsts.frombytes(os.urandom(8 * n))
+            seconds.frombytes(os.urandom(8 * n))
+            consents.bulk_insert(firsts, seconds)
+        snapshot = self.work / "consents.snapshot"
+        key_check = Pseudonymiser(self.key.hex().encode()).key_check()
+        header = consent_snapshot.header(consents, {(topic, 0): len(granted)}, {topic: None}, key_check)
+        write_snapshot(snapshot, header, consent_snapshot.body(consents))
+        del consents
+        opt_in_env = {
+            "TF_POLICY_FILE": str(policy),
+            "TF_CONSENT_TOPIC": topic,
+            "TF_CONSENT_CAPACITY": str(capacity),
+            "TF_CONSENT_SNAPSHOT_PATH": str(snapshot),
+        }
+        runs: dict[str, list[dict[str, Any]]] = {"opt_out": [], "opt_in": []}
+        for i in range(repetitions):
+            for variant in ("opt_out", "opt_in") if i % 2 == 0 else ("opt_in", "opt_out"):
+                self.service_env = opt_in_env if variant == "opt_in" else {}
+                runs[variant].append(self.run_services())
+                log(
+                    f"opt-in comparison {i + 1}/{repetitions}, {variant}: "
+                    f"{runs[variant][-1]['cpu_us_per_record']:.2f} CPU µs/record, "
+                    f"{runs[variant][-1]['peak_rss_mib']:.0f} MiB"
+                )
+        self.service_env = {}
+        paired = sorted(
+            b["cpu_us_per_record"] / a["cpu_us_per_record"]
+            for a, b in zip(runs["opt_out"], runs["opt_in"], strict=True)
+        )
+        return {
+            "repetitions": repetitions,
+            "consent_capacity": capacity,
+            "consent_entries": entries,
+            "input_users": len(self.users),
+            "opt_out": summarise(runs["opt_out"]),
+            "opt_in": summarise(runs["opt_in"]),
+            "cpu_ratio_paired": statistics.median(paired),
+            "cpu_ratio_paired_min_max": [paired[0], paired[-1]],
+        }
+
     # -- latency --------------------------------------------------------------------------------------
 
     def latency(self, kind: str, rate: float) -> dict[str, Any]:
@@ -668,6 +741,10 @@ class Bench:
                 r["shadow_service"] = self.shadow_service_overhead(self.args.shadow_repetitions)
                 print(orjson.dumps(r["shadow_service"], option=orjson.OPT_INDENT_2).decode())
                 return r
+            if self.args.only == "opt-in":  # the opt-in consent model's cost in the real service, alone
+                r["opt_in_service"] = self.opt_in_service(self.args.repeat)
+                print(orjson.dumps(r["opt_in_service"], option=orjson.OPT_INDENT_2).decode())
+                return r
             if self.args.only == "training-filter":  # for profiling: the service alone, then stop
                 log("training-filter (at-least-once) only")
                 r["training_filter"] = self.run_services()
@@ -707,6 +784,8 @@ class Bench:
             )
             log("training-filter without and with a shadow policy")
             r["shadow_service"] = self.shadow_service_overhead(self.args.shadow_repetitions)
+            log("training-filter under the opt-out and the opt-in policy")
+            r["opt_in_service"] = self.opt_in_service(self.args.repeat)
             log("shadow policy overhead (in-process)")
             r["shadow_overhead"] = shadow_overhead(
                 min(n, 200_000), 7 if not self.args.quick else 3, bootstrap=self.bootstrap
@@ -890,7 +969,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument(
         "--only",
-        choices=["training-filter", "shadow"],
+        choices=["training-filter", "shadow", "opt-in"],
         help="run only this pipeline (for profiling), or the shadow comparison",
     )
     parser.add_argument(
