@@ -75,6 +75,25 @@ SPREAD_KEYS = ("records_per_second", "cpu_us_per_record", "p50_ms", "p99_ms", "m
 OPT_IN_POLICY = "deploy/kubernetes/components/opt-in-consent/opt-in-policy.toml"
 
 
+def opt_in_line(x: dict[str, Any]) -> str:
+    a, b = x["opt_out"], x["opt_in"]
+
+    def fig(v: dict[str, Any], key: str, fmt: str) -> str:
+        low, high = (
+            v["spread"][key] if key in v["spread"] else (min(r[key] for r in v["runs"]), max(r[key] for r in v["runs"]))
+        )
+        return f"{format(v[key], fmt)} ({format(low, fmt)}-{format(high, fmt)})"
+
+    return (
+        f"opt-in consent model in the service ({x['repetitions']} alternating pairs; {x['consent_entries']:,} consents "
+        f"in a set of capacity {x['consent_capacity']:,}; every input user consented): CPU µs/record opt-out "
+        f"{fig(a, 'cpu_us_per_record', '.2f')}, opt-in {fig(b, 'cpu_us_per_record', '.2f')}, paired ratio "
+        f"{x['cpu_ratio_paired']:.3f} ({x['cpu_ratio_paired_min_max'][0]:.3f}-{x['cpu_ratio_paired_min_max'][1]:.3f}); "
+        f"records/s {fig(a, 'records_per_second', ',.0f')} against {fig(b, 'records_per_second', ',.0f')}; "
+        f"peak RSS {fig(a, 'peak_rss_mib', '.0f')} MiB against {fig(b, 'peak_rss_mib', '.0f')} MiB"
+    )
+
+
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The median of every figure over the repetitions, the spread (min, max) of the main ones, and
     the runs themselves."""
@@ -744,6 +763,7 @@ class Bench:
             if self.args.only == "opt-in":  # the opt-in consent model's cost in the real service, alone
                 r["opt_in_service"] = self.opt_in_service(self.args.repeat)
                 print(orjson.dumps(r["opt_in_service"], option=orjson.OPT_INDENT_2).decode())
+                print(opt_in_line(r["opt_in_service"]))
                 return r
             if self.args.only == "training-filter":  # for profiling: the service alone, then stop
                 log("training-filter (at-least-once) only")
@@ -954,6 +974,8 @@ def table(r: dict[str, Any]) -> str:
             f"({x['cpu_ratio_paired_min_max'][0]:.3f}-{x['cpu_ratio_paired_min_max'][1]:.3f}); "
             f"ratio of the medians {x['cpu_ratio']:.3f}; records/s without / with {x['throughput_ratio']:.3f}",
         ]
+    if "opt_in_service" in r:
+        lines += ["", opt_in_line(r["opt_in_service"])]
     if "shadow_overhead" in r:
         lines += [shadow_line(r["shadow_overhead"])]
     return "\n".join(lines)

@@ -158,20 +158,23 @@ def _processor(optouts: OptOutFilter, producer: Any, names: tuple[str, str]) -> 
     )
 
 
-def _pass(processor: BatchProcessor, shadow: Shadow, batches: list[list[Message]], flip: bool) -> list:
+def _pass(
+    processor: BatchProcessor, shadow: Shadow, batches: list[list[Message]], flip: bool, control: bool = False
+) -> list:
     """One pass over every batch, each batch processed twice in turn, without and with the shadow
     (the order flips every pass): [(CPU seconds without, CPU seconds with)] per batch. One processor,
     so one set of memos and one producer, as in the service. The thread's own CPU time, so that time
-    the scheduler gives other processes on a shared machine is not counted."""
+    the scheduler gives other processes on a shared machine is not counted. `control`: the shadow
+    stays off in both halves (an A/A run: the method's own bias, which should be a ratio of 1)."""
     clock = time.thread_time
     out = []
     for messages in batches:
         times = {}
-        for variant in (shadow, None) if flip else (None, shadow):
-            processor.shadow = variant
+        for with_shadow in (True, False) if flip else (False, True):
+            processor.shadow = shadow if with_shadow and not control else None
             start = clock()
             processor.process(messages, PendingBatch(), {})
-            times[variant is not None] = clock() - start
+            times[with_shadow] = clock() - start
         out.append((times[False], times[True]))
     producer = processor.producer
     if isinstance(producer, Producer):
@@ -186,13 +189,14 @@ def measure(
     producer: str = "librdkafka",
     bootstrap: str | None = None,
     messages: tuple[list[list[Message]], OptOutFilter, tuple[str, str]] | None = None,
+    control: bool = False,
 ) -> dict[str, Any]:
     batches, optouts, names = messages if messages is not None else _messages(records, bootstrap)
     processor = _processor(optouts, _producer(producer), names)
     shadow = Shadow(Decider(parse_policy(CANDIDATE_POLICY)), lambda pairs: None)
     _pass(processor, shadow, batches, False)  # warm-up: memos (pseudonyms, countries, birth days) filled
     count = sum(len(b) for b in batches)
-    runs = [_pass(processor, shadow, batches, i % 2 == 1) for i in range(repetitions)]
+    runs = [_pass(processor, shadow, batches, i % 2 == 1, control) for i in range(repetitions)]
     plain = [sum(t[0] for t in run) / count * 1e6 for run in runs]
     shadowed = [sum(t[1] for t in run) / count * 1e6 for run in runs]
     ratios = [s / p for s, p in zip(shadowed, plain, strict=True)]
@@ -222,6 +226,7 @@ def measure(
         "without_min_max": [min(plain), max(plain)],
         "with_min_max": [min(shadowed), max(shadowed)],
         "shadow_counted": counted,
+        "control": control,
         "limit": LIMIT,
     }
 
@@ -229,7 +234,8 @@ def measure(
 def line(r: dict[str, Any]) -> str:
     q1, q3 = r["paired_batch_ratio_quartiles"]
     return (
-        f"shadow overhead (hot loop, {r['records']:,} records, CPU time, {r['repetitions']} alternating passes, "
+        f"shadow overhead{' (A/A control: shadow off in both halves)' if r.get('control') else ''} "
+        f"(hot loop, {r['records']:,} records, CPU time, {r['repetitions']} alternating passes, "
         f"fast path {r['fast_path']}, producer {r['producer']}): ratio {r['ratio']:.3f}, the median of "
         f"{r['paired_batches']} paired batches (quartiles {q1:.3f}-{q3:.3f}; limit {r['limit']:.2f}); "
         f"per pass without {r['us_per_record_without']:.3f} µs/record "
@@ -246,13 +252,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--producer", choices=["librdkafka", "stub"], default="librdkafka")
     parser.add_argument("--output", type=Path)
     parser.add_argument("--bootstrap", help="a broker, where confluent-kafka cannot build messages (before 2.13)")
+    parser.add_argument("--control", action="store_true", help="A/A: the shadow off in both halves (expect 1.00)")
     parser.add_argument(
         "--cpu", type=int, default=max(os.sched_getaffinity(0)), help="the core the measurement is pinned to"
     )
     args = parser.parse_args(argv)
     messages = _messages(args.records, args.bootstrap)  # a local broker, if one is started, before pinning
     os.sched_setaffinity(0, {args.cpu})  # no migrations between cores in the middle of a batch pair
-    result = measure(args.records, args.repetitions, args.producer, args.bootstrap, messages)
+    result = measure(args.records, args.repetitions, args.producer, args.bootstrap, messages, args.control)
     print(line(result))
     if args.output:
         args.output.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
