@@ -4,6 +4,7 @@ input waits for the consent feed at start-up, and a snapshot restart keeps conse
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 from consumer.devtools.topics import TopicSpec, ensure_topics
 from consumer.wire.codec import CONSENT, REVOCATION, TRAINING_RECORD, Codec
 from rules.policy import default_policy_path
+from tests.deploy.promql import expressions_of_dashboard, expressions_of_rules, metric_names
+from tests.deploy.tools import DEPLOY
 from tests.harness import produce, pseudonym, read_all
 from tests.integration.test_service_optouts import optout, post
 
@@ -88,6 +91,15 @@ def test_granted_absent_and_optout_over_consent_and_input_waits_for_the_consent_
     assert events.index("consent_feed_caught_up") < events.index("partitions_assigned")
     wait_revocations(service, 1)
     assert revoked(kafka, topics.revocations) == [pseudonym("carol")]  # the opt-out's; a grant revokes nothing
+
+    # Every consent metric the dashboard and the alert rules query exists in what this run exposed.
+    queried: set[str] = set()
+    dashboard = json.loads((DEPLOY / "grafana" / "training-filter.json").read_text())
+    for expr in expressions_of_dashboard(dashboard) + expressions_of_rules(
+        DEPLOY / "prometheus" / "training-filter-rules.yaml"
+    ):
+        queried |= {name for name in metric_names(expr) if name.startswith("training_filter_consent_")}
+    assert len(queried) >= 4 and queried <= set(service.metrics()), queried - set(service.metrics())
 
 
 def test_a_withdrawal_stops_emission_and_revokes_what_was_emitted(kafka, topics, new_service, opt_in, consent_topic):
