@@ -170,7 +170,7 @@ class GatedFeeds:
     synced with every batch all the same, but only the opt-out feed gates input (readiness, the sync
     before a batch, the pause when it lags), since what the service emits does not depend on consents.
     While the consent feed lags, the shadow counts more `no_consent` than it would; its lag metric
-    (`training_filter_feed_seconds_behind{feed="consent"}`) shows when."""
+    (`training_filter_consent_feed_lag_seconds`) shows when."""
 
     def __init__(
         self,
