@@ -558,7 +558,7 @@ class Bench:
             for user in sorted(self.users)
         ]
         self.produce(topic, granted)
-        capacity, entries = 10_000_000, 5_000_000
+        capacity, entries = 10_000_000, 5_000_000 if not self.args.quick else 200_000
         consents = ConsentSet(capacity)
         pseudonym = Pseudonymiser(self.key.hex().encode()).pseudonym
         for user in self.users:
@@ -1005,6 +1005,7 @@ def main(argv: list[str] | None = None) -> int:
         return consents.main([])
     if args.quick:
         args.records, args.optouts, args.latency_seconds, args.repeat = 20_000, 200_000, 2.0, 1
+        args.shadow_repetitions = 1
     if (os.cpu_count() or 1) < 2:
         print(
             "the benchmark pins the pipelines and the broker to two different CPUs; this machine has one",
