@@ -37,6 +37,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 from consumer.consents.fingerprints import ConsentSet
 from consumer.datapath.pseudonym import Pseudonymiser
 from consumer.operations.metrics import Metrics
+from consumer.optouts.background import BackgroundSync
 from consumer.optouts.feed import OptOutFeed
 from consumer.wire.codec import CONSENT, Codec, CodecError
 from consumer.wire.registry import RegistryRefused, RegistryUnavailable
@@ -166,11 +167,14 @@ class GatedFeeds:
     """The opt-out feed and the consent feed, synced together before every batch: a batch is decided
     only when both have reached their topics' ends, and each keeps its own lag.
 
-    `gate=False` is for an opt-out policy whose shadow candidate is opt-in: the consents are read and
-    synced with every batch all the same, but only the opt-out feed gates input (readiness, the sync
-    before a batch, the pause when it lags), since what the service emits does not depend on consents.
-    While the consent feed lags, the shadow counts more `no_consent` than it would; its lag metric
-    (`training_filter_consent_feed_lag_seconds`) shows when."""
+    `gate=False` is for an opt-out policy whose shadow candidate is opt-in: what the service emits does
+    not depend on consents, so only the opt-out feed gates input (readiness, the sync before a batch,
+    the pause when it lags). The consents are read at start-up with the opt-out catch-up (without
+    waiting for them), then synced on a thread of their own every 100 ms (`BackgroundSync`, started
+    by the first sync after the catch-up), so a slow consent topic neither delays a batch nor is
+    starved by the batches' sync budget. While the consent feed lags, the shadow counts more
+    `no_consent` than it would; its lag metric (`training_filter_consent_feed_lag_seconds{gates_input="false"}`)
+    shows when."""
 
     def __init__(
         self,
@@ -178,11 +182,16 @@ class GatedFeeds:
         consents: ConsentFeed,
         clock: Callable[[], float] = time.monotonic,
         gate: bool = True,
+        log: Any = None,
+        sync_timeout: float = 1.0,
     ) -> None:
         self.optouts = optouts
         self.consents = consents
         self.clock = clock
         self.gate = gate
+        self.log = log
+        self.sync_timeout = sync_timeout
+        self.consent_sync: BackgroundSync | None = None  # gate=False only, once caught up
 
     @property
     def filter(self) -> Any:
@@ -217,9 +226,12 @@ class GatedFeeds:
     def sync(self, timeout: float, everything: bool = False) -> bool:
         deadline = self.clock() + timeout
         optouts = self.optouts.sync(timeout, everything)
-        if not self.gate:  # best effort, and briefly except at start-up: the batch waits for the opt-outs only
-            left = max(0.0, deadline - self.clock())
-            self.consents.sync(left if everything else min(0.05, left), everything)
+        if not self.gate:  # the batch waits for the opt-outs only
+            if everything and self.consent_sync is None:  # start-up: the consents too, as time allows
+                self.consents.sync(max(0.0, deadline - self.clock()), everything)
+            elif self.consent_sync is None:
+                self.consent_sync = BackgroundSync(self.consents, self.sync_timeout, self.log, name="consent")
+                self.consent_sync.start()
             return optouts
         consents = self.consents.sync(max(0.05, deadline - self.clock()), everything)
         return optouts and consents
@@ -230,5 +242,7 @@ class GatedFeeds:
         return max(self.optouts.seconds_behind(), self.consents.seconds_behind())
 
     def close(self) -> None:
+        if self.consent_sync is not None:
+            self.consent_sync.stop()
         self.optouts.close()
         self.consents.close()

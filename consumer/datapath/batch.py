@@ -108,7 +108,10 @@ class BatchProcessor:
         # One pass decides both policies (rules.PairDecider), for less than half of what a second
         # Decider costs. Kept, memos and all, while the shadow stays the same (the benchmark switches
         # the shadow off and on between batches).
-        if shadow is not None and (self._pair_kept is None or self._pair_kept.shadow is not shadow.decider):
+        kept = self._pair_kept
+        if shadow is not None and (
+            kept is None or kept.shadow is not shadow.decider or kept.active is not self.decider
+        ):
             self._pair_kept = PairDecider(self.decider, shadow.decider)
         self._pair = self._pair_kept if shadow is not None else None
         self._shadow = shadow
@@ -136,6 +139,8 @@ class BatchProcessor:
         eligible = ELIGIBLE
         max_bytes = self.limits.input_max  # larger values take the reference path to the DLQ
         undeliverable = self.undeliverable
+        if self._pair is not None and self._pair.active is not self.decider:
+            self.shadow = self._shadow  # the active decider was replaced: never decide with the old one
         decide_pair = self._pair.decide if self._pair is not None else None  # with a shadow policy
         differ = self._differ
         differ.clear()  # what a batch that raised had tallied is dropped with its decisions

@@ -220,10 +220,13 @@ class Metrics:
 
         return add
 
-    def feed_lag(self, seconds_since_caught_up: Callable[[], float], feed: str = "optout") -> None:
+    def feed_lag(
+        self, seconds_since_caught_up: Callable[[], float], feed: str = "optout", labels: dict[str, str] | None = None
+    ) -> None:
         """Register a feed's lag (`optout` or `consent`): evaluated at scrape time, so it grows even if
-        the loop hangs."""
-        self.registry.register(_FeedLag(seconds_since_caught_up, feed))
+        the loop hangs. The consent feed's carries `gates_input` ("true" under an opt-in policy, "false"
+        when only the shadow candidate is opt-in), so that only a gating feed pages."""
+        self.registry.register(_FeedLag(seconds_since_caught_up, feed, labels or {}))
 
     def set_consumer_lag(self, lags: dict[tuple[str, int], int]) -> None:
         for (topic, partition), lag in lags.items():
@@ -236,15 +239,17 @@ class Metrics:
 
 
 class _FeedLag:
-    def __init__(self, seconds: Callable[[], float], feed: str) -> None:
+    def __init__(self, seconds: Callable[[], float], feed: str, labels: dict[str, str]) -> None:
         self._seconds = seconds
         self._feed = feed
+        self._labels = labels
 
     def collect(self):
         family = GaugeMetricFamily(
             f"{NS}_{self._feed}_feed_lag_seconds",
             f"Seconds since the {self._feed.replace('optout', 'opt-out')} feed was last confirmed caught up "
             "with the topic's end.",
+            labels=list(self._labels),
         )
-        family.add_metric([], self._seconds())
+        family.add_metric(list(self._labels.values()), self._seconds())
         yield family

@@ -35,8 +35,10 @@ class BackgroundSync:
         timeout: float,
         log: Any,
         idle_seconds: float = 0.1,
+        name: str = "optout",
     ) -> None:
         self.feed = feed
+        self.name = name
         self.timeout = timeout
         self.log = log
         self.idle_seconds = idle_seconds
@@ -47,7 +49,7 @@ class BackgroundSync:
         # When the sync under way (or the last one) started: a batch fetched after it waits for the next.
         self.started_at = float("-inf")
         self.died: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="optout-sync", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=f"{name}-sync", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
@@ -107,7 +109,7 @@ class BackgroundSync:
                     with self._cond:
                         self._cond.wait_for(lambda: self._stopping, min(self.idle_seconds, 0.1))
         except BaseException as exc:  # a defect: the loop raises it at its next look (fail closed)
-            self.log.error("optout_sync_thread_died", error=type(exc).__name__)
+            self.log.error(f"{self.name}_sync_thread_died", error=type(exc).__name__)
             with self._cond:
                 self.died = exc
                 self._cond.notify_all()

@@ -87,7 +87,9 @@ class Service:
             if st.stopping:  # SIGTERM while start-up waited for the broker: a clean stop
                 self.log.info("stopped_during_start_up", error=str(exc))
             else:
-                self.log.error("optout_feed_unavailable", error=str(exc))
+                self.log.error(
+                    "feed_unavailable", error=str(exc)
+                )  # the opt-out or the consent feed: the error names the topic
                 st.exit_code = 1
         except Exception as exc:
             # The frames only: an exception's message could quote a value from a record.
@@ -106,7 +108,13 @@ class Service:
         # Under an opt-in policy both feeds gate input: caught up before it is consumed, synced before every
         # batch. When only the shadow candidate is opt-in, the consents are read but do not gate.
         feed = lifecycle.feed = (
-            GatedFeeds(optouts, consents, gate=self.settings.policy.consent_model == "opt_in")
+            GatedFeeds(
+                optouts,
+                consents,
+                gate=self.settings.policy.consent_model == "opt_in",
+                log=self.log,
+                sync_timeout=min(1.0, self.settings.optout_max_lag_seconds / 2),
+            )
             if consents is not None
             else optouts
         )

@@ -175,7 +175,8 @@ class Wiring:
             self.log,
             stopping=stopping,
         )
-        self.metrics.feed_lag(feed.seconds_behind, "consent")
+        gates = "true" if s.policy.consent_model == "opt_in" else "false"  # else only the shadow is opt-in
+        self.metrics.feed_lag(feed.seconds_behind, "consent", {"gates_input": gates})
         feed.start(*((snapshot.offsets, snapshot.topic_ids) if snapshot is not None else (None, None)))
         c = feed.filter
         self.metrics.consent_capacity.set(c.capacity)

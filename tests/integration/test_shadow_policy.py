@@ -10,6 +10,7 @@ import time
 from collections import Counter
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from consumer.devtools.generator import StreamGenerator
 from consumer.devtools.topics import TopicSpec, ensure_topics
@@ -148,3 +149,43 @@ def test_an_opt_in_candidate_reads_the_consents_without_gating_or_revoking(kafka
     time.sleep(2)  # a wrong revocation of the withdrawal would come with the opt-out's
     assert service.metric_sum("training_filter_revocations_total") == 1
     assert service.stop() == 0
+
+
+def test_an_opt_in_candidate_whose_consent_topic_goes_away_does_not_hold_input(kafka, topics, new_service, tmp_path):
+    """The consent topic of an opt-in candidate is deleted while the service runs, so its consent feed
+    cannot sync any more: input goes on and the active policy's output is complete; the consent lag
+    grows, labelled as not gating. (Under an opt-in active policy the same outage pauses input:
+    test_service_consents.py.) A consent topic missing at start-up stops the service with its name."""
+    candidate_file = tmp_path / "opt-in-candidate.toml"
+    text = (DEPLOY / "kubernetes" / "components" / "opt-in-consent" / "opt-in-policy.toml").read_text()
+    candidate_file.write_text(text.replace('version = "2026-12-01.1-opt-in"', 'version = "candidate-opt-in"'))
+    consent_topic = f"consents-gone-{topics.posts}"
+    ensure_topics(kafka.bootstrap, [TopicSpec(consent_topic, 1, {"cleanup.policy": "compact"})])
+    env = {"TF_SHADOW_POLICY_FILE": str(candidate_file), "TF_CONSENT_TOPIC": consent_topic}
+    service = new_service(**env).start()
+    service.wait_ready()
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+    admin.delete_topics([consent_topic])[consent_topic].result(30)
+    time.sleep(3)  # the feed has failed to sync for a while
+    posts = [(topics.posts, f"u{i}".encode(), post(f"p-{i}", f"u{i}")) for i in range(25)]
+    produce(kafka.bootstrap, posts)
+    service.wait_processed(len(posts))
+    service.wait_settled()
+    ids = [CODEC.decode(m.value(), TRAINING_RECORD)[1]["record_id"] for m in read_all(kafka.bootstrap, topics.training)]
+    assert sorted(ids) == sorted(f"p-{i}" for i in range(25))
+    metrics = service.metrics()
+    shadow = {
+        (lbl["active"], lbl["shadow"]): int(v) for lbl, v in metrics["training_filter_shadow_decisions_total"] if v
+    }
+    assert shadow == {("eligible", "no_consent"): 25}
+    ((labels, lag),) = metrics["training_filter_consent_feed_lag_seconds"]
+    assert labels == {"gates_input": "false"} and lag > 2
+    assert service.metric_sum("training_filter_input_paused") == 0
+    assert service.stop() == 0
+
+    # Missing at start-up: a configuration error to fix, reported by name (exit status 1).
+    again = new_service(**env).start()
+    assert again.process is not None and again.process.wait(60) == 1
+    assert any(
+        consent_topic in line.get("error", "") for line in again.log_lines() if line.get("event") == "feed_unavailable"
+    )

@@ -7,6 +7,8 @@ import hashlib
 import importlib.util
 import io
 import random
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -320,26 +322,45 @@ class _Feed:
         self.caught_up_at = 1.0 if caught_up else None
         self.behind = behind
         self.last_error = error
-        self.syncs: list[float] = []
+        self.syncs: list[tuple[float, str]] = []
+        self.closed = False
 
     def sync(self, timeout: float, everything: bool = False) -> bool:
-        self.syncs.append(timeout)
+        self.syncs.append((timeout, threading.current_thread().name))
         return self.caught_up_at is not None
 
     def seconds_behind(self) -> float:
         return self.behind
 
+    def close(self) -> None:
+        self.closed = True
 
-def test_consents_read_for_the_shadow_only_do_not_gate_input():
+
+def test_consents_read_for_the_shadow_only_do_not_gate_input_and_sync_on_their_own_thread():
     optouts, consents = _Feed(True, 0.1), _Feed(False, 60.0, "consent topic unreachable")
     gated = GatedFeeds(optouts, consents, clock=lambda: 0.0)  # type: ignore[arg-type]
     assert gated.sync(1.0) is False and gated.caught_up_at is None and gated.seconds_behind() == 60.0
     assert gated.last_error == "consent topic unreachable"
-    shadow_only = GatedFeeds(optouts, consents, clock=lambda: 0.0, gate=False)  # type: ignore[arg-type]
-    assert shadow_only.sync(1.0) is True and consents.syncs[-1] == 0.05  # synced, briefly, all the same
-    assert shadow_only.sync(1.0, everything=True) is True and consents.syncs[-1] == 1.0  # start-up: longer
+
+    consents.syncs.clear()
+    log = SimpleNamespace(error=lambda *a, **k: None)
+    shadow_only = GatedFeeds(optouts, consents, clock=lambda: 0.0, gate=False, log=log, sync_timeout=0.5)  # type: ignore[arg-type]
+    main = threading.current_thread().name
+    # Start-up: the consents are read with the catch-up's time, on the caller's thread, without gating.
+    assert shadow_only.sync(1.0, everything=True) is True and consents.syncs == [(1.0, main)]
     assert shadow_only.caught_up_at == 1.0 and shadow_only.seconds_behind() == 0.1
     assert shadow_only.last_error is None
+    # After it: a batch's sync waits for the opt-outs only; the consents sync on a thread of their own.
+    assert shadow_only.sync(1.0) is True
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(consents.syncs) < 4:
+        time.sleep(0.05)
+    assert len(consents.syncs) >= 4
+    assert {name for _, name in consents.syncs[1:]} == {"consent-sync"}
+    assert {timeout for timeout, _ in consents.syncs[1:]} == {0.5}
+    shadow_only.close()
+    assert consents.closed and optouts.closed
+    assert shadow_only.consent_sync is not None and not shadow_only.consent_sync.thread.is_alive()
 
 
 def test_the_readme_example_policy_is_a_valid_opt_in_policy():

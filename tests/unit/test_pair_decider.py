@@ -45,10 +45,15 @@ birth_days = st.one_of(
     st.integers(-30_000, 25_000),
     st.integers(-719_170, -719_150),
     st.integers(2_932_880, 2_932_900),
+    st.integers(2_870_000, 2_932_896),  # born in years 9829 to 9999: some bounds fall past 9999
 )
-created = st.integers(
-    int(dt.datetime(1950, 1, 1, tzinfo=dt.UTC).timestamp() * 1000),
-    int(dt.datetime(2040, 1, 1, tzinfo=dt.UTC).timestamp() * 1000),
+created = st.one_of(
+    st.integers(
+        int(dt.datetime(1950, 1, 1, tzinfo=dt.UTC).timestamp() * 1000),
+        int(dt.datetime(2040, 1, 1, tzinfo=dt.UTC).timestamp() * 1000),
+    ),
+    # The last representable days, where a birthday bound may be NEVER (past year 9999).
+    st.integers(2_932_000, 2_932_896).map(lambda day: day * 86_400_000),
 )
 
 
@@ -128,3 +133,23 @@ def test_a_pair_of_the_same_policy_answers_twice_the_same():
         (int(dt.datetime(2018, 3, 1, tzinfo=dt.UTC).timestamp() * 1000), Reason.ELIGIBLE),
     ):
         assert pair.decide(Source.POST, True, b"de", day, created_ms, b"u", lambda _: False) == (expected, expected)
+
+
+def test_the_hot_loop_never_decides_with_a_replaced_active_policy():
+    """BatchProcessor keeps its PairDecider between batches; replacing the active decider rebuilds it."""
+    from consumer.datapath.shadow import Shadow
+    from tests.unit.test_hostile_input import processor
+
+    proc, _ = processor(opted_out=lambda _: False)
+    proc.shadow = Shadow(Decider(Policy("shadow", frozenset({"DE"}), 18, 120, True, True)))
+    first = proc._pair
+    assert first is not None and first.active is proc.decider
+    proc.decider = Decider(Policy("replaced", frozenset({"FR"}), 30, 120, True, True))
+    proc.process([], _pending(), {})
+    assert proc._pair is not None and proc._pair.active is proc.decider and proc._pair is not first
+
+
+def _pending():
+    from consumer.datapath.offsets import PendingBatch
+
+    return PendingBatch()
