@@ -87,9 +87,8 @@ class Service:
             if st.stopping:  # SIGTERM while start-up waited for the broker: a clean stop
                 self.log.info("stopped_during_start_up", error=str(exc))
             else:
-                self.log.error(
-                    "feed_unavailable", error=str(exc)
-                )  # the opt-out or the consent feed: the error names the topic
+                # The opt-out or the consent feed: the error names the topic.
+                self.log.error("feed_unavailable", error=str(exc))
                 st.exit_code = 1
         except Exception as exc:
             # The frames only: an exception's message could quote a value from a record.

@@ -36,7 +36,6 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from array import array
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +53,7 @@ from consumer.optouts.filter import OptOutFilter, load_snapshot, write_snapshot
 from consumer.wire import fastpath
 from consumer.wire.codec import CONSENT, OPTOUT, POST, Codec
 from rules import Decider, Reason, Source, load_policy
+from tests.benchmarks.consents import random_words
 from tests.benchmarks.shadow import line as shadow_line
 from tests.benchmarks.shadow import measure as shadow_overhead
 from tests.benchmarks.stages import profile
@@ -73,6 +73,13 @@ SPREAD_KEYS = ("records_per_second", "cpu_us_per_record", "p50_ms", "p99_ms", "m
 
 
 OPT_IN_POLICY = "deploy/kubernetes/components/opt-in-consent/opt-in-policy.toml"
+
+
+def paired_cpu_ratios(base: list[dict[str, Any]], variant: list[dict[str, Any]]) -> list[float]:
+    """CPU per record of each variant run over its base run of the same repetition, sorted. The two
+    follow each other: their ratio is less exposed to the slow drifts of a shared machine than the
+    ratio of the medians."""
+    return sorted(v["cpu_us_per_record"] / b["cpu_us_per_record"] for b, v in zip(base, variant, strict=True))
 
 
 def opt_in_line(x: dict[str, Any]) -> str:
@@ -510,26 +517,36 @@ class Bench:
         figures["broker_cpu_us_per_record"] = broker_cpu / count * 1e6
         return figures
 
+    def alternating_runs(
+        self, label: str, variants: dict[str, dict[str, str]], repetitions: int
+    ) -> dict[str, list[dict[str, Any]]]:
+        """The real service under each variant's extra environment, `repetitions` times, the order of
+        the two variants flipping every repetition (a slow spell of the machine hits both)."""
+        first, second = variants
+        runs: dict[str, list[dict[str, Any]]] = {first: [], second: []}
+        for i in range(repetitions):
+            for variant in (first, second) if i % 2 == 0 else (second, first):
+                self.service_env = variants[variant]
+                run = self.run_services()
+                runs[variant].append(run)
+                log(
+                    f"{label} comparison {i + 1}/{repetitions}, {variant}: "
+                    f"{run['cpu_us_per_record']:.2f} CPU µs/record, {run['peak_rss_mib']:.0f} MiB"
+                )
+        self.service_env = {}
+        return runs
+
     def shadow_service_overhead(self, repetitions: int) -> dict[str, Any]:
         """The real service without and with TF_SHADOW_POLICY_FILE (tests.samples.CANDIDATE_POLICY), runs
         alternating, on the same input: CPU µs per record (the process's, all threads) and records/s."""
         candidate = self.work / "candidate-policy.toml"
         candidate.write_text(CANDIDATE_POLICY)
-        runs: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
-        for i in range(repetitions):
-            for variant in ("without", "with") if i % 2 == 0 else ("with", "without"):
-                self.service_env = {"TF_SHADOW_POLICY_FILE": str(candidate)} if variant == "with" else {}
-                runs[variant].append(self.run_services())
-                log(
-                    f"shadow comparison {i + 1}/{repetitions}, {variant}: {runs[variant][-1]['cpu_us_per_record']:.2f} "
-                    "CPU µs/record"
-                )
-        self.service_env = {}
+        runs = self.alternating_runs(
+            "shadow", {"without": {}, "with": {"TF_SHADOW_POLICY_FILE": str(candidate)}}, repetitions
+        )
         cpu = {k: [r["cpu_us_per_record"] for r in v] for k, v in runs.items()}
         rate = {k: [r["records_per_second"] for r in v] for k, v in runs.items()}
-        # The two runs of a repetition follow each other: their ratio is less exposed to the slow drifts
-        # of a shared machine than the ratio of the medians, which is reported beside it.
-        paired = sorted(w / wo for w, wo in zip(cpu["with"], cpu["without"], strict=True))
+        paired = paired_cpu_ratios(runs["without"], runs["with"])
         return {
             "repetitions": repetitions,
             "cpu_us_per_record": cpu,
@@ -565,10 +582,7 @@ class Bench:
             consents.add(pseudonym(user.encode()))
         for done in range(len(self.users), entries, 1_000_000):
             n = min(1_000_000, entries - done)
-            firsts, seconds = array("Q"), array("Q")
-            firsts.frombytes(os.urandom(8 * n))
-            seconds.frombytes(os.urandom(8 * n))
-            consents.bulk_insert(firsts, seconds)
+            consents.bulk_insert(random_words(n), random_words(n))
         snapshot = self.work / "consents.snapshot"
         key_check = Pseudonymiser(self.key.hex().encode()).key_check()
         header = consent_snapshot.header(consents, {(topic, 0): len(granted)}, {topic: None}, key_check)
@@ -580,21 +594,8 @@ class Bench:
             "TF_CONSENT_CAPACITY": str(capacity),
             "TF_CONSENT_SNAPSHOT_PATH": str(snapshot),
         }
-        runs: dict[str, list[dict[str, Any]]] = {"opt_out": [], "opt_in": []}
-        for i in range(repetitions):
-            for variant in ("opt_out", "opt_in") if i % 2 == 0 else ("opt_in", "opt_out"):
-                self.service_env = opt_in_env if variant == "opt_in" else {}
-                runs[variant].append(self.run_services())
-                log(
-                    f"opt-in comparison {i + 1}/{repetitions}, {variant}: "
-                    f"{runs[variant][-1]['cpu_us_per_record']:.2f} CPU µs/record, "
-                    f"{runs[variant][-1]['peak_rss_mib']:.0f} MiB"
-                )
-        self.service_env = {}
-        paired = sorted(
-            b["cpu_us_per_record"] / a["cpu_us_per_record"]
-            for a, b in zip(runs["opt_out"], runs["opt_in"], strict=True)
-        )
+        runs = self.alternating_runs("opt-in", {"opt_out": {}, "opt_in": opt_in_env}, repetitions)
+        paired = paired_cpu_ratios(runs["opt_out"], runs["opt_in"])
         return {
             "repetitions": repetitions,
             "consent_capacity": capacity,

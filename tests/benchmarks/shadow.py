@@ -42,6 +42,7 @@ from consumer.optouts.filter import OptOutFilter
 from consumer.wire import fastpath
 from consumer.wire.codec import OPTOUT, Codec
 from rules import Decider, load_policy, parse_policy
+from tests.harness import produce
 from tests.samples import CANDIDATE_POLICY
 
 LIMIT = 1.10  # the bound: the shadow may slow the hot loop by at most 10%
@@ -99,15 +100,7 @@ def _messages(records: int, bootstrap: str | None) -> tuple[list[list[Message]],
 
 def _through_broker(bootstrap: str, names: tuple[str, str], stream: list[Any]) -> list[Message]:
     ensure_topics(bootstrap, [TopicSpec(name, 1, {}) for name in names])
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "log_level": 3})
-    for g in stream:
-        while True:
-            try:
-                producer.produce(g.topic, g.value, g.key)
-                break
-            except BufferError:
-                producer.poll(0.05)
-    assert producer.flush(60) == 0, "the shadow benchmark's input was not acknowledged"
+    produce(bootstrap, ((g.topic, g.key, g.value) for g in stream))  # every record acknowledged
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": f"shadow-{uuid.uuid4().hex[:8]}", "auto.offset.reset": "earliest"}
     )
