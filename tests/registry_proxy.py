@@ -177,6 +177,15 @@ class _Handler(BaseHTTPRequestHandler):
         elif user is not None and user in proxy.read_only and not proxy._is_read(self.command, self.path):
             status = 403
             self._error(403, f"User {user} may only read: {self.command} is not allowed")
+        elif proxy.refuse_everything:
+            status = 403
+            self._error(403, "the credential is no longer accepted")
+        elif (schema_id := proxy._schema_id(self.path)) is not None and schema_id in proxy.refused_ids:
+            status = 403
+            self._error(403, f"not allowed to read schema id {schema_id}")
+        elif schema_id is not None and schema_id in proxy.hidden_ids:
+            status = 404
+            self._error(404, f"Schema {schema_id} not found")
         else:
             status = self._forward(body)
         proxy._record(Seen(self.command, self.path, user, status))
@@ -230,6 +239,9 @@ class RegistryProxy:
         self.requests: list[Seen] = []
         self.connection_errors = 0
         self.down = False  # set to simulate an outage: every request's connection is dropped
+        self.refuse_everything = False  # set: every request gets 403 (an expired credential)
+        self.refused_ids: set[int] = set()  # GET /schemas/ids/{id} of these: 403 (may not read that one)
+        self.hidden_ids: set[int] = set()  # GET /schemas/ids/{id} of these: 404 (not registered yet)
         self._lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -264,6 +276,20 @@ class RegistryProxy:
         if self._path and route.startswith(self._path):
             route = route[len(self._path) :]
         return method == "POST" and _READ_POSTS.match(route) is not None
+
+    def _schema_id(self, path: str) -> int | None:
+        """The id of a GET /schemas/ids/{id} request (what a deserializer asks), else None."""
+        route = urllib.parse.urlsplit(path).path
+        if self._path and route.startswith(self._path):
+            route = route[len(self._path) :]
+        match = re.match(r"^/schemas/ids/(\d+)", route)
+        return int(match.group(1)) if match else None
+
+    def schema_lookups(self) -> list[int]:
+        """The ids looked up through the proxy so far, in order."""
+        with self._lock:
+            seen = list(self.requests)
+        return [i for i in (self._schema_id(r.path) for r in seen) if i is not None]
 
     def _record(self, seen: Seen) -> None:
         with self._lock:

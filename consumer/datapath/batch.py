@@ -28,6 +28,14 @@ from rules.decision import record_fields
 
 ELIGIBLE = Reason.ELIGIBLE
 MALFORMED = Reason.MALFORMED
+
+
+class InvalidFields(CodecError):
+    """The record decoded, but a field the rules or the output need is missing or of another type."""
+
+    detail = "invalid_fields"
+
+
 # How often one input record's output may be refused by the broker (in a delivery report) before it
 # is dead-lettered headers-only instead: the first refusal may have been another record's, sharing
 # its batch, or a topic limit that has since been read again.
@@ -83,7 +91,6 @@ class BatchProcessor:
             limits = OutputLimits.compute(max_value, producer_max_bytes(max_value), training_topic, dlq_topic, {})
         self.limits = limits
         self.dead_letters = DeadLetterWriter(producer, dlq_topic, limits.dlq_record_max, on_backpressure)
-        self._output_codec = Codec(codec.catalog, codec.registry)  # outputs may exceed the input limit
         # Input records whose output the broker refused, and how often (exactly-once re-reads them).
         self.undeliverable: dict[Provenance, int] = {}
         self.header = codec.header(TRAINING_RECORD)  # with a registry, prepared by the service at start-up
@@ -97,6 +104,8 @@ class BatchProcessor:
         self._provenance: dict[tuple[str, int], bytes] = {}
         self._country: dict[bytes, bytes] = {}
         self.dlq_causes: dict[tuple[Source, str], int] = {}
+        # Exceptions a record provoked on the reference path, by type (dead-lettered `undecidable`).
+        self.undecidable: dict[str, int] = {}
         self.consumer_errors: list[Any] = []
 
     @property
@@ -261,34 +270,58 @@ class BatchProcessor:
     def _slow(
         self, msg: Any, value: bytes | None, route: Route, batch: PendingBatch, tally: dict[tuple[Source, str], int]
     ) -> None:
-        """Reference codec: other schema versions (resolved to v1), and anything the fast path refused."""
+        """Reference codec: other schema versions (resolved to v1), and anything the fast path refused.
+
+        The error boundary of one record: whatever its writer schema or bytes, the record is decided or
+        becomes a dead letter with a cause; nothing it holds raises out of the loop."""
         if value is not None and len(value) > self.limits.input_max:  # may be below the codec's own bound
             self._dead_letter(msg, route, "oversized", batch, tally)
             return
         try:
-            schema_id, record = self.codec.decode(value, route.schema_name)
+            reason, shadow, out, pseudonym = self._decide_slow(msg, value, route)
         except CodecError as exc:
             self._dead_letter(msg, route, exc.detail, batch, tally)
             return
+        except Exception as exc:  # a defect, or a record no check foresaw: this record only, never the loop
+            error = type(exc).__name__
+            self.undecidable[error] = self.undecidable.get(error, 0) + 1
+            self._dead_letter(msg, route, "undecidable", batch, tally)
+            return
+        if shadow is not None and shadow is not reason:
+            self._differ.append((route.source, reason, shadow))
+        key = (route.source, reason)
+        tally[key] = tally.get(key, 0) + 1
+        if out is None:
+            return
+        batch.outstanding += 1
+        try:
+            self.producer.produce(self.training_topic, out, pseudonym, -1, batch.delivered)
+        except BufferError:
+            self._produce_when_room(self.training_topic, out, pseudonym, batch.delivered)
+        except KafkaException as exc:
+            batch.outstanding -= 1
+            self._refused(exc, msg, route, batch)
+
+    def _decide_slow(
+        self, msg: Any, value: bytes | None, route: Route
+    ) -> tuple[Reason, Reason | None, bytes | None, bytes | None]:
+        """(reason, shadow reason or None, the framed TrainingRecord of an eligible record, its key).
+        Raises CodecError (or anything a record could provoke): the caller dead-letters the record."""
+        schema_id, record = self.codec.decode(value, route.schema_name, lookup=False)
         if value is not None and self.codec.is_reader_schema(schema_id, route.schema_name):
             route.fast_headers.add(value[:5])  # e.g. a registry id for the v1 schema: fast from now on
         fields = record_fields(route.source, record)
         if fields is None:
-            self._dead_letter(msg, route, "invalid_fields", batch, tally)
-            return
+            raise InvalidFields("a required field is missing or of another type")
         public, country, birth_day, created_ms, user_id = fields
         args = (route.source, public, country, birth_day, created_ms, user_id.encode("utf-8"))
+        shadow = None
         if self._pair is None:
             reason = self.decider.decide(*args, self.opted_out, self.consented)
         else:
             reason, shadow = self._pair.decide(*args, self.opted_out, self.consented)
-            if shadow is not reason:
-                self._differ.append((route.source, reason, shadow))
-        key = (route.source, reason)
-        tally[key] = tally.get(key, 0) + 1
         if reason is not ELIGIBLE:
-            return
-        code = self.decider.allowed_country(country)
+            return reason, shadow, None, None
         pseudonym = self.pseudonymiser.pseudonym(user_id.encode("utf-8"))
         if route.source is Source.POST:
             text, prompt, response = record["text"], None, None
@@ -305,7 +338,7 @@ class BatchProcessor:
                 "prompt": prompt,
                 "response": response,
                 "language": record.get("language"),
-                "country": code,
+                "country": self.decider.allowed_country(country),
                 "created_at": created_ms,
                 "author_pseudonym": pseudonym.decode("ascii"),
                 "policy_version": self.policy_version,
@@ -314,14 +347,7 @@ class BatchProcessor:
                 "source_offset": msg.offset(),
             },
         )
-        batch.outstanding += 1
-        try:
-            self.producer.produce(self.training_topic, out, pseudonym, -1, batch.delivered)
-        except BufferError:
-            self._produce_when_room(self.training_topic, out, pseudonym, batch.delivered)
-        except KafkaException as exc:
-            batch.outstanding -= 1
-            self._refused(exc, msg, route, batch)
+        return reason, shadow, out, pseudonym
 
     def _dead_letter(
         self, msg: Any, route: Route, cause: str, batch: PendingBatch, tally: dict[tuple[Source, str], int]
@@ -397,18 +423,22 @@ class BatchProcessor:
     def training_provenance(self, value: bytes | None) -> Provenance | None:
         """(source_topic, source_partition, source_offset) of a TrainingRecord this service built."""
         try:
-            _, record = self._output_codec.decode(value, TRAINING_RECORD)
+            record = self.codec.decode_own(value, TRAINING_RECORD)  # never a registry look-up
         except CodecError:
             return None
         return record["source_topic"], record["source_partition"], record["source_offset"]
 
     def resolve_schemas(self, messages: list[Any]) -> None:
-        """With a registry: look up every schema id of the batch not yet known, before any record is
-        decided, so that a registry outage holds the whole batch (RegistryUnavailable) instead of
-        dead-lettering records it merely could not look up. Ids that turn out to be exactly v1 take
-        the fast path from now on."""
+        """With a registry: look up the batch's schema ids not yet known before any record is decided,
+        so that a registry outage holds the whole batch (RegistryUnavailable) instead of dead-lettering
+        records it merely could not look up. Bounded: the most frequent ids first, at most
+        `lookups_per_batch` of them within `lookup_budget_seconds` (registry.RegistrySettings); records of
+        ids left over are dead letters (`schema_lookup_limit`), so a flood of random ids cannot stall the
+        loop. Ids that turn out to be exactly v1 take the fast path from now on."""
         codec = self.codec
-        unknown: set[int] = set()
+        if codec.registry is None:
+            return
+        unknown: Counter[int] = Counter()
         for msg in messages:
             value = msg.value()
             if value is not None and len(value) >= 5 and value[0] == 0:
@@ -416,9 +446,11 @@ class BatchProcessor:
                 if route is not None and value[:5] not in route.fast_headers:
                     schema_id = int.from_bytes(value[1:5], "big")
                     if not codec.known(schema_id):
-                        unknown.add(schema_id)
+                        unknown[schema_id] += 1
         if unknown:
-            codec.resolve(unknown)
+            settings = codec.registry.settings
+            ordered = [schema_id for schema_id, _ in unknown.most_common()]
+            codec.resolve(ordered, settings.lookups_per_batch, settings.lookup_budget_seconds)
             for route in self.routes.values():
                 route.fast_headers |= codec.reader_frames(route.schema_name)
 

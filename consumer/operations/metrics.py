@@ -19,7 +19,21 @@ disable_created_metrics()
 NS = "training_filter"
 BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 OUTPUTS = ("training", "dlq", "revocations")
-DLQ_CAUSES = ("bad_framing", "unknown_schema", "bad_body", "oversized", "invalid_fields", "output_rejected")
+# Why a record is a dead letter (the `tf.cause` header): consumer/wire/codec.py's CodecError details, the
+# batch's own (invalid_fields, undecidable) and output_rejected. Kept in step by tests/unit/test_codec.py.
+DLQ_CAUSES = (
+    "bad_framing",
+    "unknown_schema",
+    "schema_refused",
+    "unusable_schema",
+    "schema_mismatch",
+    "schema_lookup_limit",
+    "bad_body",
+    "oversized",
+    "invalid_fields",
+    "undecidable",
+    "output_rejected",
+)
 OPTOUT_RESULTS = (
     "applied",
     "tombstone_ignored",

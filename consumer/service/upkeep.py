@@ -134,6 +134,11 @@ class Upkeep:
             for (source, cause), count in processor.dlq_causes.items():
                 m.dlq.labels(str(source), cause).inc(count)
             processor.dlq_causes.clear()
+        if processor.undecidable:
+            # A record that provoked an exception on the reference path: dead-lettered, the loop went on.
+            # The exception's type only (its message could quote the record).
+            self.log.warning("records_undecidable", errors=dict(processor.undecidable))
+            processor.undecidable.clear()
         if processor.dead_letters.truncated:
             m.dlq_truncated.inc(processor.dead_letters.truncated)
             processor.dead_letters.truncated = 0

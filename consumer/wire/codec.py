@@ -5,6 +5,10 @@ Schemas are parsed once. Without a schema registry, ids come from `avro/catalog.
 cached, the output schemas' ids are registered or looked up by subject (`prepare_write`), and the
 catalog's ids mean nothing (a registry's own ids start at 1 too). The reader schemas are always the
 local `.avsc` files, by name.
+
+Whatever a registry holds under an id, decoding a value either gives a record of the reader schema's
+types or raises a `CodecError` naming why (consumer/wire/writer_schemas.py): the caller dead-letters
+that one record. Only an outage of the registry itself (`RegistryUnavailable`) is not a record's fault.
 """
 
 from __future__ import annotations
@@ -13,16 +17,21 @@ import contextlib
 import io
 import json
 import struct
+import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import fastavro
+from fastavro.read import SchemaResolutionError
 from fastavro.schema import fingerprint, to_parsing_canonical_form
+from fastavro.validation import validate
 
-from consumer.wire.registry import Registry
+from consumer.wire import writer_schemas
+from consumer.wire.registry import Registry, SchemaIdRefused, UnusableSchema, WriterSchema
 from consumer.wire.strict_avro import Check, StrictAvroError, validator
+from consumer.wire.writer_schemas import NegativeAnswers
 
 MAGIC_BYTE = 0
 HEADER = struct.Struct(">bI")
@@ -69,6 +78,31 @@ class OversizedError(CodecError):
     detail = "oversized"
 
 
+class RefusedSchemaError(CodecError):
+    """The registry refuses to give this schema id (and answers this service otherwise)."""
+
+    detail = "schema_refused"
+
+
+class UnusableSchemaError(CodecError):
+    """The registry holds the id, but not as an Avro schema this service can read."""
+
+    detail = "unusable_schema"
+
+
+class SchemaMismatchError(CodecError):
+    """The writer schema cannot be read as the reader schema: not a record of its name, a field of
+    another type, or values of other types than the reader's (e.g. a local timestamp for an instant)."""
+
+    detail = "schema_mismatch"
+
+
+class LookupDeferredError(CodecError):
+    """The id was not looked up: the batch had more unknown ids than one batch may look up."""
+
+    detail = "schema_lookup_limit"
+
+
 @dataclass(frozen=True, slots=True)
 class SchemaEntry:
     id: int
@@ -79,6 +113,7 @@ class SchemaEntry:
     strict_form: str  # the canonical form plus logical types: what must match for the fast path
     check: Check  # the strict encoding check run before fastavro (see consumer/wire/strict_avro.py)
     text: str = ""  # the .avsc text, for the local schemas: what is registered
+    decoding: Any = None  # what fastavro decodes with (writer_schemas.decoding_schema); None: `parsed`
 
 
 def schema_dir() -> Path:
@@ -90,11 +125,13 @@ def parse_schema_text(text: str) -> Any:
     return fastavro.parse_schema(json.loads(text), named_schemas={})
 
 
-def _entry(schema_id: int, parsed: Any, text: str = "") -> SchemaEntry:
+def _entry(schema_id: int, parsed: Any, text: str = "", decoding: Any = None) -> SchemaEntry:
     canonical = to_parsing_canonical_form(parsed)
     return SchemaEntry(
         id=schema_id,
-        name=parsed["name"] if isinstance(parsed, dict) else str(parsed),
+        # A registry may hold nameless schemas (a primitive, an array, a map, a union).
+        name=str(parsed.get("name", parsed.get("type"))) if isinstance(parsed, dict) else str(parsed)[:64],
+        decoding=decoding,
         parsed=parsed,
         canonical=canonical,
         fingerprint=fingerprint(canonical, "CRC-64-AVRO"),
@@ -102,6 +139,19 @@ def _entry(schema_id: int, parsed: Any, text: str = "") -> SchemaEntry:
         check=validator(parsed),
         text=text,
     )
+
+
+def registry_entry(schema_id: int, found: WriterSchema) -> SchemaEntry:
+    """The entry of a writer schema from a registry; UnusableSchemaError if it is not usable Avro."""
+    try:
+        schema = json.loads(found.text)
+        if found.references:
+            schema = writer_schemas.inline_references(schema, [json.loads(t) for t in found.references])
+        parsed = fastavro.parse_schema(schema, named_schemas={})
+        decoding = fastavro.parse_schema(writer_schemas.decoding_schema(schema), named_schemas={})
+        return _entry(schema_id, parsed, decoding=decoding)
+    except Exception as exc:  # not JSON, not Avro, a name it cannot resolve, a type strict_avro cannot check
+        raise UnusableSchemaError(f"schema id {schema_id} is not a usable Avro schema: {type(exc).__name__}") from exc
 
 
 _STRICT_KEYS = ("type", "name", "fields", "symbols", "items", "values", "size", "logicalType", "precision", "scale")
@@ -177,45 +227,75 @@ class Codec:
         self.max_value_bytes = max_value_bytes
         # With a registry, no catalog id: its ids would be read as whatever the catalog calls them.
         self._writers: dict[int, SchemaEntry] = {} if registry else {e.id: e for e in self.catalog.entries()}
-        self._missing: set[int] = set()  # ids the registry says do not exist
+        # Ids the registry answered without a usable schema, asked again after a while (bounded).
+        settings = registry.settings if registry is not None else None
+        self._answers = NegativeAnswers(
+            settings.retry_seconds if settings is not None else 60.0,
+            settings.negative_cache_size if settings is not None else 10_000,
+        )
+        self._value_checks: dict[tuple[int, str], bool] = {}
         self._write_ids: dict[str, int] = {}
         self._headers: dict[str, bytes] = {}
 
     # -- schemas ---------------------------------------------------------------------------------
 
-    def writer(self, schema_id: int) -> SchemaEntry:
-        """The writer schema of an id. UnknownSchemaError when there is none; with a registry,
+    def writer(self, schema_id: int, lookup: bool = True) -> SchemaEntry:
+        """The writer schema of an id, or a CodecError naming why there is none. With a registry,
+        `lookup=False` never asks it (LookupDeferredError for an id not known yet), and
         RegistryUnavailable (not a CodecError: nothing is decided) when it cannot be asked."""
         entry = self._writers.get(schema_id)
         if entry is not None:
             return entry
         if self.registry is None:
             raise UnknownSchemaError(f"schema id {schema_id} is not in avro/catalog.json and no registry is set")
-        if schema_id in self._missing:
-            raise UnknownSchemaError(f"the schema registry has no schema id {schema_id}")
-        text = self.registry.schema_text(schema_id)
-        if text is None:
-            self._missing.add(schema_id)
-            raise UnknownSchemaError(f"the schema registry has no schema id {schema_id}")
+        answered = self._answers.get(schema_id)
+        if answered is not None:
+            raise answered(f"schema id {schema_id}: the registry's recent answer ({answered.detail})")  # type: ignore[attr-defined]
+        if not lookup:
+            raise LookupDeferredError(f"schema id {schema_id} was not looked up in this batch")
+        return self._look_up(schema_id)
+
+    def _look_up(self, schema_id: int) -> SchemaEntry:
+        assert self.registry is not None
         try:
-            parsed = parse_schema_text(text)
-        except Exception as exc:  # not an Avro schema fastavro can read (e.g. JSON Schema, Protobuf): for good
-            self._missing.add(schema_id)
-            raise UnknownSchemaError(f"schema id {schema_id} is not a usable Avro schema") from exc
-        entry = _entry(schema_id, parsed)
+            found = self.registry.writer_schema(schema_id)
+            if found is None:
+                raise UnknownSchemaError(f"the schema registry has no schema id {schema_id}")
+            entry = registry_entry(schema_id, found)
+        except SchemaIdRefused as exc:
+            self._answers.put(schema_id, RefusedSchemaError)
+            raise RefusedSchemaError(str(exc)) from exc
+        except UnusableSchema as exc:
+            self._answers.put(schema_id, UnusableSchemaError)
+            raise UnusableSchemaError(str(exc)) from exc
+        except CodecError as exc:
+            self._answers.put(schema_id, type(exc))
+            raise
         self._writers[schema_id] = entry
         return entry
 
     def known(self, schema_id: int) -> bool:
         """True when decoding a value of this id needs no registry look-up."""
-        return schema_id in self._writers or schema_id in self._missing or self.registry is None
+        return schema_id in self._writers or self.registry is None or self._answers.get(schema_id) is not None
 
-    def resolve(self, schema_ids: set[int]) -> None:
-        """Look every id up (RegistryUnavailable if the registry cannot be asked)."""
+    def resolve(
+        self, schema_ids: list[int], max_lookups: int | None = None, budget_seconds: float | None = None
+    ) -> int:
+        """Look the ids up in the order given, at most `max_lookups` of them and none started after
+        `budget_seconds`; returns how many were asked. RegistryUnavailable if the registry cannot be asked."""
+        deadline = time.monotonic() + budget_seconds if budget_seconds is not None else None
+        asked = 0
         for schema_id in schema_ids:
-            if not self.known(schema_id):
-                with contextlib.suppress(UnknownSchemaError):
-                    self.writer(schema_id)
+            if self.known(schema_id):
+                continue
+            if max_lookups is not None and asked >= max_lookups:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            asked += 1
+            with contextlib.suppress(CodecError):
+                self._look_up(schema_id)
+        return asked
 
     def is_reader_schema(self, schema_id: int, name: str) -> bool:
         """True when the writer schema of `schema_id` is exactly (canonically) the reader schema `name`."""
@@ -269,21 +349,25 @@ class Codec:
         fastavro.schemaless_writer(out, self.catalog.by_name(name).parsed, record)
         return out.getvalue()
 
-    def decode(self, data: bytes | None, reader_name: str | None = None) -> tuple[int, dict[str, Any]]:
+    def decode(
+        self, data: bytes | None, reader_name: str | None = None, lookup: bool = True
+    ) -> tuple[int, dict[str, Any]]:
         """(writer schema id, record) of a framed value, resolved to `reader_name` when given.
 
         Values above `max_value_bytes` (the service's input limit; none by default) are OversizedError.
-        Every failure is a `CodecError` subclass; nothing else escapes.
+        Every failure is a `CodecError` subclass (with a registry, RegistryUnavailable too); nothing else
+        escapes. `lookup=False`: never ask the registry here (see `writer`).
         """
         schema_id, start = split_frame(data)
         assert data is not None
         if self.max_value_bytes is not None and len(data) > self.max_value_bytes:
             raise OversizedError(f"value of {len(data)} bytes exceeds the {self.max_value_bytes}-byte limit")
-        writer = self.writer(schema_id)
-        reader = None
+        writer = self.writer(schema_id, lookup)
+        reader = wanted = None
         if reader_name is not None:
             wanted = self.catalog.by_name(reader_name)
-            if wanted.canonical != writer.canonical:
+            # Strict forms, not canonical ones: those drop logical types, which change decoded values.
+            if wanted.strict_form != writer.strict_form:
                 reader = wanted.parsed
         try:
             end = writer.check(data, start)
@@ -294,11 +378,39 @@ class Codec:
         stream = io.BytesIO(data)
         stream.seek(start)
         try:
-            record = fastavro.schemaless_reader(stream, writer.parsed, reader)
-        except Exception as exc:  # fastavro raises EOFError, ValueError, IndexError, SchemaResolutionError...
+            record = fastavro.schemaless_reader(stream, writer.decoding or writer.parsed, reader)
+        except SchemaResolutionError as exc:
+            raise SchemaMismatchError(f"schema id {schema_id} cannot be read as {reader_name}") from exc
+        except Exception as exc:  # fastavro raises EOFError, ValueError, IndexError...
             raise BodyError(f"Avro body does not decode as schema id {schema_id}: {type(exc).__name__}") from exc
         if stream.tell() != len(data):
             raise BodyError(f"{len(data) - stream.tell()} trailing bytes after the Avro body")
         if not isinstance(record, dict):
-            raise BodyError("Avro body is not a record")
+            raise SchemaMismatchError(f"schema id {schema_id} is not a record schema")
+        checked = wanted is not None and reader is not None and self._check_values(writer, wanted)
+        if checked and not validate(record, wanted.parsed, raise_errors=False):  # type: ignore[union-attr]
+            raise SchemaMismatchError(f"schema id {schema_id} gives values of other types than {reader_name}'s")
         return schema_id, record
+
+    def decode_own(self, data: bytes | None, name: str) -> dict[str, Any]:
+        """A value this service framed itself with schema `name`: read with the local schema, whatever id
+        frames it, without a registry look-up (an outage must not stop the re-writing of a refused output)."""
+        if data is None or len(data) < HEADER_SIZE:
+            raise FramingError("value shorter than the 5-byte Confluent header")
+        stream = io.BytesIO(data)
+        stream.seek(HEADER_SIZE)
+        try:
+            record = fastavro.schemaless_reader(stream, self.catalog.by_name(name).parsed, None)
+        except Exception as exc:
+            raise BodyError(f"not a {name} this service wrote: {type(exc).__name__}") from exc
+        if not isinstance(record, dict):
+            raise BodyError(f"not a {name} this service wrote")
+        return record
+
+    def _check_values(self, writer: SchemaEntry, wanted: SchemaEntry) -> bool:
+        key = (writer.id, wanted.name)
+        needed = self._value_checks.get(key)
+        if needed is None:
+            needed = writer_schemas.needs_value_check(writer.decoding or writer.parsed, wanted.parsed)
+            self._value_checks[key] = needed
+        return needed

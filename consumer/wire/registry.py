@@ -7,10 +7,17 @@ only ever looked up, never registered. Output schemas are registered from their 
 the subject the deployment's naming strategy gives (`<topic>-value` by default), or looked up there.
 
 What a failure means decides what happens to the record:
-- the registry says the id does not exist (404): the record is a dead letter (`unknown_schema`);
-- the registry refuses the credential (401, 403): a configuration error, stated at start-up;
+- the registry says the id does not exist (404): the record is a dead letter (`unknown_schema`),
+  and the id is asked again after a while (consumer/wire/codec.py keeps the answer for a bounded time);
+- the registry refuses to give one id (401, 403) while it still answers this credential otherwise
+  (`serves_this_credential`): that id's records are dead letters (`schema_refused`), the rest flow;
+- the registry refuses everything (expired or revoked credentials): `RegistryRefusesAll`, which is a
+  `RegistryUnavailable`: input pauses and alerts, as in an outage;
 - anything else (no connection, a timeout, a 5xx): `RegistryUnavailable`, a transient fault. Input
   pauses and /readyz fails, as for the opt-out feed, and nothing is dead-lettered for it.
+
+A writer schema may refer to named types registered under other subjects (schema references); they are
+fetched too, dependencies first, up to MAX_REFERENCES of them.
 """
 
 from __future__ import annotations
@@ -33,6 +40,30 @@ class RegistryRefused(Exception):
     """The registry refused this service's credential, or what it asked (a configuration problem)."""
 
 
+class RegistryRefusesAll(RegistryUnavailable):
+    """The registry refuses every request of this credential (e.g. it expired): input pauses."""
+
+
+class SchemaIdRefused(Exception):
+    """The registry refuses to give this one schema id, and answers this credential otherwise."""
+
+
+class UnusableSchema(Exception):
+    """The registry holds the id, but not as an Avro schema this service can read (another schema type,
+    a reference that cannot be had, too many references)."""
+
+
+MAX_REFERENCES = 32  # referenced schemas fetched for one writer schema at most (a bound on work per id)
+
+
+@dataclass(frozen=True)
+class WriterSchema:
+    """A writer schema's text and the texts of the schemas it refers to, dependencies first."""
+
+    text: str
+    references: tuple[str, ...] = ()
+
+
 class RegistryMismatch(Exception):
     """The schema the registry holds under a subject is not the one this service writes."""
 
@@ -49,6 +80,14 @@ class RegistrySettings:
     subject_strategy: str = "topic"
     output_version: str = "latest"  # with auto_register off: "latest" or a version number
     timeout_seconds: float = 10.0
+    # An id answered "no such id", "refused" or "unusable" is asked again after this long (a schema
+    # registered later is found); at most this many such answers are kept.
+    retry_seconds: float = 60.0
+    negative_cache_size: int = 10_000
+    # Unknown ids one batch may look up, most frequent first, and the time it may spend starting
+    # look-ups: a flood of random ids costs bounded time and memory (the rest are dead letters).
+    lookups_per_batch: int = 20
+    lookup_budget_seconds: float = 1.0
 
     def client_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {
@@ -96,20 +135,85 @@ class Registry:
     def __init__(self, settings: RegistrySettings, client: Any = None) -> None:
         self.settings = settings
         self.client = client if client is not None else SchemaRegistryClient(settings.client_config())
+        # An output subject that this credential could read at start-up: asked when one id is refused.
+        self.known_subject: str | None = None
 
-    def schema_text(self, schema_id: int) -> str | None:
-        """The writer schema of `schema_id`, or None when the registry says there is no such id."""
+    def writer_schema(self, schema_id: int) -> WriterSchema | None:
+        """The writer schema of `schema_id` with its references, or None when the registry says there is
+        no such id. Raises SchemaIdRefused, RegistryRefusesAll, RegistryUnavailable or UnusableSchema."""
         try:
-            return str(self.client.get_schema(schema_id).schema_str)
+            schema = self.client.get_schema(schema_id)
         except SchemaRegistryError as exc:
             status = _status(exc)
             if status == 404:
                 return None
             if status in (401, 403):
-                raise RegistryRefused(f"the registry refused to look up schema id {schema_id}: HTTP {status}") from exc
+                self._refused(f"looking up schema id {schema_id}: HTTP {status}")
+                raise SchemaIdRefused(f"the registry refused to give schema id {schema_id}: HTTP {status}") from exc
             raise RegistryUnavailable(f"HTTP {status} looking up schema id {schema_id}") from exc
         except Exception as exc:  # no connection, TLS failure, timeout: the client raises its transport's errors
             raise RegistryUnavailable(f"{type(exc).__name__} looking up schema id {schema_id}") from exc
+        if (schema.schema_type or "AVRO").upper() != "AVRO":
+            raise UnusableSchema(f"schema id {schema_id} is a {schema.schema_type} schema, not Avro")
+        return WriterSchema(str(schema.schema_str), self._references(schema_id, schema.references or []))
+
+    def _references(self, schema_id: int, references: list[Any]) -> tuple[str, ...]:
+        """The texts of the referenced schemas, each after the ones it refers to (depth first)."""
+        texts: list[str] = []
+        seen: set[tuple[str, int]] = set()
+
+        def visit(refs: list[Any]) -> None:
+            for ref in refs:
+                key = (str(ref.subject), int(ref.version or -1))
+                if key in seen:
+                    continue
+                seen.add(key)
+                if len(seen) > MAX_REFERENCES:
+                    raise UnusableSchema(f"schema id {schema_id} refers to more than {MAX_REFERENCES} schemas")
+                found = self._referenced(schema_id, ref)
+                visit(list(found.schema.references or []))
+                texts.append(str(found.schema.schema_str))
+
+        visit(references)
+        return tuple(texts)
+
+    def _referenced(self, schema_id: int, ref: Any) -> Any:
+        try:
+            return self.client.get_version(ref.subject, ref.version if ref.version is not None else "latest")
+        except SchemaRegistryError as exc:
+            status = _status(exc)
+            if status == 404:
+                raise UnusableSchema(f"schema id {schema_id} refers to a subject version the registry lacks") from exc
+            if status in (401, 403):
+                self._refused(f"reading a schema that schema id {schema_id} refers to: HTTP {status}")
+                raise SchemaIdRefused(f"the registry refused a reference of schema id {schema_id}") from exc
+            raise RegistryUnavailable(f"HTTP {status} looking up a reference of schema id {schema_id}") from exc
+        except Exception as exc:
+            raise RegistryUnavailable(f"{type(exc).__name__} looking up a reference of schema id {schema_id}") from exc
+
+    def _refused(self, what: str) -> None:
+        """A refusal of one request: RegistryRefusesAll unless the registry still serves this credential."""
+        if not self.serves_this_credential():
+            raise RegistryRefusesAll(f"the registry refuses this credential: {what} and a known subject")
+
+    def serves_this_credential(self) -> bool:
+        """Does the registry still answer this credential? Asked of the output subject this service
+        registered or looked up at start-up (its latest version, never from the client's cache), or,
+        before that, of the subject list. A transport failure raises RegistryUnavailable."""
+        try:
+            if self.known_subject is not None:
+                self.client.get_version(self.known_subject, "latest")
+            else:
+                self.client.get_subjects()
+            return True
+        except SchemaRegistryError as exc:
+            if _status(exc) in (401, 403):
+                return False
+            if _status(exc) == 404:
+                return True  # it answered: the subject is gone, the credential is not refused
+            raise RegistryUnavailable(f"HTTP {_status(exc)} asking the registry for a known subject") from exc
+        except Exception as exc:
+            raise RegistryUnavailable(f"{type(exc).__name__} asking the registry for a known subject") from exc
 
     def output_id(self, subject: str, avsc_text: str, matches: Any) -> int:
         """The id to frame an output schema with: registered under `subject`, or (auto-registration
@@ -168,4 +272,5 @@ class Registry:
                 f"subject {subject} ({version}) is not the schema this service writes: register it (avro/ holds "
                 "the .avsc) or pin TF_SCHEMA_REGISTRY_OUTPUT_VERSION to the version that is"
             )
+        self.known_subject = subject
         return schema_id

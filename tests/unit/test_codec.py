@@ -21,6 +21,7 @@ from consumer.wire.codec import (
     FramingError,
     OversizedError,
     SchemaCatalog,
+    SchemaMismatchError,
     UnknownSchemaError,
 )
 from tests import samples
@@ -176,9 +177,9 @@ def test_trailing_bytes_raise_body_error():
         CODEC.decode(data + b"\x00", POST)
 
 
-def test_wrong_record_type_for_the_topic_raises_body_error():
+def test_wrong_record_type_for_the_topic_is_a_schema_mismatch():
     optout = CODEC.encode(OPTOUT, samples.OPTOUT)
-    with pytest.raises(BodyError):
+    with pytest.raises(SchemaMismatchError):
         CODEC.decode(optout, POST)
 
 
@@ -203,3 +204,16 @@ def test_all_codec_errors_share_a_base_and_a_fixed_label():
     for cls in (FramingError, UnknownSchemaError, BodyError, OversizedError):
         assert issubclass(cls, CodecError)
         assert cls.detail.replace("_", "").isalpha()
+
+
+def test_every_dead_letter_cause_is_a_declared_metric_label():
+    import consumer.datapath.batch  # noqa: F401 - its own CodecError (invalid_fields)
+    from consumer.operations.metrics import DLQ_CAUSES
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    details = {cls.detail for cls in subclasses(CodecError)} | {"undecidable", "output_rejected"}
+    assert details == set(DLQ_CAUSES)

@@ -241,7 +241,7 @@ def test_wrong_schema_ids_are_malformed_with_their_cause():
     unknown = b"\x00\x00\x00\x30\x39" + CODEC.encode(POST, ADULT_POST)[5:]
     run(proc, [Msg("posts", optout), Msg("posts", ai_on_posts), Msg("posts", unknown)])
     causes = [dict(h)["tf.cause"] for _t, _v, _k, h in producer.sent]
-    assert causes == [b"bad_body", b"bad_body", b"unknown_schema"]
+    assert causes == [b"schema_mismatch", b"schema_mismatch", b"unknown_schema"]
 
 
 def test_a_sender_cannot_spoof_the_dead_letter_headers():
