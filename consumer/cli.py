@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,6 +58,17 @@ def _check(args: argparse.Namespace) -> int:
     if args.consents is not None and not args.consents.is_file():
         print(f"training-filter check: --consents {args.consents}: no such file", file=sys.stderr)
         return 2
+    from consumer.commands.jsonl import JsonRecordError, epoch_ms
+
+    try:
+        now_ms = epoch_ms(args.now, "--now") if args.now is not None else int(time.time() * 1000)
+    except JsonRecordError as exc:
+        print(f"training-filter check: {exc}", file=sys.stderr)
+        return 2
+    if not 0 <= args.clock_skew_seconds <= 86_400:
+        print("training-filter check: --clock-skew-seconds must be between 0 and 86400", file=sys.stderr)
+        return 2
+    args.latest_ms = now_ms + int(args.clock_skew_seconds * 1000)
     return main_check(args)
 
 
@@ -175,6 +187,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help='a candidate policy TOML decided beside --policy: each line gains "shadow" (its decision), and the '
         "table of records by (active, shadow) decision is printed to standard error at the end",
+    )
+    check.add_argument(
+        "--now",
+        metavar="TIME",
+        help="the time to decide at, ISO-8601 with an offset or epoch milliseconds (default: now); a record "
+        "created later than this plus --clock-skew-seconds is future_dated, as in the service",
+    )
+    check.add_argument(
+        "--clock-skew-seconds",
+        type=float,
+        default=300.0,
+        metavar="N",
+        help="how far created_at may lie ahead of --now (default 300, the service's TF_CLOCK_SKEW_SECONDS default)",
     )
     check.set_defaults(func=_check)
 

@@ -7,6 +7,7 @@ this package, so a privacy reviewer debugging the policy sees exactly what the s
 """
 
 from rules.decision import (
+    DEFAULT_CLOCK_SKEW_MS,
     REASONS,
     Decider,
     Reason,
@@ -16,6 +17,7 @@ from rules.pair import PairDecider
 from rules.policy import Policy, PolicyError, default_policy_path, load_policy, parse_policy
 
 __all__ = [
+    "DEFAULT_CLOCK_SKEW_MS",
     "REASONS",
     "Decider",
     "PairDecider",

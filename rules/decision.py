@@ -17,6 +17,7 @@ class Reason(StrEnum):
     SOURCE_EXCLUDED = "source_excluded"
     NOT_PUBLIC = "not_public"
     REGION = "region"
+    FUTURE_DATED = "future_dated"
     UNKNOWN_AGE = "unknown_age"
     UNDER_AGE = "under_age"
     OPTED_OUT = "opted_out"
@@ -25,9 +26,12 @@ class Reason(StrEnum):
 
 
 REASONS: tuple[Reason, ...] = tuple(Reason)
+# The default allowance for a record's created_at ahead of the deciding clock (TF_CLOCK_SKEW_SECONDS).
+DEFAULT_CLOCK_SKEW_MS = 300_000
 _SOURCE_EXCLUDED = Reason.SOURCE_EXCLUDED
 _NOT_PUBLIC = Reason.NOT_PUBLIC
 _REGION = Reason.REGION
+_FUTURE_DATED = Reason.FUTURE_DATED
 _UNKNOWN_AGE = Reason.UNKNOWN_AGE
 _UNDER_AGE = Reason.UNDER_AGE
 _OPTED_OUT = Reason.OPTED_OUT
@@ -128,6 +132,7 @@ class Decider:
         raw_country: str | bytes,
         birth_day: int | None,
         created_ms: int,
+        latest_ms: int,
         user_id: str | bytes,
         opted_out: OptedOut,
         consented: Consented | None = None,
@@ -135,7 +140,10 @@ class Decider:
         """The reason for one well-formed record.
 
         `public` is visibility == PUBLIC for a post and context == DIRECT_WITH_AI for an interaction;
-        `birth_day` is days since 1970-01-01 or None; `opted_out(user_id)` is asked last because it
+        `birth_day` is days since 1970-01-01 or None; `latest_ms` is the latest plausible creation time
+        (the caller's clock plus its skew allowance: the rules read no clock), because the age check
+        runs at `created_at` and a post dated years ahead would make a child an adult. `opted_out(user_id)`
+        is asked last because it
         is the only check that consults shared state (with an opt-in policy, `consented(user_id)`
         after it: an opt-out wins over a consent). Under opt-in, no consent test means no consent.
         """
@@ -150,6 +158,8 @@ class Decider:
             code = self.allowed_country(raw_country)
         if code is None:
             return _REGION
+        if created_ms > latest_ms:
+            return _FUTURE_DATED
         if birth_day is None:
             return _UNKNOWN_AGE
         created_day = created_ms // MS_PER_DAY  # the UTC calendar day; floor division keeps pre-1970 right
@@ -169,14 +179,19 @@ class Decider:
         return _ELIGIBLE
 
     def decide_record(
-        self, source: Source, record: Mapping[str, Any], opted_out: OptedOut, consented: Consented | None = None
+        self,
+        source: Source,
+        record: Mapping[str, Any],
+        latest_ms: int,
+        opted_out: OptedOut,
+        consented: Consented | None = None,
     ) -> Reason:
         """The reason for a record decoded by fastavro (or parsed from JSON into the same types)."""
         fields = record_fields(source, record)
         if fields is None:
             return Reason.MALFORMED
         public, country, birth_day, created_ms, user_id = fields
-        return self.decide(source, public, country, birth_day, created_ms, user_id, opted_out, consented)
+        return self.decide(source, public, country, birth_day, created_ms, latest_ms, user_id, opted_out, consented)
 
 
 def record_fields(source: Source, record: Mapping[str, Any]) -> tuple[bool, str, int | None, int, str] | None:
@@ -246,4 +261,4 @@ def _as_epoch_ms(value: Any) -> int | None:
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
-__all__ = ["REASONS", "Decider", "Reason", "Source", "record_fields"]
+__all__ = ["DEFAULT_CLOCK_SKEW_MS", "REASONS", "Decider", "Reason", "Source", "record_fields"]

@@ -26,6 +26,7 @@ from rules.decision import (
 )
 
 _REGION = Reason.REGION
+_FUTURE_DATED = Reason.FUTURE_DATED
 _UNKNOWN_AGE = Reason.UNKNOWN_AGE
 _UNDER_AGE = Reason.UNDER_AGE
 _OPTED_OUT = Reason.OPTED_OUT
@@ -33,6 +34,7 @@ _NO_CONSENT = Reason.NO_CONSENT
 _ELIGIBLE = Reason.ELIGIBLE
 _NOT_PUBLIC_BOTH = (Reason.NOT_PUBLIC, Reason.NOT_PUBLIC)
 _REGION_BOTH = (_REGION, _REGION)
+_FUTURE_DATED_BOTH = (_FUTURE_DATED, _FUTURE_DATED)
 _UNKNOWN_AGE_BOTH = (_UNKNOWN_AGE, _UNKNOWN_AGE)
 _ELIGIBLE_BOTH = (_ELIGIBLE, _ELIGIBLE)
 _OPTED_OUT_BOTH = (_OPTED_OUT, _OPTED_OUT)
@@ -65,16 +67,15 @@ class PairDecider:
         raw_country: str | bytes,
         birth_day: int | None,
         created_ms: int,
+        latest_ms: int,
         user_id: str | bytes,
         opted_out: OptedOut,
         consented: Consented | None = None,
     ) -> tuple[Reason, Reason]:
         """The same arguments as `Decider.decide`; the two policies' reasons."""
         if source not in self._both_sources:
-            return (
-                self.active.decide(source, public, raw_country, birth_day, created_ms, user_id, opted_out, consented),
-                self.shadow.decide(source, public, raw_country, birth_day, created_ms, user_id, opted_out, consented),
-            )
+            args = (source, public, raw_country, birth_day, created_ms, latest_ms, user_id, opted_out, consented)
+            return self.active.decide(*args), self.shadow.decide(*args)
         if not public:
             return _NOT_PUBLIC_BOTH
         allowed = self._country_memo.get(raw_country)
@@ -82,6 +83,10 @@ class PairDecider:
             allowed = self._countries(raw_country)
         if allowed is _NEITHER:
             return _REGION_BOTH
+        if created_ms > latest_ms:
+            if allowed is _BOTH:
+                return _FUTURE_DATED_BOTH
+            return (_FUTURE_DATED if allowed[0] else _REGION, _FUTURE_DATED if allowed[1] else _REGION)
         if birth_day is None:
             return (_UNKNOWN_AGE if allowed[0] else _REGION, _UNKNOWN_AGE if allowed[1] else _REGION)
         created_day = created_ms // MS_PER_DAY

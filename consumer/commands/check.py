@@ -8,6 +8,7 @@ records by (active decision, shadow decision) is printed to standard error at th
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -17,7 +18,7 @@ import orjson
 from consumer.commands.jsonl import JsonRecordError, parse_line, to_avro
 from consumer.datapath.shadow import would_add, would_remove
 from consumer.wire.codec import AI_INTERACTION, POST, SchemaCatalog
-from rules import REASONS, Decider, Policy, Reason, Source
+from rules import DEFAULT_CLOCK_SKEW_MS, REASONS, Decider, Policy, Reason, Source
 
 SOURCES = {
     "post": (Source.POST, POST, "post_id"),
@@ -40,8 +41,12 @@ def decisions(
     catalog: SchemaCatalog,
     consents: frozenset[str] = frozenset(),
     shadow_policy: Policy | None = None,
+    latest_ms: int | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """{"id", "decision"} per non-blank line; with `shadow_policy`, also "shadow": its decision."""
+    """{"id", "decision"} per non-blank line; with `shadow_policy`, also "shadow": its decision.
+    `latest_ms`: the latest plausible created_at (default: now plus the service's default clock skew)."""
+    if latest_ms is None:
+        latest_ms = int(time.time() * 1000) + DEFAULT_CLOCK_SKEW_MS
     kind, schema_name, id_field = SOURCES[source]
     schema = catalog.by_name(schema_name).parsed
     decider = Decider(policy)
@@ -58,14 +63,16 @@ def decisions(
             if isinstance(obj, dict) and isinstance(obj.get(id_field), str):
                 record_id = obj[id_field]
             record = to_avro(obj, schema)
-            reason = decider.decide_record(kind, record, opted_out, consented)
+            reason = decider.decide_record(kind, record, latest_ms, opted_out, consented)
         except JsonRecordError:
             reason = Reason.MALFORMED
         if shadow is None:
             yield {"id": record_id, "decision": str(reason)}
             continue
         # The same opt-out list as the active decision's, as in the service.
-        other = Reason.MALFORMED if record is None else shadow.decide_record(kind, record, opted_out, consented)
+        other = (
+            Reason.MALFORMED if record is None else shadow.decide_record(kind, record, latest_ms, opted_out, consented)
+        )
         yield {"id": record_id, "decision": str(reason), "shadow": str(other)}
 
 
@@ -98,12 +105,13 @@ def run_check(
     consents_path: Path | None = None,
     shadow_policy: Policy | None = None,
     stderr: IO[str] | None = None,
+    latest_ms: int | None = None,
 ) -> int:
     optouts = read_optouts(optouts_path) if optouts_path else frozenset()
     consents = read_optouts(consents_path) if consents_path else frozenset()  # the same form: one user id a line
     catalog = SchemaCatalog()
     pairs: dict[tuple[Reason, Reason], int] = {}
-    for decision in decisions(stdin, source, policy, optouts, catalog, consents, shadow_policy):
+    for decision in decisions(stdin, source, policy, optouts, catalog, consents, shadow_policy, latest_ms):
         stdout.write(orjson.dumps(decision) + b"\n")
         if shadow_policy is not None:
             key = (Reason(decision["decision"]), Reason(decision["shadow"]))
@@ -123,4 +131,5 @@ def main_check(args: Any) -> int:
         sys.stdout.buffer,
         getattr(args, "consents", None),
         getattr(args, "compare_obj", None),
+        latest_ms=getattr(args, "latest_ms", None),
     )

@@ -108,6 +108,13 @@ def _date_days(value: Any, name: str) -> int:
     return (day - dt.date(1970, 1, 1)).days
 
 
+def epoch_ms(value: Any, name: str) -> int:
+    """A timestamp given as ISO-8601 with an offset, or as integer epoch milliseconds (in text too)."""
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        value = int(value)
+    return _epoch_ms(value, name)
+
+
 def _epoch_ms(value: Any, name: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         if _INT64[0] <= value <= _INT64[1]:

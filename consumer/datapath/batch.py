@@ -8,6 +8,7 @@ are tallied in a dict and added to cached counter children once per batch.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from consumer.datapath.shadow import Pair, Shadow
 from consumer.wire import fastpath
 from consumer.wire.codec import AI_INTERACTION, POST, TRAINING_RECORD, Codec, CodecError
 from consumer.wire.fastpath import FastPathMiss
-from rules import Decider, PairDecider, Reason, Source
+from rules import DEFAULT_CLOCK_SKEW_MS, Decider, PairDecider, Reason, Source
 from rules.decision import record_fields
 
 ELIGIBLE = Reason.ELIGIBLE
@@ -70,6 +71,8 @@ class BatchProcessor:
         on_backpressure: Callable[[], None],
         limits: OutputLimits | None = None,
         shadow: Shadow | None = None,
+        clock_skew_ms: int = DEFAULT_CLOCK_SKEW_MS,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.decider = decider
         self._pair: PairDecider | None = None  # the pair in use: None without a shadow
@@ -90,6 +93,10 @@ class BatchProcessor:
             max_value = codec.max_value_bytes or DEFAULT_MAX_VALUE_BYTES
             limits = OutputLimits.compute(max_value, producer_max_bytes(max_value), training_topic, dlq_topic, {})
         self.limits = limits
+        # A record created later than the batch's start plus this is future_dated (rules.Decider.decide).
+        self.clock_skew_ms = clock_skew_ms
+        self.clock = clock
+        self.latest_ms = 0  # of the batch being processed
         self.dead_letters = DeadLetterWriter(producer, dlq_topic, limits.dlq_record_max, on_backpressure)
         # Input records whose output the broker refused, and how often (exactly-once re-reads them).
         self.undeliverable: dict[Provenance, int] = {}
@@ -148,6 +155,7 @@ class BatchProcessor:
         eligible = ELIGIBLE
         max_bytes = self.limits.input_max  # larger values take the reference path to the DLQ
         undeliverable = self.undeliverable
+        latest = self.latest_ms = int(self.clock() * 1000) + self.clock_skew_ms
         if self._pair is not None and self._pair.active is not self.decider:
             self.shadow = self._shadow  # the active decider was replaced: never decide with the old one
         decide_pair = self._pair.decide if self._pair is not None else None  # with a shadow policy
@@ -194,10 +202,12 @@ class BatchProcessor:
                 continue
             user_id = fields[1]
             if decide_pair is None:
-                reason = decide(route.source, fields[4], fields[3], fields[2], fields[8], user_id, opted_out, consented)
+                reason = decide(
+                    route.source, fields[4], fields[3], fields[2], fields[8], latest, user_id, opted_out, consented
+                )
             else:
                 reason, shadow = decide_pair(
-                    route.source, fields[4], fields[3], fields[2], fields[8], user_id, opted_out, consented
+                    route.source, fields[4], fields[3], fields[2], fields[8], latest, user_id, opted_out, consented
                 )
                 if shadow is not reason:
                     differ.append((route.source, reason, shadow))
@@ -314,7 +324,7 @@ class BatchProcessor:
         if fields is None:
             raise InvalidFields("a required field is missing or of another type")
         public, country, birth_day, created_ms, user_id = fields
-        args = (route.source, public, country, birth_day, created_ms, user_id.encode("utf-8"))
+        args = (route.source, public, country, birth_day, created_ms, self.latest_ms, user_id.encode("utf-8"))
         shadow = None
         if self._pair is None:
             reason = self.decider.decide(*args, self.opted_out, self.consented)

@@ -59,6 +59,8 @@ from tests.benchmarks.shadow import measure as shadow_overhead
 from tests.benchmarks.stages import profile
 from tests.samples import CANDIDATE_POLICY
 
+NO_LIMIT = 1 << 62  # no created_at is ever future_dated here (rules.Decider.decide's latest_ms)
+
 PIPELINE_CPU = 0
 HARNESS_CPU = 1
 DEFAULT_OUTPUT = Path(__file__).parent / "results" / "latest.json"
@@ -704,7 +706,7 @@ class Bench:
                 except fastpath.FastPathMiss:
                     flags.append(False)
                     continue
-                reason = decider.decide(Source.POST, f[4], f[3], f[2], f[8], f[1], opted_out)
+                reason = decider.decide(Source.POST, f[4], f[3], f[2], f[8], NO_LIMIT, f[1], opted_out)
                 flags.append(reason is Reason.ELIGIBLE)
             self._eligible = flags
         return self._eligible[index]

@@ -23,6 +23,8 @@ from typing import Any
 
 import orjson
 
+NO_LIMIT = 1 << 62  # no created_at is ever future_dated here (rules.Decider.decide's latest_ms)
+
 
 def _report(first: float, last: float, cpu_first: float, cpu_last: float, records: int, outputs: int) -> None:
     print(
@@ -164,7 +166,7 @@ def peer(bootstrap: str, source: str, sink: str, group: str, count: int, snapsho
     )
 
     def eligible(post: dict[str, Any]) -> bool:
-        return decider.decide_record(Source.POST, post, opted_out) is Reason.ELIGIBLE
+        return decider.decide_record(Source.POST, post, NO_LIMIT, opted_out) is Reason.ELIGIBLE
 
     def minimise(post: dict[str, Any], _key: Any, _timestamp: int, _headers: Any) -> dict[str, Any]:
         pseudonym = hmac.new(key, post["author_id"].encode(), "sha256").hexdigest()
@@ -249,7 +251,7 @@ def naive(bootstrap: str, source: str, sink: str, group: str, count: int, snapsh
             post = fastavro.schemaless_reader(io.BytesIO(msg.value()[5:]), post_schema, None)
         except Exception:
             continue  # malformed: dropped (no DLQ here)
-        if decider.decide_record(Source.POST, post, opted_out) is not Reason.ELIGIBLE:
+        if decider.decide_record(Source.POST, post, NO_LIMIT, opted_out) is not Reason.ELIGIBLE:
             continue
         pseudonym = hmac.new(key, post["author_id"].encode(), "sha256").hexdigest()
         record = minimised(post, decider, policy.version, pseudonym, (msg.topic(), msg.partition(), msg.offset()))

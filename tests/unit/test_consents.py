@@ -27,6 +27,8 @@ from consumer.wire.registry import RegistryUnavailable
 from rules import Decider, PolicyError, Reason, Source
 from rules.policy import default_policy_path, parse_policy
 
+NO_LIMIT = 1 << 62  # no created_at is ever future_dated here (rules.Decider.decide's latest_ms)
+
 _spec = importlib.util.spec_from_file_location(
     "fingerprints_interpreted", Path(compiled_or_not.__file__).parent / "fingerprints.py"
 )
@@ -72,7 +74,9 @@ def test_an_unknown_consent_model_is_a_policy_error_naming_the_key(value):
 
 def decide(policy, user: str, opted_out=(), consented=None) -> Reason:
     test = None if consented is None else (lambda u: u in consented)
-    return Decider(policy).decide(Source.POST, True, "DE", DAY_2000, CREATED, user, lambda u: u in opted_out, test)
+    return Decider(policy).decide(
+        Source.POST, True, "DE", DAY_2000, CREATED, NO_LIMIT, user, lambda u: u in opted_out, test
+    )
 
 
 def test_under_opt_in_only_a_present_consent_admits_and_an_optout_wins():
@@ -82,8 +86,14 @@ def test_under_opt_in_only_a_present_consent_admits_and_an_optout_wins():
     assert decide(OPT_IN, "a", opted_out={"a"}, consented={"a"}) is Reason.OPTED_OUT
     # The cheaper checks still come first.
     decider = Decider(OPT_IN)
-    assert decider.decide(Source.POST, False, "DE", DAY_2000, CREATED, "z", lambda u: False, None) is Reason.NOT_PUBLIC
-    assert decider.decide(Source.POST, True, "US", DAY_2000, CREATED, "z", lambda u: False, None) is Reason.REGION
+    assert (
+        decider.decide(Source.POST, False, "DE", DAY_2000, CREATED, NO_LIMIT, "z", lambda u: False, None)
+        is Reason.NOT_PUBLIC
+    )
+    assert (
+        decider.decide(Source.POST, True, "US", DAY_2000, CREATED, NO_LIMIT, "z", lambda u: False, None)
+        is Reason.REGION
+    )
 
 
 def test_under_opt_out_consents_are_not_asked():
@@ -92,9 +102,9 @@ def test_under_opt_out_consents_are_not_asked():
     def never(_u):
         raise AssertionError("asked for a consent under an opt-out policy")
 
-    assert Decider(policy).decide(Source.POST, True, "DE", DAY_2000, CREATED, "x", lambda u: False, never) is (
-        Reason.ELIGIBLE
-    )
+    assert Decider(policy).decide(
+        Source.POST, True, "DE", DAY_2000, CREATED, NO_LIMIT, "x", lambda u: False, never
+    ) is (Reason.ELIGIBLE)
     assert decide(policy, "x") is Reason.ELIGIBLE
     assert str(Reason.NO_CONSENT) == "no_consent"
 

@@ -16,6 +16,8 @@ from consumer.datapath.pseudonym import Pseudonymiser
 from consumer.wire.codec import AI_INTERACTION, POST, TRAINING_RECORD, Codec
 from rules import Decider, Reason, Source, load_policy
 
+NO_LIMIT = 1 << 62  # no created_at is ever future_dated here (rules.Decider.decide's latest_ms)
+
 CODEC = Codec()
 POLICY = load_policy()
 
@@ -163,7 +165,9 @@ def test_a_mutated_minor_is_never_eligible_unless_the_mutation_made_them_a_valid
             continue
         # Emitted: then the mutated bytes must decode (reference codec) to a record that passes every rule.
         _, record = CODEC.decode(value, AI_INTERACTION)
-        assert Decider(POLICY).decide_record(Source.AI_INTERACTION, record, lambda _u: False) is Reason.ELIGIBLE
+        assert (
+            Decider(POLICY).decide_record(Source.AI_INTERACTION, record, NO_LIMIT, lambda _u: False) is Reason.ELIGIBLE
+        )
         assert CODEC.decode(out, TRAINING_RECORD)[1]["record_id"] == record["interaction_id"]
 
 
@@ -175,7 +179,7 @@ def test_a_mutated_post_is_emitted_only_if_it_decodes_and_passes_every_rule(valu
     emitted = [out for topic, out, *_ in producer.sent if topic == "training"]
     try:
         _, record = CODEC.decode(value, POST)
-        expected = Decider(POLICY).decide_record(Source.POST, record, lambda _u: False)
+        expected = Decider(POLICY).decide_record(Source.POST, record, NO_LIMIT, lambda _u: False)
     except Exception:
         expected = Reason.MALFORMED
     assert bool(emitted) == (expected is Reason.ELIGIBLE)
@@ -202,7 +206,7 @@ def test_a_mutated_post_is_emitted_only_if_it_decodes_and_passes_every_rule(valu
     | st.dictionaries(st.text(max_size=12), st.integers() | st.text(max_size=4) | st.none(), max_size=6)
 )
 def test_whole_records_through_the_rules_never_raise(record):
-    reason = Decider(POLICY).decide_record(Source.POST, record, lambda _u: False)
+    reason = Decider(POLICY).decide_record(Source.POST, record, NO_LIMIT, lambda _u: False)
     assert isinstance(reason, Reason)
     if reason is Reason.ELIGIBLE:
         assert record["visibility"] == "PUBLIC"

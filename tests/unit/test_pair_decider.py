@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from rules import Decider, PairDecider, Policy, Reason, Source
 
+NO_LIMIT = 1 << 62  # no created_at is ever future_dated here (rules.Decider.decide's latest_ms)
+
 EPOCH = dt.date(1970, 1, 1)
 COUNTRIES = ["DE", "FR", "IE", "PL", "US", "GB", "CH", "EL", "UK"]
 
@@ -87,10 +89,13 @@ def needs(reason: Reason, step: Reason) -> bool:
     opted=st.booleans(),
     consent=st.one_of(st.none(), st.booleans()),
     repeat=st.integers(1, 2),
+    ahead=st.sampled_from([None, 0, -1, 1]),
 )
 def test_each_half_is_that_policys_own_decision(
-    active, shadow, source, public, country, birth_day, created_ms, opted, consent, repeat
+    active, shadow, source, public, country, birth_day, created_ms, opted, consent, repeat, ahead
 ):
+    # The time bound: none, exactly created_at, one ms before it (future_dated), one after.
+    latest_ms = NO_LIMIT if ahead is None else created_ms + ahead
     one, other = Decider(active), Decider(shadow)
     pair = PairDecider(Decider(active), Decider(shadow))
     consented = None if consent is None else Answer(consent)
@@ -98,13 +103,29 @@ def test_each_half_is_that_policys_own_decision(
         optout = Answer(opted)
         if consented is not None:
             consented.calls = 0
-        got = pair.decide(source, public, country, birth_day, created_ms, b"u", optout, consented)
+        got = pair.decide(source, public, country, birth_day, created_ms, latest_ms, b"u", optout, consented)
         expected = (
             one.decide(
-                source, public, country, birth_day, created_ms, b"u", Answer(opted), consented and Answer(consent)
+                source,
+                public,
+                country,
+                birth_day,
+                created_ms,
+                latest_ms,
+                b"u",
+                Answer(opted),
+                consented and Answer(consent),
             ),
             other.decide(
-                source, public, country, birth_day, created_ms, b"u", Answer(opted), consented and Answer(consent)
+                source,
+                public,
+                country,
+                birth_day,
+                created_ms,
+                latest_ms,
+                b"u",
+                Answer(opted),
+                consented and Answer(consent),
             ),
         )
         assert got == expected
@@ -132,7 +153,10 @@ def test_a_pair_of_the_same_policy_answers_twice_the_same():
         (int(dt.datetime(2018, 2, 28, tzinfo=dt.UTC).timestamp() * 1000), Reason.UNDER_AGE),
         (int(dt.datetime(2018, 3, 1, tzinfo=dt.UTC).timestamp() * 1000), Reason.ELIGIBLE),
     ):
-        assert pair.decide(Source.POST, True, b"de", day, created_ms, b"u", lambda _: False) == (expected, expected)
+        assert pair.decide(Source.POST, True, b"de", day, created_ms, NO_LIMIT, b"u", lambda _: False) == (
+            expected,
+            expected,
+        )
 
 
 def test_the_hot_loop_never_decides_with_a_replaced_active_policy():

@@ -9,6 +9,8 @@ import pytest
 from rules import Decider, Policy, PolicyError, Reason, Source, load_policy, parse_policy
 from rules.countries import normalise_country
 
+NO_LIMIT = 1 << 62  # no created_at is ever future_dated here (rules.Decider.decide's latest_ms)
+
 POLICY = load_policy()
 EPOCH = dt.date(1970, 1, 1)
 
@@ -27,7 +29,7 @@ def decide(
     policy: Policy = POLICY,
 ) -> Reason:
     birth_day = None if birth is None else (dt.date.fromisoformat(birth) - EPOCH).days
-    return Decider(policy).decide(source, public, country, birth_day, ms(created), "u", lambda _u: opted)
+    return Decider(policy).decide(source, public, country, birth_day, ms(created), NO_LIMIT, "u", lambda _u: opted)
 
 
 def test_eighteenth_birthday_itself_is_adult():
@@ -94,6 +96,23 @@ def test_birth_date_after_created_at_is_unknown_age():
     assert decide("2026-01-01", "2026-01-01T00:00:00+00:00") is Reason.UNDER_AGE  # born that day: age 0
 
 
+def test_a_record_dated_ahead_of_the_clock_is_future_dated():
+    """The age check runs at created_at: a 14-year-old's post stamped 2040 was eligible."""
+    decider = Decider(POLICY)
+    now = ms("2026-12-03T10:00:00+00:00")
+    born_2012 = (dt.date(2012, 5, 1) - EPOCH).days
+    stamped_2040 = ms("2040-01-01T00:00:00+00:00")
+    assert decider.decide(Source.POST, True, "DE", born_2012, stamped_2040, now, "u", lambda _u: False) is (
+        Reason.FUTURE_DATED
+    )
+    adult = (dt.date(1990, 5, 1) - EPOCH).days
+    assert decider.decide(Source.POST, True, "DE", adult, now + 1, now, "u", lambda _u: False) is Reason.FUTURE_DATED
+    assert decider.decide(Source.POST, True, "DE", adult, now, now, "u", lambda _u: False) is Reason.ELIGIBLE
+    # After the cheaper checks, before the age checks (which it makes meaningful).
+    assert decider.decide(Source.POST, True, "US", adult, now + 1, now, "u", lambda _u: False) is Reason.REGION
+    assert decider.decide(Source.POST, True, "DE", None, now + 1, now, "u", lambda _u: False) is Reason.FUTURE_DATED
+
+
 def test_missing_birth_date_is_unknown_age():
     assert decide(None, "2026-01-01T00:00:00+00:00") is Reason.UNKNOWN_AGE
 
@@ -101,7 +120,9 @@ def test_missing_birth_date_is_unknown_age():
 def test_out_of_range_birth_day_is_unknown_age_not_a_crash():
     decider = Decider(POLICY)
     for birth_day in (-(1 << 31), (1 << 31) - 1, -719_163, 2_932_897):
-        got = decider.decide(Source.POST, True, "DE", birth_day, ms("2026-01-01T00:00:00+00:00"), "u", lambda _u: False)
+        got = decider.decide(
+            Source.POST, True, "DE", birth_day, ms("2026-01-01T00:00:00+00:00"), NO_LIMIT, "u", lambda _u: False
+        )
         assert got is Reason.UNKNOWN_AGE
 
 
@@ -181,7 +202,7 @@ def test_record_adapter_rejects_wrong_types_as_malformed():
         "text": "t",
         "created_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     }
-    assert decider.decide_record(Source.POST, good, lambda _u: False) is Reason.ELIGIBLE
+    assert decider.decide_record(Source.POST, good, NO_LIMIT, lambda _u: False) is Reason.ELIGIBLE
     for key, bad in [
         ("author_id", 5),
         ("visibility", "SECRET"),
@@ -189,7 +210,7 @@ def test_record_adapter_rejects_wrong_types_as_malformed():
         ("author_birth_date", "1990-01-01"),
         ("author_country", None),
     ]:
-        assert decider.decide_record(Source.POST, {**good, key: bad}, lambda _u: False) is Reason.MALFORMED
+        assert decider.decide_record(Source.POST, {**good, key: bad}, NO_LIMIT, lambda _u: False) is Reason.MALFORMED
     missing = dict(good)
     del missing["created_at"]
-    assert decider.decide_record(Source.POST, missing, lambda _u: False) is Reason.MALFORMED
+    assert decider.decide_record(Source.POST, missing, NO_LIMIT, lambda _u: False) is Reason.MALFORMED

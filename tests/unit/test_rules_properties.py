@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from rules import Decider, Reason, Source, load_policy
 
+NO_LIMIT = 1 << 62  # no created_at is ever future_dated here (rules.Decider.decide's latest_ms)
+
 POLICY = load_policy()
 DECIDER = Decider(POLICY)
 EPOCH = dt.date(1970, 1, 1)
@@ -25,7 +27,9 @@ def oracle_age(birth: dt.date, on: dt.date) -> int:
     return on.year - birth.year - ((on.month, on.day) < (month, day))
 
 
-def oracle(public: bool, country: str, birth: dt.date | None, created_ms: int, opted: bool) -> Reason:
+def oracle(
+    public: bool, country: str, birth: dt.date | None, created_ms: int, opted: bool, latest_ms: int = NO_LIMIT
+) -> Reason:
     # Only plain ASCII input is normalised, and only ASCII white space is stripped.
     code = country.strip(" \t\n\r\x0b\x0c").upper() if country.isascii() else country
     code = {"EL": "GR", "UK": "GB"}.get(code, code)
@@ -33,6 +37,7 @@ def oracle(public: bool, country: str, birth: dt.date | None, created_ms: int, o
     checks = [
         (Reason.NOT_PUBLIC, not public),
         (Reason.REGION, code not in POLICY.regions),
+        (Reason.FUTURE_DATED, created_ms > latest_ms),
         (Reason.UNKNOWN_AGE, birth is None or birth > created or oracle_age(birth, created) > 120),
         (Reason.UNDER_AGE, birth is not None and oracle_age(birth, created) < 18),
         (Reason.OPTED_OUT, opted),
@@ -64,23 +69,50 @@ def day(d: dt.date | None) -> int | None:
     return None if d is None else (d - EPOCH).days
 
 
+# The deciding clock's bound: far ahead, or around the creation times drawn (the future_dated check).
+latest = st.one_of(st.just(NO_LIMIT), created, created.map(lambda ms: ms - 1))
+
+
 @settings(max_examples=3000)
-@given(source=sources, public=st.booleans(), country=countries, birth=births, created_ms=created, opted=st.booleans())
-@example(
-    source=Source.POST, public=True, country="DE", birth=dt.date(2008, 3, 1), created_ms=1_772_323_200_000, opted=False
+@given(
+    source=sources,
+    public=st.booleans(),
+    country=countries,
+    birth=births,
+    created_ms=created,
+    opted=st.booleans(),
+    latest_ms=latest,
 )
-def test_decision_matches_oracle(source, public, country, birth, created_ms, opted):
-    got = DECIDER.decide(source, public, country, day(birth), created_ms, "user-1", lambda _uid: opted)
-    assert got == oracle(public, country, birth, created_ms, opted)
+@example(
+    source=Source.POST,
+    public=True,
+    country="DE",
+    birth=dt.date(2008, 3, 1),
+    created_ms=1_772_323_200_000,
+    opted=False,
+    latest_ms=NO_LIMIT,
+)
+def test_decision_matches_oracle(source, public, country, birth, created_ms, opted, latest_ms):
+    got = DECIDER.decide(source, public, country, day(birth), created_ms, latest_ms, "user-1", lambda _uid: opted)
+    assert got == oracle(public, country, birth, created_ms, opted, latest_ms)
 
 
 @settings(max_examples=2000)
-@given(source=sources, public=st.booleans(), country=countries, birth=births, created_ms=created, opted=st.booleans())
-def test_no_ineligible_record_is_ever_eligible(source, public, country, birth, created_ms, opted):
-    got = DECIDER.decide(source, public, country, day(birth), created_ms, "u", lambda _uid: opted)
+@given(
+    source=sources,
+    public=st.booleans(),
+    country=countries,
+    birth=births,
+    created_ms=created,
+    opted=st.booleans(),
+    latest_ms=latest,
+)
+def test_no_ineligible_record_is_ever_eligible(source, public, country, birth, created_ms, opted, latest_ms):
+    got = DECIDER.decide(source, public, country, day(birth), created_ms, latest_ms, "u", lambda _uid: opted)
     created_day = EPOCH + dt.timedelta(days=created_ms // 86_400_000)
     if got is Reason.ELIGIBLE:
         assert public
+        assert created_ms <= latest_ms
         assert not opted
         assert birth is not None and birth <= created_day
         assert 18 <= oracle_age(birth, created_day) <= 120
@@ -97,13 +129,13 @@ def test_opt_out_is_only_consulted_when_everything_else_passed(public, country, 
         asked.append(uid)
         return True
 
-    got = DECIDER.decide(Source.POST, public, country, day(birth), created_ms, "u-9", opted_out)
+    got = DECIDER.decide(Source.POST, public, country, day(birth), created_ms, NO_LIMIT, "u-9", opted_out)
     assert (got is Reason.OPTED_OUT) == bool(asked)
     assert asked in ([], ["u-9"])
 
 
 @given(birth=births.filter(lambda b: b is not None), created_ms=created)
 def test_decision_is_deterministic_with_warm_and_cold_memo(birth, created_ms):
-    cold = Decider(POLICY).decide(Source.POST, True, "FR", day(birth), created_ms, "u", lambda _u: False)
-    warm = DECIDER.decide(Source.POST, True, "FR", day(birth), created_ms, "u", lambda _u: False)
+    cold = Decider(POLICY).decide(Source.POST, True, "FR", day(birth), created_ms, NO_LIMIT, "u", lambda _u: False)
+    warm = DECIDER.decide(Source.POST, True, "FR", day(birth), created_ms, NO_LIMIT, "u", lambda _u: False)
     assert cold == warm
