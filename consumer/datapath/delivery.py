@@ -207,7 +207,7 @@ class ExactlyOnce(AtLeastOnce):
         self.batches.clear()
         self.offsets = {}
 
-    def _abort_and_rewind(self) -> None:
+    def _abort_and_rewind(self, exclude: frozenset[tuple[str, int]] = frozenset()) -> None:
         try:
             self.producer.abort_transaction(self.timeout)
         except KafkaException as exc:
@@ -216,7 +216,7 @@ class ExactlyOnce(AtLeastOnce):
             if batch.rejected and self.on_refused is not None:
                 self.on_refused(batch)  # remembers which inputs were refused, for the second reading
         self._finish_batches()
-        assignment = self.consumer.assignment()
+        assignment = [tp for tp in self.consumer.assignment() if (tp.topic, tp.partition) not in exclude]
         if assignment:
             for tp in self.consumer.committed(assignment, timeout=self.timeout):
                 self.consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else -2))
@@ -234,8 +234,15 @@ class ExactlyOnce(AtLeastOnce):
         self.lost(partitions)
 
     def lost(self, partitions: list[TopicPartition]) -> None:
-        gone = {(p.topic, p.partition) for p in partitions}
+        """Partitions taken away without a revoke (the session expired): their new owner may be processing
+        them already, so the open transaction, which holds their outputs and offsets, must never commit.
+        It is aborted and the partitions still owned are rewound (the loop drops what it holds)."""
+        gone = frozenset((p.topic, p.partition) for p in partitions)
         self.assigned -= gone
+        if self.in_transaction:
+            self.log.warning("transaction_aborted", error="partitions_lost")
+            self.metrics.transactions.labels("failed").inc()
+            self._abort_and_rewind(exclude=gone)
 
     def shutdown(self, timeout: float) -> bool:
         return self._commit_transaction()

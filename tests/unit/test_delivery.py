@@ -57,7 +57,9 @@ class Consumer:
         return [TopicPartition("posts", 0, 20), TopicPartition("posts", 1, 7)]
 
     def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
-        return [TopicPartition("posts", 0, 3), TopicPartition("posts", 1, -1001)]
+        wanted = {(tp.topic, tp.partition) for tp in partitions}
+        every = [TopicPartition("posts", 0, 3), TopicPartition("posts", 1, -1001)]
+        return [tp for tp in every if (tp.topic, tp.partition) in wanted]
 
     def seek(self, tp: TopicPartition) -> None:
         self.seeks.append((tp.topic, tp.partition, tp.offset))
@@ -110,3 +112,35 @@ def test_an_aborted_transaction_rewinds_and_tells_the_loop_to_drop_what_it_holds
     delivery.close_batch(again, [("posts", 0, 4)])
     delivery.tick()
     assert producer.sent_offsets[-1] == [("posts", 0, 5)]
+
+
+def test_losing_partitions_with_a_transaction_open_aborts_it_and_commits_nothing_of_them():
+    """Lost partitions (a session that timed out) may be processed by their new owner already. Committing
+    the open transaction afterwards would commit their outputs and offsets too: duplicates for
+    read_committed readers, and offsets moved under the new owner. So the transaction is aborted, the
+    partitions still owned are rewound, and what the loop holds is dropped."""
+    producer, consumer = Producer(), Consumer()
+    delivery = eos(producer, consumer)
+    dropped: list[bool] = []
+    delivery.on_rewind = lambda: dropped.append(True)
+    delivery.assigned_partitions([TopicPartition("posts", 0), TopicPartition("posts", 1)])
+    batch = delivery.open_batch()
+    delivery.close_batch(batch, [("posts", 0, 9), ("posts", 1, 6)])  # outputs of both in the transaction
+    delivery.lost([TopicPartition("posts", 0)])
+    assert producer.calls == ["init", "begin", "abort"]
+    assert consumer.seeks == [("posts", 1, -2)], "only the partition still owned is rewound"
+    assert dropped == [True]
+    delivery.tick()
+    assert delivery.shutdown(1.0)
+    assert producer.sent_offsets == [], "nothing of the aborted transaction, nor of the lost partition, committed"
+    again = delivery.open_batch()
+    delivery.close_batch(again, [("posts", 1, 2)])
+    delivery.tick()
+    assert producer.sent_offsets == [[("posts", 1, 3)]]
+
+
+def test_losing_partitions_outside_a_transaction_aborts_nothing():
+    producer, consumer = Producer(), Consumer()
+    delivery = eos(producer, consumer)
+    delivery.lost([TopicPartition("posts", 0)])
+    assert producer.calls == ["init"] and consumer.seeks == []
