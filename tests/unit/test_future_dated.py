@@ -13,6 +13,7 @@ from consumer.wire.codec import POST, Codec
 from rules import Reason, Source
 from tests.unit.test_hostile_input import ADULT_POST, Msg, processor, run
 
+CHECK = [sys.executable, "-m", "consumer.cli", "check", "--source", "post"]
 NOW = dt.datetime(2026, 12, 3, 10, tzinfo=dt.UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
 CHILD_IN_2040 = {
@@ -58,7 +59,7 @@ def test_check_gives_the_same_reason_at_the_given_time():
     ]
     stdin = b"".join(orjson.dumps(line) + b"\n" for line in lines)
     result = subprocess.run(
-        [sys.executable, "-m", "consumer.cli", "check", "--source", "post", "--now", NOW.isoformat()],
+        [*CHECK, "--now", NOW.isoformat()],
         input=stdin,
         capture_output=True,
         check=True,
@@ -66,8 +67,7 @@ def test_check_gives_the_same_reason_at_the_given_time():
     got = [orjson.loads(line)["decision"] for line in result.stdout.splitlines()]
     assert got == [Reason.FUTURE_DATED, Reason.ELIGIBLE, Reason.FUTURE_DATED, Reason.ELIGIBLE]
     skewless = subprocess.run(
-        [sys.executable, "-m", "consumer.cli", "check", "--source", "post", "--now", str(NOW_MS)]
-        + ["--clock-skew-seconds", "0"],
+        [*CHECK, "--now", str(NOW_MS), "--clock-skew-seconds", "0"],
         input=stdin,
         capture_output=True,
         check=True,
@@ -77,7 +77,7 @@ def test_check_gives_the_same_reason_at_the_given_time():
 
 def test_check_refuses_a_bad_time_with_exit_2():
     result = subprocess.run(
-        [sys.executable, "-m", "consumer.cli", "check", "--source", "post", "--now", "yesterday"],
+        [*CHECK, "--now", "yesterday"],
         input=b"",
         capture_output=True,
         check=False,
