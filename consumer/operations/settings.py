@@ -286,6 +286,27 @@ SETTINGS: tuple[Setting, ...] = (
         _version,
     ),
     Setting("SCHEMA_REGISTRY_TIMEOUT_SECONDS", "10", "timeout of one registry request", _positive_float),
+    Setting(
+        "SCHEMA_REGISTRY_RETRY_SECONDS",
+        "60",
+        "an id the registry answered without a usable schema (404, a refusal of that id, not Avro) is asked "
+        "again after this long; its records are dead letters meanwhile (replayable)",
+        _positive_float,
+    ),
+    Setting(
+        "SCHEMA_REGISTRY_LOOKUPS_PER_BATCH",
+        "20",
+        "unknown schema ids one batch may look up (the most frequent first); records of the others are dead "
+        "letters (schema_lookup_limit): a flood of random ids cannot stall the loop",
+        _positive_int,
+    ),
+    Setting(
+        "CLOCK_SKEW_SECONDS",
+        "300",
+        "how far a record's created_at may lie ahead of the service's clock; later records are refused "
+        "(future_dated), because the age check runs at created_at",
+        _non_negative_float,
+    ),
 )
 
 _KAFKA_PREFIXES = {"KAFKA_": "common", "CONSUMER_KAFKA_": "consumer", "PRODUCER_KAFKA_": "producer"}
@@ -337,6 +358,9 @@ class Settings:
     schema_registry_subject_strategy: str
     schema_registry_output_version: str
     schema_registry_timeout_seconds: float
+    schema_registry_retry_seconds: float
+    schema_registry_lookups_per_batch: int
+    clock_skew_seconds: float
     registry: RegistrySettings | None = None
     shadow_policy: Policy | None = None  # TF_SHADOW_POLICY_FILE: decided beside `policy`, counted only
     kafka_common: dict[str, str] = field(default_factory=dict)
@@ -568,6 +592,8 @@ def _registry(values: dict[str, Any], problems: list[str]) -> RegistrySettings |
         subject_strategy=values["schema_registry_subject_strategy"],
         output_version=values["schema_registry_output_version"],
         timeout_seconds=values["schema_registry_timeout_seconds"],
+        retry_seconds=values["schema_registry_retry_seconds"],
+        lookups_per_batch=values["schema_registry_lookups_per_batch"],
     )
 
 

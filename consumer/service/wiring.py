@@ -341,4 +341,5 @@ class Wiring:
             on_backpressure=lambda: producer.poll(0.05),
             limits=limits,
             shadow=shadow,
+            clock_skew_ms=int(s.clock_skew_seconds * 1000),
         )

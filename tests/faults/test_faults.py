@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults import alert_scenarios, optout_scenarios, output_scenarios, scenarios
+from tests.faults import alert_scenarios, optout_scenarios, output_scenarios, registry_scenarios, scenarios
 from tests.faults.run import SHORT
 
 pytestmark = pytest.mark.integration
@@ -69,3 +69,17 @@ def test_each_alert_fires_under_its_fault_on_a_real_prometheus(broker, tmp_path)
     print()
     print(alert_scenarios.table(phases))
     check(row)
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        registry_scenarios.uuid_logical_type,
+        registry_scenarios.nameless_schema,
+        registry_scenarios.one_id_refused,
+        registry_scenarios.id_registered_late,
+    ],
+    ids=["uuid-logical-type", "nameless-schema", "one-id-refused", "id-registered-late"],
+)
+def test_registry_answers_never_stop_stall_or_lose(broker, registry, tmp_path, scenario):
+    check(scenario(broker, tmp_path, registry.url, SHORT["records"] // 2))

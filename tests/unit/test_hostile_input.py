@@ -166,7 +166,8 @@ def test_a_mutated_minor_is_never_eligible_unless_the_mutation_made_them_a_valid
         # Emitted: then the mutated bytes must decode (reference codec) to a record that passes every rule.
         _, record = CODEC.decode(value, AI_INTERACTION)
         assert (
-            Decider(POLICY).decide_record(Source.AI_INTERACTION, record, NO_LIMIT, lambda _u: False) is Reason.ELIGIBLE
+            Decider(POLICY).decide_record(Source.AI_INTERACTION, record, proc.latest_ms, lambda _u: False)
+            is Reason.ELIGIBLE
         )
         assert CODEC.decode(out, TRAINING_RECORD)[1]["record_id"] == record["interaction_id"]
 
@@ -179,7 +180,8 @@ def test_a_mutated_post_is_emitted_only_if_it_decodes_and_passes_every_rule(valu
     emitted = [out for topic, out, *_ in producer.sent if topic == "training"]
     try:
         _, record = CODEC.decode(value, POST)
-        expected = Decider(POLICY).decide_record(Source.POST, record, NO_LIMIT, lambda _u: False)
+        # The same clock bound as the batch's (a mutated created_at may lie in the future).
+        expected = Decider(POLICY).decide_record(Source.POST, record, proc.latest_ms, lambda _u: False)
     except Exception:
         expected = Reason.MALFORMED
     assert bool(emitted) == (expected is Reason.ELIGIBLE)
