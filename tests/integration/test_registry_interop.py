@@ -196,7 +196,10 @@ def test_standard_serializers_in_and_standard_deserializers_out(kafka, registry,
     print(f"\nregistry ids ({guarantee}): inputs {input_ids}, TrainingRecord {output_id}, Revocation {revocation_id}")
 
 
-def test_a_registry_outage_pauses_input_and_loses_nothing(kafka, registry, registry_proxy, topics, new_service):
+@pytest.mark.parametrize("fault", ["outage", "refuses-everything"])
+def test_a_registry_outage_pauses_input_and_loses_nothing(kafka, registry, registry_proxy, topics, new_service, fault):
+    """An outage, or a registry that refuses every request of the credential (it expired): input pauses
+    and nothing is dead-lettered for it; afterwards every record is emitted."""
     url = registry.url
     proxy = registry_proxy()
     v1 = serializer(url, avsc("post.v1.avsc"))
@@ -208,7 +211,8 @@ def test_a_registry_outage_pauses_input_and_loses_nothing(kafka, registry, regis
     )
     service.wait_processed(5)
 
-    proxy.down = True  # from now on the service cannot reach the registry
+    # From now on the service cannot reach the registry, or it refuses the service everything (403).
+    proxy.down, proxy.refuse_everything = (True, False) if fault == "outage" else (False, True)
     started = time.monotonic()
     # A new schema version, registered (directly) while the service cannot look it up.
     v3 = serializer(url, avsc("post.v1.avsc", [{"name": "mood", "type": ["null", "string"], "default": None}]))
@@ -223,7 +227,7 @@ def test_a_registry_outage_pauses_input_and_loses_nothing(kafka, registry, regis
     assert service.metric_sum("training_filter_dlq_records_total") == 0, "nothing dead-lettered for an outage"
     assert service.metric_sum("training_filter_records_total") == 5, "nothing decided while the schema is unknown"
 
-    proxy.down = False
+    proxy.down = proxy.refuse_everything = False
     service.wait_processed(13)
     service.wait_settled()
     wait_for(lambda: service.get("/readyz")[0] == 200, 30, "ready again")
