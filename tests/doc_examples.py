@@ -5,7 +5,8 @@ Pages: README.md and every docs/**/*.md. What counts as an example, in fenced bl
 
 - a shell command `training-filter check|produce ... --source X` (or `.venv/bin/training-filter`)
   whose input is in the docs: `echo '<JSON>' |` (with or without `| tr -d '\\n'`), a here-document
-  (`<<'EOF'`), or `< FILE` followed by a block of JSON records (the file's content);
+  (`<<'EOF'`), or `< FILE` followed by a block of JSON records (the file's content). A command fed
+  by another program (`tail ... | produce`) or shown without input shows no JSON: not an example;
 - the JSON lines after a `check` command, in its block or in the next block: the decisions it
   prints (and after them, for `--compare`, the table it prints on standard error);
 - a block of JSON records with no command before it: an example of the source whose schema fits.
@@ -190,6 +191,8 @@ def command(line: str, heredoc: str | None, where: str) -> _Command | None:
         stdin_file = args[at + 1]
         args = args[:at] + args[at + 2 :]
     data: bytes | None = heredoc.encode() if heredoc is not None else None
+    if stages[:-1] and not any(stage[:1] == ["echo"] for stage in stages[:-1]):
+        return None  # fed by another program (`tail ... | jq -c .value | produce`): no JSON shown
     for stage in stages[:-1]:
         if stage[:1] == ["echo"] and len(stage) == 2:
             data = stage[1].encode() + b"\n"

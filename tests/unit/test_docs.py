@@ -136,6 +136,8 @@ training-filter produce --topic t --source optout <<'END'
 {"user_id":"u2","opted_out_at":1,"source":"form"}
 END
 training-filter check --source ai_interaction < interactions.jsonl
+training-filter tail --topic t | jq -c .value | training-filter produce --topic u --source post
+training-filter check --help
 make demo
 ```
 

@@ -193,7 +193,9 @@ def _sample(name: str) -> dict[str, Any]:
     return by_name[name]
 
 
-@pytest.mark.parametrize("millis", [MIN_MS - 1, MAX_MS + 1, 2**63 - 1, -(2**63)])
+@pytest.mark.parametrize(
+    "millis", [MIN_MS - 1, MAX_MS + 1, 2**63 - 1, -(2**63), "9999-12-31T23:30:00-01:00", "0001-01-01T00:30:00+01:00"]
+)
 def test_a_timestamp_the_service_cannot_decode_is_refused_and_malformed_in_check(millis):
     """The service dead-letters a created_at outside years 1 to 9999 (malformed); `check` must not
     decide it otherwise, and `produce` must not write what no reader of the schema decodes."""
