@@ -9,10 +9,24 @@ This file is plain Python. At install time Cython compiles it with the C types d
 `fastpath.pxd` (about 6x faster); where no compiler is available the same code runs interpreted.
 `COMPILED` tells which.
 
-Soundness, not completeness: whenever `decode_*` returns, the values equal what fastavro decodes
-from the same bytes (tests/unit/test_fastpath.py checks this differentially, also on random and
-mutated bytes). Anything unusual raises `FastPathMiss`, and the caller falls back to the reference
-codec, which gives the exact answer or the exact error.
+The contract with the reference path (the strict encoding check, then fastavro: `Codec.decode`):
+`decode_*` returns exactly when the reference path accepts the bytes and they are the canonical
+encoding of what they hold, and then its values equal the reference path's. Anything else raises
+`FastPathMiss`, and the caller falls back to the reference path, which gives the exact answer or
+the exact error. So every byte string the reference path rejects, the fast path rejects too.
+
+Canonical means every varint minimal (a last 7-bit group of zeros is a longer spelling of the same
+number); in the v1 schemas that is the only freedom an encoder has. Avro readers accept non-minimal
+varints (so does the reference path, within 5 bytes for an int and 10 for a long), and Avro writers
+never produce them. The fast path misses on them because it copies lengths and created_at
+byte for byte into the output: a padded varint would make the output's bytes depend on which path
+decoded the input. With it, the hot loop emits the same bytes on either path. The cost is one
+comparison a multi-byte varint.
+
+tests/unit/test_fastpath.py checks all of this differentially, for this file compiled and
+interpreted: on valid records, on every corner of every field (over-long and non-minimal varints,
+10-byte longs, lengths negative or past the end, indexes out of range, invalid UTF-8, truncation at
+each byte), on random and mutated bytes, and on the TrainingRecord the hot loop emits.
 """
 
 from __future__ import annotations
@@ -34,7 +48,7 @@ class FastPathMiss(Exception):
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    """A zig-zag varint (Avro int or long) at `pos`: (value, next position)."""
+    """A minimal zig-zag varint of at most 10 bytes (an Avro long) at `pos`: (value, next position)."""
     raw = 0
     shift = 0
     while True:
@@ -46,6 +60,8 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
         if byte < 0x80:
             break
         shift += 7
+    if byte == 0 and shift:
+        raise FastPathMiss("non-minimal varint")  # see the module docstring: outputs stay canonical
     value = (raw >> 1) ^ -(raw & 1)  # a signed 64-bit result when compiled
     return value, pos
 
@@ -128,7 +144,10 @@ def _decode(buf: bytes, first_enum: int, second_enum: int, strings: int) -> tupl
         if branch == 0:
             birth_day = None
         elif branch == 2:
+            start = pos
             birth_day, pos = _varint(buf, pos)
+            if pos - start > 5:  # an Avro int has at most 5 bytes (the reference path's bound)
+                raise FastPathMiss("int longer than 5 bytes")
             if not _MIN_DAY <= birth_day <= _MAX_DAY:
                 raise FastPathMiss("date outside years 1 to 9999")
         else:
