@@ -82,6 +82,28 @@ def changes(draw: st.DrawFn, topic_names: list[str], numeric: list[Setting] | No
     return out
 
 
+VALID_PROPERTIES = st.sampled_from(
+    [
+        ("TF_KAFKA_CLIENT_ID", "tf-property-test"),
+        ("TF_CONSUMER_KAFKA_FETCH_MIN_BYTES", "10"),
+        ("TF_PRODUCER_KAFKA_LINGER_MS", "20"),
+        ("TF_PRODUCER_KAFKA_QUEUE_BUFFERING_MAX_KBYTES", "65536"),
+        ("TF_KAFKA_SOCKET_KEEPALIVE_ENABLE", "true"),
+    ]
+)
+
+
+@st.composite
+def valid_changes(draw: st.DrawFn, numeric: list[Setting] | None = None) -> dict[str, str]:
+    """Settings each valid alone (together they may still disagree, e.g. a stall bound under a timeout)."""
+    out: dict[str, str] = {}
+    for setting in draw(st.lists(st.sampled_from(numeric or NUMERIC), max_size=3, unique_by=lambda s: s.name)):
+        out[f"TF_{setting.name}"] = draw(valid_number(setting))
+    for var, value in draw(st.lists(VALID_PROPERTIES, max_size=2)):
+        out[var] = value
+    return out
+
+
 def names_a_variable(line: str, env: dict[str, str]) -> bool:
     """Does a problem line name a TF_ variable that exists (a setting, or one the environment set)?"""
     known = {f"TF_{s.name}" for s in SETTINGS} | {k for k in env if k.startswith("TF_")}

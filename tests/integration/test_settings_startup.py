@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import strategies as st
 
 from consumer.devtools.local_kafka import free_port
 from rules.policy import default_policy_path
 from tests.harness import HMAC_KEY, STARTED, Topics
-from tests.settings_strategies import NUMERIC, changes, names_a_variable
+from tests.settings_strategies import NUMERIC, changes, names_a_variable, valid_changes
 
 pytestmark = pytest.mark.integration
 # Not the metrics port (the test probes it) nor the capacities (a valid 10^9 would allocate gigabytes
@@ -138,8 +139,8 @@ def shared_topics(kafka) -> Topics:
     return Topics.unique(kafka.bootstrap, partitions=1)
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-@given(changed=changes([], SUBPROCESS_NUMERIC))
+@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(changed=st.one_of(changes([], SUBPROCESS_NUMERIC), valid_changes(SUBPROCESS_NUMERIC)))
 @example(changed={"TF_BATCH_SIZE": "1000000", "TF_KAFKA_CLIENT_ID": "tf-property-test"})  # starts
 @example(changed={"TF_BATCH_TIMEOUT_MS": "nan", "TF_KAFKA_NO_SUCH_PROPERTY": "1"})  # refused
 def test_drawn_settings_either_start_or_exit_2_naming_a_variable(kafka, shared_topics, tmp_path_factory, changed):
@@ -150,10 +151,14 @@ def test_drawn_settings_either_start_or_exit_2_naming_a_variable(kafka, shared_t
             env[var] = shared_topics.optouts
     log = tmp_path_factory.mktemp("run") / "service.log"
     code, stderr, ready = run(env, log)
+    event("ready, then exit 0" if ready else "refused, exit 2")
+    print(f"{'ready' if ready else 'refused'} (exit {code}): {sorted(changed.items())}")
     assert "Traceback" not in stderr and "Traceback" not in log.read_text(errors="replace")
     if ready:
         assert code == 0, f"ready, then exit {code} on SIGTERM:\n{stderr}"
     else:
-        assert code == 2, f"neither ready nor refused: exit {code}:\n{stderr}\n{log.read_text(errors='replace')[-3000:]}"
+        assert code == 2, (
+            f"neither ready nor refused: exit {code}:\n{stderr}\n{log.read_text(errors='replace')[-3000:]}"
+        )
         lines = [line for line in stderr.splitlines() if line.strip()]
         assert lines and all(names_a_variable(line, env) for line in lines), stderr

@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
-from consumer.operations.memory import BASELINE_BYTES, MemoryBudget, machine_memory, memory_limit
 from fastbloom_rs import BloomFilter
 
 from consumer.consents.fingerprints import ConsentSet, slots_for
+from consumer.operations.memory import BASELINE_BYTES, MemoryBudget, machine_memory, memory_limit
 from consumer.operations.settings import ConfigError, load_settings
 from consumer.optouts.filter import OptOutFilter, bloom_bytes
 from rules.policy import default_policy_path

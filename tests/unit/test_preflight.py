@@ -6,9 +6,9 @@ from __future__ import annotations
 import socket
 
 import pytest
-from consumer.service.preflight import validate
 
 from consumer.operations.settings import ConfigError
+from consumer.service.preflight import validate
 
 BASE = {"TF_BOOTSTRAP_SERVERS": "127.0.0.1:9092", "TF_HMAC_KEY": "x" * 32, "TF_METRICS_PORT": "0"}
 
@@ -35,7 +35,6 @@ def test_valid_settings_pass_and_carry_the_memory_budget():
         ("TF_CONSUMER_KAFKA_FETCH_MIN_BYTES", "-5"),
         ("TF_CONSUMER_KAFKA_FETCH_MIN_BYTES", "lots"),
         ("TF_PRODUCER_KAFKA_LINGER_MS", "soon"),  # librdkafka names its alias queue.buffering.max.ms
-        ("TF_KAFKA_SASL_MECHANISM", "NOPE"),
         ("TF_KAFKA_SECURITY_PROTOCOL", "carrier-pigeon"),
         ("TF_PRODUCER_KAFKA_MESSAGE_MAX_BYTES", "1000000001"),
         ("TF_PRODUCER_KAFKA_MESSAGE_MAX_BYTES", "big"),
@@ -46,6 +45,12 @@ def test_valid_settings_pass_and_carry_the_memory_budget():
 def test_a_property_librdkafka_rejects_names_its_variable(var, value):
     lines = problems({**BASE, var: value})
     assert any(var in line for line in lines), lines
+
+
+def test_a_refusal_that_quotes_a_value_names_its_variable():
+    """SASL_SSL alone is refused too here (no GSSAPI in this librdkafka): the reason quotes NOPE."""
+    lines = problems({**BASE, "TF_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "TF_KAFKA_SASL_MECHANISM": "NOPE"})
+    assert len(lines) == 1 and "TF_KAFKA_SASL_MECHANISM" in lines[0] and "NOPE" in lines[0], lines
 
 
 def test_a_rejected_combination_names_the_variables_involved(tmp_path):
@@ -67,6 +72,30 @@ def test_an_exactly_once_producer_property_is_checked():
         "TF_PRODUCER_KAFKA_TRANSACTION_TIMEOUT_MS": "forever",
     }
     assert any("TF_PRODUCER_KAFKA_TRANSACTION_TIMEOUT_MS" in line for line in problems(env))
+
+
+def test_the_revoke_flush_must_end_before_the_consumer_leaves_the_group():
+    env = {**BASE, "TF_REVOKE_FLUSH_SECONDS": "20", "TF_CONSUMER_KAFKA_MAX_POLL_INTERVAL_MS": "10000"}
+    lines = problems(env)
+    assert any("TF_REVOKE_FLUSH_SECONDS" in line and "TF_CONSUMER_KAFKA_MAX_POLL_INTERVAL_MS" in line for line in lines)
+
+
+def test_a_transaction_interval_near_the_transaction_timeout_is_refused():
+    env = {
+        **BASE,
+        "TF_PROCESSING_GUARANTEE": "exactly-once",
+        "TF_TRANSACTION_INTERVAL_MS": "50000",
+        "TF_PRODUCER_KAFKA_TRANSACTION_TIMEOUT_MS": "60000",
+    }
+    lines = problems(env)
+    both = ("TF_TRANSACTION_INTERVAL_MS", "TF_PRODUCER_KAFKA_TRANSACTION_TIMEOUT_MS")
+    assert any(all(var in line for var in both) for line in lines)
+
+
+def test_a_value_larger_than_the_producer_queue_is_refused():
+    env = {**BASE, "TF_MAX_VALUE_BYTES": "8388608", "TF_PRODUCER_KAFKA_QUEUE_BUFFERING_MAX_KBYTES": "4096"}
+    lines = problems(env)
+    assert any("TF_MAX_VALUE_BYTES" in line and "QUEUE_BUFFERING_MAX_KBYTES" in line for line in lines)
 
 
 def test_a_metrics_port_in_use_is_refused():
