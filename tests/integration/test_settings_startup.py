@@ -13,6 +13,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import orjson
 import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from hypothesis import HealthCheck, event, example, given, settings
@@ -156,9 +157,22 @@ def test_drawn_settings_either_start_or_exit_2_naming_a_variable(kafka, shared_t
     assert "Traceback" not in stderr and "Traceback" not in log.read_text(errors="replace")
     if ready:
         assert code == 0, f"ready, then exit {code} on SIGTERM:\n{stderr}"
+        budgets = [line for line in _json_lines(log) if line.get("event") == "memory_budget"]
+        assert len(budgets) == 1, "the memory budget is logged once at start-up"
+        assert 0 < budgets[0]["need_bytes"] <= budgets[0]["limit_bytes"] and budgets[0]["source"]
     else:
         assert code == 2, (
             f"neither ready nor refused: exit {code}:\n{stderr}\n{log.read_text(errors='replace')[-3000:]}"
         )
         lines = [line for line in stderr.splitlines() if line.strip()]
         assert lines and all(names_a_variable(line, env) for line in lines), stderr
+
+
+def _json_lines(log: Path) -> list[dict]:
+    out = []
+    for raw in log.read_bytes().splitlines():
+        try:
+            out.append(orjson.loads(raw))
+        except orjson.JSONDecodeError:
+            continue
+    return out

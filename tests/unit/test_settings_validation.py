@@ -258,3 +258,12 @@ def test_a_multi_line_policy_error_stays_one_line_per_problem(tmp_path):
     policy.write_text("version = \n[[[")
     for line in problems({**BASE, "TF_POLICY_FILE": str(policy)}):
         assert line.startswith("TF_") or "TF_" in line
+
+
+def test_the_documented_settings_table_is_generated_from_the_table():
+    from pathlib import Path
+
+    from consumer.operations.settings import settings_markdown
+
+    note = Path(__file__).resolve().parents[2] / "docs" / "notes" / "settings-validation.md"
+    assert settings_markdown() in note.read_text(), "regenerate the table: settings_markdown()"
