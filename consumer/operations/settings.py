@@ -508,7 +508,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     values = parse_table(env, problems)
     passthrough = kafka_settings.read_passthrough(env, problems)
     settings_checks.unknown_variables(env, SETTINGS, problems)
-    settings_checks.between(values, SETTINGS, env, passthrough, problems)
+    settings_checks.between(values, SETTINGS, passthrough, problems)
     # The key, the policy and the snapshot folders are checked even when a setting above is wrong:
     # every problem is reported in one go.
     key = settings_sources.hmac_key(values.pop("hmac_key_file", ""), values.pop("hmac_key", ""), problems)

@@ -42,7 +42,6 @@ class SettingLike(Protocol):
 def between(
     values: Mapping[str, Any],
     table: Sequence[SettingLike],
-    env: Mapping[str, str],
     passthrough: Sequence[PassThrough],
     problems: list[str],
 ) -> None:

@@ -23,7 +23,7 @@ import errno
 import re
 import socket
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
@@ -39,6 +39,15 @@ from consumer.service.wiring import (
     producer_max_for,
 )
 
+
+class ClientConfig(NamedTuple):
+    kind: Any  # Consumer, Producer or AdminClient
+    role: str  # consumer, producer or admin: which TF_*KAFKA_* scope applies
+    what: str
+    config: dict[str, Any]
+
+
+INPUT, OUTPUT = "input consumer", "producer"
 DEFAULT_MAX_POLL_INTERVAL_MS = 300_000  # librdkafka's
 DEFAULT_QUEUED_KBYTES = 65_536  # librdkafka's queued.max.messages.kbytes: a consumer's pre-fetch queue
 
@@ -48,10 +57,10 @@ def validate(env: Mapping[str, str] | None = None, limit: tuple[int, str] | None
     settings = load_settings(env)
     configs = client_configs(settings)
     problems = agreement(settings, configs)
-    for kind, role, what, config in configs:
-        reason = kafka_settings.make(kind, kafka_settings.without_servers(config))
+    for c in configs.values():
+        reason = kafka_settings.make(c.kind, kafka_settings.without_servers(c.config))
         if reason is not None:
-            problems += kafka_settings.rejection(kind, role, what, reason, settings.kafka_sources, OWN_PROPERTIES)
+            problems += kafka_settings.rejection(c.kind, c.role, c.what, reason, settings.kafka_sources, OWN_PROPERTIES)
     problems += listen(settings)
     budget = memory_budget(settings, configs, limit or memory_limit())
     problems += budget.problems()
@@ -60,17 +69,19 @@ def validate(env: Mapping[str, str] | None = None, limit: tuple[int, str] | None
     return dataclasses.replace(settings, memory_budget=budget)
 
 
-def client_configs(s: Settings) -> list[tuple[Any, str, str, dict[str, Any]]]:
-    """(kind, role, what, configuration) of every client the service makes, as it makes them."""
+def client_configs(s: Settings) -> dict[str, ClientConfig]:
+    """Every client the service makes, by what it is, with the configuration it is made with."""
     quiet = {"logger": kafka_settings.silent_logger()}
     max_bytes = producer_max_for(s)
     limits = OutputLimits.compute(s.max_value_bytes, max_bytes, s.training_topic, s.dlq_topic, {})
     group = s.group_id
-    configs: list[tuple[Any, str, str, dict[str, Any]]] = [
-        (Consumer, "consumer", "input consumer", input_consumer_config(s, lambda _: None, quiet)),
-        (Producer, "producer", "producer", producer_config(s, limits, max_bytes, quiet)),
-        (Consumer, "consumer", "opt-out feed", s.consumer_config(**{"group.id": f"{group}-optout-feed", **quiet})),
-        (
+    configs = [
+        ClientConfig(Consumer, "consumer", INPUT, input_consumer_config(s, lambda _: None, quiet)),
+        ClientConfig(Producer, "producer", OUTPUT, producer_config(s, limits, max_bytes, quiet)),
+        ClientConfig(
+            Consumer, "consumer", "opt-out feed", s.consumer_config(**{"group.id": f"{group}-optout-feed", **quiet})
+        ),
+        ClientConfig(
             Consumer,
             "consumer",
             "revocation emitter's consumer",
@@ -78,26 +89,32 @@ def client_configs(s: Settings) -> list[tuple[Any, str, str, dict[str, Any]]]:
                 **{"group.id": f"{group}-revocations", "auto.offset.reset": s.revocations_start, **quiet}
             ),
         ),
-        (
+        ClientConfig(
             Producer,
             "producer",
             "revocation emitter's producer",
             s.producer_config(**{"enable.idempotence": True, "acks": "all", **quiet}),
         ),
-        (AdminClient, "admin", "admin client", {"bootstrap.servers": s.bootstrap_servers, **s.kafka_common, **quiet}),
+        ClientConfig(
+            AdminClient, "admin", "admin client", {"bootstrap.servers": s.bootstrap_servers, **s.kafka_common, **quiet}
+        ),
     ]
     if s.consent_topic is not None:
         configs.append(
-            (Consumer, "consumer", "consent feed", s.consumer_config(**{"group.id": f"{group}-consent-feed", **quiet}))
+            ClientConfig(
+                Consumer,
+                "consumer",
+                "consent feed",
+                s.consumer_config(**{"group.id": f"{group}-consent-feed", **quiet}),
+            )
         )
-    return configs
+    return {c.what: c for c in configs}
 
 
-def agreement(s: Settings, configs: list[tuple[Any, str, str, dict[str, Any]]]) -> list[str]:
+def agreement(s: Settings, configs: dict[str, ClientConfig]) -> list[str]:
     """The settings that must agree with the librdkafka properties the clients are made with."""
     problems = []
-    consumer = configs[0][3]
-    producer = configs[1][3]
+    consumer, producer = configs[INPUT].config, configs[OUTPUT].config
     poll = int(consumer.get("max.poll.interval.ms", DEFAULT_MAX_POLL_INTERVAL_MS))
     if s.revoke_flush_seconds * 1000 >= poll:
         problems.append(
@@ -148,12 +165,9 @@ def listen(s: Settings) -> list[str]:
     return []
 
 
-def memory_budget(
-    s: Settings, configs: list[tuple[Any, str, str, dict[str, Any]]], limit: tuple[int, str]
-) -> MemoryBudget:
-    producer = configs[1][3]
-    consumer = configs[0][3]
-    fetching = 1 + sum(1 for _, role, what, _ in configs[2:] if role == "consumer")  # the feeds, the emitter
+def memory_budget(s: Settings, configs: dict[str, ClientConfig], limit: tuple[int, str]) -> MemoryBudget:
+    consumer, producer = configs[INPUT].config, configs[OUTPUT].config
+    fetching = sum(1 for c in configs.values() if c.role == "consumer")  # input, the feeds, the emitter
     return MemoryBudget.compute(
         s,
         producer_queue_bytes=int(producer["queue.buffering.max.kbytes"]) * 1024,
