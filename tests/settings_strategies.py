@@ -4,10 +4,13 @@ capacities of 1e14). Shared by the in-process property test and the `training-fi
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hypothesis import strategies as st
 
 from consumer.operations.setting_kinds import Integer, Number, Topic
 from consumer.operations.settings import SETTINGS, Setting
+from rules.policy import default_policy_path
 
 # The settings a drawn environment may change (the rest stay as the base gives them): not the ones
 # that point at other services or files (registry, policies), which the file strategies cover.
@@ -79,6 +82,46 @@ def changes(draw: st.DrawFn, topic_names: list[str], numeric: list[Setting] | No
         out[var] = value
     if draw(st.integers(0, 9)) == 0:
         out[draw(st.sampled_from(["TF_OPTOUT_CAPACITY", "TF_CONSENT_CAPACITY"]))] = "100000000000000"
+    return out
+
+
+FILE_SETTINGS = [
+    "TF_HMAC_KEY_FILE",
+    "TF_POLICY_FILE",
+    "TF_SHADOW_POLICY_FILE",
+    "TF_OPTOUT_SNAPSHOT_PATH",
+    "TF_CONSENT_SNAPSHOT_PATH",
+    "TF_SCHEMA_REGISTRY_PASSWORD_FILE",
+    "TF_SCHEMA_REGISTRY_CA_LOCATION",
+    "TF_KAFKA_SSL_CA_LOCATION",
+]
+
+
+def make_files(folder: Path) -> dict[str, str]:
+    """Paths of every sort a file setting may be given: missing, a folder, binary, empty, real ones."""
+    (folder / "binary").write_bytes(bytes(range(256)) * 4)
+    (folder / "empty").write_bytes(b"")
+    (folder / "key").write_bytes(b"k" * 40)
+    (folder / "policy.toml").write_text(default_policy_path().read_text())
+    return {
+        "missing": str(folder / "missing" / "file"),
+        "folder": str(folder),
+        "binary": str(folder / "binary"),
+        "empty": str(folder / "empty"),
+        "key": str(folder / "key"),
+        "policy": str(folder / "policy.toml"),
+        "new file": str(folder / "snapshot"),
+    }
+
+
+@st.composite
+def file_changes(draw: st.DrawFn, paths: dict[str, str]) -> dict[str, str]:
+    """Up to three file settings pointed at drawn paths (the same path for two settings included)."""
+    out: dict[str, str] = {}
+    for var in draw(st.lists(st.sampled_from(FILE_SETTINGS), max_size=3, unique=True)):
+        out[var] = draw(st.sampled_from(sorted(paths.values())))
+    if out and draw(st.booleans()):
+        out["TF_SCHEMA_REGISTRY_URL"] = "http://127.0.0.1:1"
     return out
 
 

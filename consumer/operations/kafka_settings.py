@@ -185,10 +185,11 @@ def rejection(
     kind: Any, client: str, what: str, reason: str, sources: Iterable[PassThrough], own: Mapping[str, str]
 ) -> list[str]:
     """Lines naming the variables behind librdkafka's `reason` for refusing the `what` (a `client`
-    of `kind`): those whose property or value the reason names, else those it refuses alone, else
-    the settings of the table whose property it names, else every variable that applies."""
+    of `kind`): those whose property the reason names, else those whose value it quotes, else those
+    it refuses alone, else the settings of the table whose property it names, else every variable
+    that applies."""
     applying = [s for s in sources if s.scope in ("common", client)]
-    named = [s for s in applying if _names(reason, s.prop) or _quotes(reason, s)]
+    named = [s for s in applying if _names(reason, s.prop)] or [s for s in applying if _quotes(reason, s)]
     if len(named) == 1:
         return [_refused(named[0], what, reason)]
     if named:
@@ -215,4 +216,6 @@ def _names(reason: str, prop: str) -> bool:
 def _quotes(reason: str, source: PassThrough) -> bool:
     """Does the reason quote the variable's value (e.g. an unsupported SASL mechanism, a plugin path)?"""
     value = source.value.strip()
-    return len(value) >= 3 and not _SECRET.search(source.prop) and value in reason
+    if len(value) < 4 or _SECRET.search(source.prop):
+        return False
+    return re.search(rf"(?<![\w.]){re.escape(value)}(?![\w])", reason) is not None

@@ -60,7 +60,9 @@ def policy(path: str | None, problems: list[str]) -> Policy | None:
         return load_policy(path)
     except PolicyError as exc:
         problems.append(f"{PREFIX}POLICY_FILE: {exc}")
-        return None
+    except UnicodeDecodeError:  # rules.load_policy reads the file as UTF-8 text
+        problems.append(f"{PREFIX}POLICY_FILE={path}: not a UTF-8 text file; point it at the policy TOML")
+    return None
 
 
 def shadow_policy(path: str, active: Policy | None, problems: list[str]) -> Policy | None:
@@ -71,6 +73,9 @@ def shadow_policy(path: str, active: Policy | None, problems: list[str]) -> Poli
         shadow = load_policy(path)
     except PolicyError as exc:
         problems.append(f"{PREFIX}SHADOW_POLICY_FILE: {exc}")
+        return None
+    except UnicodeDecodeError:
+        problems.append(f"{PREFIX}SHADOW_POLICY_FILE={path}: not a UTF-8 text file; point it at the candidate TOML")
         return None
     if active is not None and shadow.version == active.version and shadow != active:
         problems.append(

@@ -59,6 +59,14 @@ def test_a_rejected_combination_names_the_variables_involved(tmp_path):
     assert any("TF_KAFKA_SSL_CA_LOCATION" in line for line in lines), lines
 
 
+def test_a_refusal_naming_a_property_blames_that_variable_alone():
+    """The reason names ssl.key.location (and says 'SSL routines'): not TF_KAFKA_SECURITY_PROTOCOL=SSL."""
+    env = {**BASE, "TF_KAFKA_SECURITY_PROTOCOL": "SSL", "TF_KAFKA_SSL_KEY_LOCATION": "/no/such/key.pem"}
+    lines = problems(env)
+    assert len(lines) == 1 and "TF_KAFKA_SSL_KEY_LOCATION" in lines[0], lines
+    assert "TF_KAFKA_SECURITY_PROTOCOL" not in lines[0]
+
+
 def test_a_combination_with_the_services_own_properties_is_checked():
     """The input consumer sets fetch.max.bytes = 50 MiB: a larger message.max.bytes for every client fails it."""
     lines = problems({**BASE, "TF_KAFKA_MESSAGE_MAX_BYTES": "100000000"})

@@ -3,12 +3,13 @@ the configuration error, every line of which names a TF_ variable. Never another
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumer.operations.settings import ConfigError
 from consumer.service.preflight import validate
-from tests.settings_strategies import changes, names_a_variable
+from tests.settings_strategies import changes, file_changes, make_files, names_a_variable
 
 BASE = {
     "TF_BOOTSTRAP_SERVERS": "127.0.0.1:9092",
@@ -20,10 +21,15 @@ BASE = {
 TOPIC_NAMES = ["posts.v1", "ai-interactions.v1", "privacy.optouts.v1", "training.eligible.v1"]
 
 
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory) -> dict[str, str]:
+    return make_files(tmp_path_factory.mktemp("files"))
+
+
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-@given(changes(TOPIC_NAMES), st.booleans())
-def test_settings_are_accepted_or_refused_naming_a_variable(changed, exactly_once):
-    env = {**BASE, **changed}
+@given(changes(TOPIC_NAMES), st.booleans(), st.data())
+def test_settings_are_accepted_or_refused_naming_a_variable(paths, changed, exactly_once, data):
+    env = {**BASE, **changed, **data.draw(file_changes(paths))}
     if exactly_once:
         env["TF_PROCESSING_GUARANTEE"] = "exactly-once"
     try:

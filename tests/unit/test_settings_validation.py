@@ -267,3 +267,10 @@ def test_the_documented_settings_table_is_generated_from_the_table():
 
     note = Path(__file__).resolve().parents[2] / "docs" / "notes" / "settings-validation.md"
     assert settings_markdown() in note.read_text(), "regenerate the table: settings_markdown()"
+
+
+@pytest.mark.parametrize("var", ["TF_POLICY_FILE", "TF_SHADOW_POLICY_FILE"])
+def test_a_binary_policy_file_is_refused_not_a_crash(tmp_path, var):
+    binary = tmp_path / "policy.toml"
+    binary.write_bytes(bytes(range(256)))
+    assert any(var in line and "UTF-8" in line for line in problems({**BASE, var: str(binary)}))
