@@ -120,7 +120,14 @@ def _writable(var: str, path: str, problems: list[str]) -> None:
             f"{var}={path}: folder {folder} does not exist; create it (a mounted volume) or point {var} elsewhere"
         )
     elif not os.access(folder, os.W_OK | os.X_OK):
-        problems.append(f"{var}={path}: folder {folder} is not writable by this user; mount a writable volume there")
+        why = (
+            "is on a read-only file system"
+            if os.statvfs(folder).f_flag & os.ST_RDONLY
+            else "is not writable by this user"
+        )
+        problems.append(
+            f"{var}={path}: folder {folder} {why}; mount a writable volume there (e.g. an emptyDir), or unset {var}"
+        )
 
 
 def timings(values: Mapping[str, Any], problems: list[str]) -> None:
