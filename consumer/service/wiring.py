@@ -4,7 +4,9 @@ delivery guarantee, the batch processor and the revocation emitter.
 
 Everything librdkafka is told lives here, with the reason for each value; the properties the
 delivery guarantees rest on are set last, over the operator's TF_*KAFKA_* settings, and an operator
-setting that tries to change them stops start-up.
+setting that tries to change them stops start-up (consumer/operations/kafka_settings.py lists them).
+The configurations are built by module functions, so that consumer/service/preflight.py can make
+each client kind from the real configuration, without bootstrap servers, before any connection.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ from consumer.optouts.filter import LoadedSnapshot, OptOutFilter, SnapshotError,
 from consumer.optouts.revocations import RevocationEmitter
 from consumer.wire.codec import Codec
 from rules import Decider
+
+PRODUCER_QUEUE_KBYTES = 131_072  # 128 MiB of records waiting for the broker: bounded memory (and budgeted)
+TRANSACTION_TIMEOUT_MS = 60_000  # exactly-once, unless TF_PRODUCER_KAFKA_TRANSACTION_TIMEOUT_MS says otherwise
 
 
 def check_overrides(settings: Settings) -> None:
@@ -122,10 +127,6 @@ def input_consumer_config(s: Settings, on_stats: Callable[[str], None], extra: d
             **extra,
         },
     )
-
-
-PRODUCER_QUEUE_KBYTES = 131_072  # 128 MiB of records waiting for the broker: bounded memory
-TRANSACTION_TIMEOUT_MS = 60_000
 
 
 def opted_out(optout_filter: OptOutFilter, pseudonymiser: Pseudonymiser) -> Callable[[bytes], bool]:
