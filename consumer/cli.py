@@ -19,22 +19,31 @@ if TYPE_CHECKING:
 
 def _run(args: argparse.Namespace) -> int:
     from consumer.operations import logs
-    from consumer.operations.settings import ConfigError, load_settings
+    from consumer.operations.settings import ConfigError
+    from consumer.service.preflight import validate
 
     try:
-        settings = load_settings()
+        settings = validate()  # every setting, before any connection
     except ConfigError as exc:
-        print(f"training-filter run: {exc}", file=sys.stderr)
+        _refuse("run", exc)
         return 2
     logs.configure(settings.log_level)
+    if settings.memory_budget is not None:
+        logs.get("training_filter").info("memory_budget", **settings.memory_budget.fields())
     from consumer.service.service import Service
 
     try:
         service = Service(settings)
     except ConfigError as exc:
-        print(f"training-filter run: {exc}", file=sys.stderr)
+        _refuse("run", exc)
         return 2
     return service.run()
+
+
+def _refuse(command: str, exc: Exception) -> None:
+    """One line per problem, each naming its TF_ variable (ConfigError keeps them apart)."""
+    for line in getattr(exc, "problems", None) or [str(exc)]:
+        print(f"training-filter {command}: invalid configuration: {line}", file=sys.stderr)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -99,7 +108,7 @@ def _registry(args: argparse.Namespace) -> tuple[bool, RegistrySettings | None]:
     try:
         return True, load_registry_settings()
     except ConfigError as exc:
-        print(f"training-filter {args.command}: {exc}", file=sys.stderr)
+        _refuse(args.command, exc)
         return False, None
 
 

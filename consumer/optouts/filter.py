@@ -71,12 +71,11 @@ class OptOutFilter:
 
     @property
     def size_bytes(self) -> int:
-        return math.ceil(self.bits / 64) * 8  # stored as 64-bit words
+        return bloom_bytes(self.capacity, self.fp_rate)
 
     @property
     def bits(self) -> int:
-        # The optimal size for (capacity, fp_rate), as fastbloom-rs computes it.
-        return math.ceil(-self.capacity * math.log(self.fp_rate) / (math.log(2) ** 2))
+        return bloom_bits(self.capacity, self.fp_rate)
 
     def estimated_fp_rate(self) -> float:
         """(1 - e^(-k n / m))^k for the current number of entries."""
@@ -102,6 +101,16 @@ class OptOutFilter:
 
     def snapshot_bytes(self) -> bytes:
         return bytes(self._bloom.get_bytes())
+
+
+def bloom_bits(capacity: int, fp_rate: float) -> int:
+    """The optimal size for (capacity, fp_rate), as fastbloom-rs computes it (before allocating it:
+    the start-up memory budget asks)."""
+    return math.ceil(-capacity * math.log(fp_rate) / (math.log(2) ** 2))
+
+
+def bloom_bytes(capacity: int, fp_rate: float) -> int:
+    return math.ceil(bloom_bits(capacity, fp_rate) / 64) * 8  # stored as 64-bit words
 
 
 def offsets_by_topic(offsets: Offsets, topic_ids: dict[str, str | None]) -> dict[str, dict[str, int]]:

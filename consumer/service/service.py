@@ -58,9 +58,13 @@ class Service:
         if install_signals:
             signal.signal(signal.SIGTERM, lifecycle.request_stop)
             signal.signal(signal.SIGINT, lifecycle.request_stop)
-        self.health = HealthServer(
-            s.metrics_host, s.metrics_port, self.metrics.registry, lifecycle.healthy, lifecycle.ready
-        )
+        try:
+            self.health = HealthServer(
+                s.metrics_host, s.metrics_port, self.metrics.registry, lifecycle.healthy, lifecycle.ready
+            )
+        except OSError as exc:  # preflight listened there, but another process took the port since
+            self.log.error("invalid_configuration", error=f"TF_METRICS_PORT={s.metrics_port}: {exc.strerror or exc}")
+            return 2
         self.health.start()
         self.log.info(
             "starting",

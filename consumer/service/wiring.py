@@ -4,7 +4,9 @@ delivery guarantee, the batch processor and the revocation emitter.
 
 Everything librdkafka is told lives here, with the reason for each value; the properties the
 delivery guarantees rest on are set last, over the operator's TF_*KAFKA_* settings, and an operator
-setting that tries to change them stops start-up.
+setting that tries to change them stops start-up (consumer/operations/kafka_settings.py lists them).
+The configurations are built by module functions, so that consumer/service/preflight.py can make
+each client kind from the real configuration, without bootstrap servers, before any connection.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from consumer.datapath.output_limits import (
 )
 from consumer.datapath.pseudonym import Pseudonymiser
 from consumer.datapath.shadow import Shadow
-from consumer.operations import logs
+from consumer.operations import kafka_settings, logs
 from consumer.operations.metrics import Metrics
 from consumer.operations.settings import ConfigError, Settings
 from consumer.optouts.feed import OptOutFeed
@@ -40,34 +42,91 @@ from consumer.optouts.revocations import RevocationEmitter
 from consumer.wire.codec import Codec
 from rules import Decider
 
-# Properties the guarantees depend on: a TF_*KAFKA_* setting may not change them.
-ENFORCED_CONSUMER = {"enable.auto.offset.store", "enable.auto.commit", "isolation.level", "group.id"}
-ENFORCED_PRODUCER = {"enable.idempotence", "acks", "transactional.id"}
+PRODUCER_QUEUE_KBYTES = 131_072  # 128 MiB of records waiting for the broker: bounded memory (and budgeted)
+TRANSACTION_TIMEOUT_MS = 60_000  # exactly-once, unless TF_PRODUCER_KAFKA_TRANSACTION_TIMEOUT_MS says otherwise
 
 
 def check_overrides(settings: Settings) -> None:
-    problems = []
-    for scope, props, enforced in (
-        ("CONSUMER_KAFKA", {**settings.kafka_common, **settings.kafka_consumer}, ENFORCED_CONSUMER),
-        ("PRODUCER_KAFKA", {**settings.kafka_common, **settings.kafka_producer}, ENFORCED_PRODUCER),
-    ):
-        for prop in sorted(set(props) & enforced):
-            problems.append(
-                f"{prop} (TF_{scope}_/TF_KAFKA_ {prop.upper().replace('.', '_')}) cannot be set: the "
-                f"delivery guarantee depends on it; use TF_PROCESSING_GUARANTEE or TF_GROUP_ID"
-            )
+    """The pass-through may not set what the delivery guarantees or a setting own (load_settings
+    refuses them too; this guards Settings made another way)."""
+    problems = kafka_settings.override_problems(settings.kafka_sources)
     if problems:
-        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+        raise ConfigError(problems)
 
 
-def client(kind: Any, config: dict[str, Any], what: str) -> Any:
-    """Create a librdkafka client; a property it rejects is a configuration error."""
+def client(kind: Any, config: dict[str, Any], what: str, settings: Settings | None = None) -> Any:
+    """Create a librdkafka client; a property it rejects is a configuration error naming its variable."""
     try:
         return kind(config)
-    except KafkaException as exc:
-        raise ConfigError(
-            f"the {what}'s librdkafka configuration is invalid: {exc.args[0].str()} (check the TF_*KAFKA_* settings)"
-        ) from exc
+    except (KafkaException, TypeError, ValueError) as exc:
+        reason = kafka_settings.reason(exc)
+        sources = settings.kafka_sources if settings is not None else ()
+        role = "consumer" if kind is Consumer else "producer"
+        raise ConfigError(kafka_settings.rejection(kind, role, what, reason, sources, OWN_PROPERTIES)) from exc
+
+
+# The librdkafka properties that settings of the table set, for messages about a refused configuration.
+OWN_PROPERTIES = {
+    "group.id": "TF_GROUP_ID",
+    "transactional.id": "TF_TRANSACTIONAL_ID",
+    "statistics.interval.ms": "TF_STATISTICS_INTERVAL_MS",
+    "auto.offset.reset": "TF_REVOCATIONS_START",
+    "message.max.bytes": "TF_MAX_VALUE_BYTES",
+    "batch.size": "TF_MAX_VALUE_BYTES",
+}
+
+
+def producer_max_for(s: Settings) -> int:
+    """The producer's message.max.bytes: the operator's, or what TF_MAX_VALUE_BYTES needs."""
+    configured = {**s.kafka_common, **s.kafka_producer}.get("message.max.bytes")
+    return int(configured) if configured else producer_max_bytes(s.max_value_bytes)
+
+
+def producer_config(s: Settings, limits: OutputLimits, max_bytes: int, extra: dict[str, Any]) -> dict[str, Any]:
+    """The output producer's librdkafka configuration (`extra`: the logger)."""
+    config = s.producer_config(
+        {
+            # Batching for throughput; lz4 because text compresses well and lz4 costs little CPU.
+            "linger.ms": 5,
+            # Never a batch the output topics refuse: the broker would fail every record in it.
+            "batch.size": min(1_000_000, limits.training_record_max, limits.dlq_record_max),
+            "message.max.bytes": max_bytes,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 200_000,
+            "queue.buffering.max.kbytes": PRODUCER_QUEUE_KBYTES,
+            "message.timeout.ms": 300_000,  # retries ride out a broker restart of up to five minutes
+        },
+        **{"enable.idempotence": True, "acks": "all", **extra},
+    )
+    if s.exactly_once:
+        config["transactional.id"] = s.transactional_id or f"{s.group_id}-{socket.gethostname()}"
+        # librdkafka requires message.timeout.ms <= transaction.timeout.ms; a minute bounds how long an
+        # abandoned transaction can hold back read_committed readers if its replica never returns.
+        config.setdefault("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS)
+        config["message.timeout.ms"] = min(int(config["message.timeout.ms"]), int(config["transaction.timeout.ms"]))
+    return config
+
+
+def input_consumer_config(s: Settings, on_stats: Callable[[str], None], extra: dict[str, Any]) -> dict[str, Any]:
+    """The input consumer's librdkafka configuration (`extra`: the logger)."""
+    return s.consumer_config(
+        {
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "cooperative-sticky",
+            "fetch.max.bytes": 52_428_800,
+            "max.partition.fetch.bytes": 4_194_304,
+            "statistics.interval.ms": s.statistics_interval_ms,
+            "stats_cb": on_stats,
+        },
+        **{
+            "group.id": s.group_id,
+            "enable.auto.commit": not s.exactly_once,
+            "auto.commit.interval.ms": 1000,
+            "enable.auto.offset.store": False,
+            "isolation.level": "read_committed",
+            **extra,
+        },
+    )
 
 
 def opted_out(optout_filter: OptOutFilter, pseudonymiser: Pseudonymiser) -> Callable[[bytes], bool]:
@@ -242,8 +301,7 @@ class Wiring:
         """Input and output size limits that agree with the producer and the output topics (see
         consumer/datapath/output_limits.py). Asked of the broker at start-up and after a refused record."""
         s = self.settings
-        configured = {**s.kafka_common, **s.kafka_producer}.get("message.max.bytes")
-        self.producer_max = int(configured) if configured else producer_max_bytes(s.max_value_bytes)
+        self.producer_max = producer_max_for(s)
         admin = {"bootstrap.servers": s.bootstrap_servers, **s.kafka_common, **self.kafka_log}
         described = describe_topic_limits(admin, [s.training_topic, s.dlq_topic])
         limits = OutputLimits.compute(s.max_value_bytes, self.producer_max, s.training_topic, s.dlq_topic, described)
@@ -264,50 +322,12 @@ class Wiring:
         return limits
 
     def producer(self, limits: OutputLimits) -> Any:
-        s = self.settings
-        config = s.producer_config(
-            {
-                # Batching for throughput; lz4 because text compresses well and lz4 costs little CPU.
-                "linger.ms": 5,
-                # Never a batch the output topics refuse: the broker would fail every record in it.
-                "batch.size": min(1_000_000, limits.training_record_max, limits.dlq_record_max),
-                "message.max.bytes": self.producer_max,
-                "compression.type": "lz4",
-                "queue.buffering.max.messages": 200_000,
-                "queue.buffering.max.kbytes": 131_072,
-                "message.timeout.ms": 300_000,  # retries ride out a broker restart of up to five minutes
-            },
-            **{"enable.idempotence": True, "acks": "all", **self.kafka_log},
-        )
-        if s.exactly_once:
-            config["transactional.id"] = s.transactional_id or f"{s.group_id}-{socket.gethostname()}"
-            # librdkafka requires message.timeout.ms <= transaction.timeout.ms; a minute bounds how long an
-            # abandoned transaction can hold back read_committed readers if its replica never returns.
-            config.setdefault("transaction.timeout.ms", 60_000)
-            config["message.timeout.ms"] = min(int(config["message.timeout.ms"]), int(config["transaction.timeout.ms"]))
-        return client(Producer, config, "producer")
+        config = producer_config(self.settings, limits, self.producer_max, self.kafka_log)
+        return client(Producer, config, "producer", self.settings)
 
     def input_consumer(self, on_stats: Callable[[str], None]) -> Any:
-        s = self.settings
-        config = s.consumer_config(
-            {
-                "auto.offset.reset": "earliest",
-                "partition.assignment.strategy": "cooperative-sticky",
-                "fetch.max.bytes": 52_428_800,
-                "max.partition.fetch.bytes": 4_194_304,
-                "statistics.interval.ms": s.statistics_interval_ms,
-                "stats_cb": on_stats,
-            },
-            **{
-                "group.id": s.group_id,
-                "enable.auto.commit": not s.exactly_once,
-                "auto.commit.interval.ms": 1000,
-                "enable.auto.offset.store": False,
-                "isolation.level": "read_committed",
-                **self.kafka_log,
-            },
-        )
-        return client(Consumer, config, "input consumer")
+        config = input_consumer_config(self.settings, on_stats, self.kafka_log)
+        return client(Consumer, config, "input consumer", self.settings)
 
     def delivery(self, consumer: Any, producer: Any) -> AtLeastOnce:
         s = self.settings

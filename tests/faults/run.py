@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from consumer.devtools.local_kafka import LocalKafka
-from tests.faults import alert_scenarios, optout_scenarios, output_scenarios, scenarios
+from tests.faults import alert_scenarios, optout_scenarios, output_scenarios, scenarios, settings_scenarios
 from tests.faults.scenarios import SECOND_PASSWORD, SECOND_USER, SERVICE_PASSWORD, SERVICE_USER
 
 LONG = {"records": 20_000, "kills": 8}
@@ -34,6 +34,7 @@ def fault_broker() -> LocalKafka:
 def run_all(broker: LocalKafka, workdir: Path, size: dict[str, int]) -> list[scenarios.Row]:
     records, kills = size["records"], size["kills"]
     steps = [
+        lambda: settings_scenarios.revocations_topic_is_the_optout_topic(broker, workdir, records // 4),
         lambda: scenarios.kill_nine(broker, workdir, records, kills, "at-least-once"),
         lambda: scenarios.kill_nine(broker, workdir, records, kills, "exactly-once"),
         lambda: scenarios.broker_restart(broker, workdir, records),

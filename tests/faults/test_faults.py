@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults import alert_scenarios, optout_scenarios, output_scenarios, registry_scenarios, scenarios
+from tests.faults import (
+    alert_scenarios,
+    optout_scenarios,
+    output_scenarios,
+    registry_scenarios,
+    scenarios,
+    settings_scenarios,
+)
 from tests.faults.run import SHORT
 
 pytestmark = pytest.mark.integration
@@ -18,6 +25,10 @@ def check(row: scenarios.Row) -> None:
     if not row.duplicates_allowed:
         assert row.duplicates == 0
     assert not row.failures, row.failures
+
+
+def test_revocations_topic_set_to_the_optout_topic_is_refused_and_touches_nothing(broker, tmp_path):
+    check(settings_scenarios.revocations_topic_is_the_optout_topic(broker, tmp_path, SHORT["records"] // 4))
 
 
 @pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])

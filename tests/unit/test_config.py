@@ -99,8 +99,10 @@ def test_every_setting_has_help():
 
 
 def test_operator_properties_override_defaults_but_not_what_the_guarantees_rest_on():
-    s = load_settings({**BASE, "TF_PRODUCER_KAFKA_LINGER_MS": "50", "TF_KAFKA_ACKS": "1"})
-    config = s.producer_config({"linger.ms": 5, "compression.type": "lz4"}, acks="all")
+    s = load_settings({**BASE, "TF_PRODUCER_KAFKA_LINGER_MS": "50", "TF_PRODUCER_KAFKA_COMPRESSION_TYPE": "zstd"})
+    config = s.producer_config({"linger.ms": 5, "batch.size": 1000}, **{"compression.type": "lz4"})
     assert config["linger.ms"] == "50"  # the operator's setting beats our default
-    assert config["compression.type"] == "lz4"
-    assert config["acks"] == "all"  # an enforced property beats the operator's
+    assert config["batch.size"] == 1000
+    assert config["compression.type"] == "lz4"  # an enforced property beats the operator's
+    with pytest.raises(ConfigError, match="TF_KAFKA_ACKS cannot be set: the delivery guarantee depends on acks"):
+        load_settings({**BASE, "TF_KAFKA_ACKS": "1"})
