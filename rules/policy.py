@@ -44,6 +44,8 @@ def load_policy(path: str | Path | None = None) -> Policy:
         text = where.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError(f"cannot read policy file {where}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"policy file {where} is not UTF-8 text (byte {exc.start}): give a TOML file") from exc
     return parse_policy(text, origin=str(where))
 
 

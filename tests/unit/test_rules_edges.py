@@ -214,3 +214,11 @@ def test_record_adapter_rejects_wrong_types_as_malformed():
     missing = dict(good)
     del missing["created_at"]
     assert decider.decide_record(Source.POST, missing, NO_LIMIT, lambda _u: False) is Reason.MALFORMED
+
+
+def test_a_policy_file_that_is_not_text_is_a_policy_error(tmp_path):
+    """`check --policy <binary>` crashed with UnicodeDecodeError."""
+    binary = tmp_path / "policy.toml"
+    binary.write_bytes(bytes(range(256)))
+    with pytest.raises(PolicyError, match="not UTF-8"):
+        load_policy(binary)
