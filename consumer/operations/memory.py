@@ -6,14 +6,15 @@ the way up from the process's cgroup) or else the machine's memory. The need:
 - the opt-out Bloom filter (consumer/optouts/filter.py `bloom_bytes`: capacity and rate) and, under
   an opt-in policy, the consent set (`slots_for(capacity)` slots of 8 bytes); each counted twice
   when its snapshot is on: saving copies the table, loading holds the file's bytes beside it;
-- the producer's queue (queue.buffering.max.kbytes, 128 MiB as consumer/service/wiring.py sets it)
+- the producers' queues (queue.buffering.max.kbytes: 128 MiB as consumer/service/wiring.py sets it, and
+  the revocation emitter's 16 MiB)
   and each fetching consumer's pre-fetch queue (queued.max.messages.kbytes, librdkafka's 64 MiB):
   the input consumer, the opt-out feed, the revocation emitter, and the consent feed if any;
 - a baseline for Python, the libraries and librdkafka's threads: 96 MiB (an idle service measures
   63 MiB resident; the rest is head-room for the decoder's caches and the allocator).
 
 Not counted: batches held for their sync (up to 4 of TF_BATCH_SIZE records, bounded by the fetch
-sizes) and the revocation emitter's producer queue (revocations are small).
+sizes).
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ from consumer.optouts.feed import parse_optout
 from consumer.wire.codec import REVOCATION, Codec
 from consumer.wire.registry import RegistryRefused, RegistryUnavailable
 
+REVOCATION_QUEUE_KBYTES = 16_384
+
 
 class RevocationEmitter:
     """One Revocation per opt-out record, from whichever replica the group gives its partition."""
@@ -47,7 +49,16 @@ class RevocationEmitter:
         self.metrics = metrics
         self.log = log
         self.flush_seconds = flush_seconds
-        self.producer = Producer({**producer_config, "enable.idempotence": True, "acks": "all", "linger.ms": 20})
+        self.producer = Producer(
+            {
+                **producer_config,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 20,
+                # Revocations are small: a bounded queue instead of librdkafka's 1 GiB (in the memory budget).
+                "queue.buffering.max.kbytes": REVOCATION_QUEUE_KBYTES,
+            }
+        )
         self.consumer = Consumer(
             {
                 **config,

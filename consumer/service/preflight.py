@@ -32,6 +32,7 @@ from consumer.datapath.output_limits import HEADROOM, OutputLimits
 from consumer.operations import kafka_settings
 from consumer.operations.memory import MemoryBudget, memory_limit
 from consumer.operations.settings import ConfigError, Settings, load_settings
+from consumer.optouts.revocations import REVOCATION_QUEUE_KBYTES
 from consumer.service.wiring import (
     OWN_PROPERTIES,
     input_consumer_config,
@@ -170,7 +171,7 @@ def memory_budget(s: Settings, configs: dict[str, ClientConfig], limit: tuple[in
     fetching = sum(1 for c in configs.values() if c.role == "consumer")  # input, the feeds, the emitter
     return MemoryBudget.compute(
         s,
-        producer_queue_bytes=int(producer["queue.buffering.max.kbytes"]) * 1024,
+        producer_queue_bytes=(int(producer["queue.buffering.max.kbytes"]) + REVOCATION_QUEUE_KBYTES) * 1024,
         consumer_queue_bytes=int(consumer.get("queued.max.messages.kbytes", DEFAULT_QUEUED_KBYTES)) * 1024,
         fetching_consumers=fetching,
         limit=limit[0],
