@@ -18,6 +18,7 @@ from typing import Any
 from confluent_kafka import KafkaException
 
 from consumer.datapath.offsets import PER_RECORD_ERRORS, PendingBatch, Provenance
+from consumer.datapath.produce import produce_when_room
 
 Headers = list[tuple[str, bytes]]
 
@@ -65,6 +66,15 @@ class DeadLetterWriter:
         self.max_record_bytes = max_record_bytes
         self.on_backpressure = on_backpressure
         self.truncated = 0  # letters written headers-only, for the metrics
+        self.causes: dict[tuple[Any, str], int] = {}  # (source, cause) -> letters, counted by the service
+
+    def malformed(self, msg: Any, source: Any, cause: str, batch: PendingBatch, truncate: bool = False) -> None:
+        """An input record that cannot be decided: its original key, value and headers, and why."""
+        key = (source, cause)
+        self.causes[key] = self.causes.get(key, 0) + 1
+        provenance = (msg.topic(), msg.partition(), msg.offset())
+        headers = dead_letter_headers("malformed", cause, provenance, msg.timestamp()[1], msg.headers())
+        self.write(batch, msg.value(), msg.key(), headers, provenance, force_truncate=truncate)
 
     def write(
         self,
@@ -83,10 +93,8 @@ class DeadLetterWriter:
         report = batch.dead_letter_report(provenance, headers, cut)
         while True:
             try:
-                self.producer.produce(self.topic, value, key, headers=headers, on_delivery=report)
+                produce_when_room(self.producer, self.on_backpressure, self.topic, value, key, report, headers)
                 return
-            except BufferError:
-                self.on_backpressure()
             except KafkaException as exc:
                 err = exc.args[0]
                 if err.code() not in PER_RECORD_ERRORS:
@@ -95,7 +103,7 @@ class DeadLetterWriter:
                 if cut:
                     batch.outstanding -= 1
                     raise UndeliverableError(f"{err.name()} producing a headers-only dead letter") from exc
-                # librdkafka refused it at once (its own message.max.bytes): the headers-only letter.
-                headers, value, key, cut = truncated(headers, value, key), None, None, True
-                self.truncated += 1
-                report = batch.dead_letter_report(provenance, headers, True)
+            # librdkafka refused it at once (its own message.max.bytes): the headers-only letter.
+            headers, value, key, cut = truncated(headers, value, key), None, None, True
+            self.truncated += 1
+            report = batch.dead_letter_report(provenance, headers, True)

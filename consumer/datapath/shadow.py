@@ -9,9 +9,10 @@ text. The shadow never produces, dead-letters or changes the active decision.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 
-from rules import Decider, Reason, Source
+from rules import Decider, PairDecider, Reason, Source
 
 Pair = tuple[Source, Reason, Reason]  # (source, active reason, shadow reason)
 
@@ -54,3 +55,41 @@ def by_decisions(pairs: Iterable[tuple[Pair, int]]) -> dict[tuple[Reason, Reason
     for (_, active, shadow), count in pairs:
         out[active, shadow] = out.get((active, shadow), 0) + count
     return out
+
+
+class ShadowPass:
+    """The batch processor's side of a shadow policy: one `PairDecider` (kept, memos and all, while the
+    two policies stay the same), the records of the batch whose two decisions differ, and at the end the
+    batch's (source, active, shadow) counts. Only the differences are listed: the rest (usually most)
+    got the same decision from both, which the batch's own tally already counts."""
+
+    def __init__(self) -> None:
+        self.pair: PairDecider | None = None
+        self.differ: list[Pair] = []
+        self._before: dict[tuple[Source, str], int] = {}
+
+    def decider(self, active: Decider, shadow: Shadow) -> PairDecider:
+        pair = self.pair
+        if pair is None or pair.shadow is not shadow.decider or pair.active is not active:
+            pair = self.pair = PairDecider(active, shadow.decider)
+        return pair
+
+    def begin(self, tally: Mapping[tuple[Source, str], int]) -> list[Pair]:
+        self.differ.clear()  # what a batch that raised had tallied is dropped with its decisions
+        self._before = dict(tally)
+        return self.differ
+
+    def end(self, shadow: Shadow, tally: Mapping[tuple[Source, str], int]) -> None:
+        """Every record the batch counted in `tally` was decided by the shadow too (a dead letter is
+        malformed under both); those in `differ` got another decision from it, the rest the same one."""
+        pairs: dict[Pair, int] = dict(Counter(self.differ))
+        self.differ.clear()
+        differing: dict[tuple[Source, Reason], int] = {}
+        for (source, changed, _), count in pairs.items():
+            differing[source, changed] = differing.get((source, changed), 0) + count
+        for (source, decided), count in tally.items():
+            reason = Reason(decided)
+            same = count - self._before.get((source, decided), 0) - differing.get((source, reason), 0)
+            if same:
+                pairs[source, reason, reason] = same
+        shadow.add(pairs)

@@ -34,3 +34,6 @@ cpdef bytes training_record(bytes header, bytes buf, Py_ssize_t id_end,
                             Py_ssize_t language_start, Py_ssize_t language_end, Py_ssize_t split,
                             Py_ssize_t content_end, bytes country, bytes pseudonym, bytes provenance,
                             long long offset)
+
+cpdef bytes training_record_of(bytes header, bytes buf, tuple fields, bytes country, bytes pseudonym,
+                               bytes provenance, long long offset)

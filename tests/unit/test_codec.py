@@ -207,7 +207,7 @@ def test_all_codec_errors_share_a_base_and_a_fixed_label():
 
 
 def test_every_dead_letter_cause_is_a_declared_metric_label():
-    import consumer.datapath.batch  # noqa: F401 - its own CodecError (invalid_fields)
+    import consumer.datapath.reading  # noqa: F401 - its own CodecError (invalid_fields)
     from consumer.operations.metrics import DLQ_CAUSES
 
     def subclasses(cls):

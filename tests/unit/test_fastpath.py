@@ -26,6 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import consumer.datapath.batch as batch
+import consumer.datapath.reading as reading
 import consumer.wire.fastpath as compiled_or_not
 from consumer.wire.codec import AI_INTERACTION, POST, TRAINING_RECORD, Codec, CodecError
 from tests import avro_corners, samples
@@ -416,6 +417,7 @@ def emitted(module, name: str, value: bytes, fast: bool) -> tuple[dict, list]:
     with `fast` False every value takes the reference path."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(batch, "fastpath", module)
+        patch.setattr(reading, "fastpath", module)  # the routes' decoders
         patch.setattr(batch, "FastPathMiss", module.FastPathMiss)  # the interpreted copy has its own class
         key = (module.__name__, fast)
         if key not in _PROCESSORS:

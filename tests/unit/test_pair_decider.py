@@ -166,11 +166,15 @@ def test_the_hot_loop_never_decides_with_a_replaced_active_policy():
 
     proc, _ = processor(opted_out=lambda _: False)
     proc.shadow = Shadow(Decider(Policy("shadow", frozenset({"DE"}), 18, 120, True, True)))
-    first = proc._pair
+    proc.process([], _pending(), {})
+    first = proc._shadow_pass.pair
     assert first is not None and first.active is proc.decider
+    proc.process([], _pending(), {})
+    assert proc._shadow_pass.pair is first, "kept, memos and all, while the policies stay the same"
     proc.decider = Decider(Policy("replaced", frozenset({"FR"}), 30, 120, True, True))
     proc.process([], _pending(), {})
-    assert proc._pair is not None and proc._pair.active is proc.decider and proc._pair is not first
+    pair = proc._shadow_pass.pair
+    assert pair is not None and pair.active is proc.decider and pair is not first
 
 
 def _pending():
