@@ -10,6 +10,13 @@ which stops at the first open transaction, so an opt-out acknowledged after it w
 for. Partitions the topic gains are assigned in the same sync; metadata that cannot be had is a
 failed sync (input pauses), never a silent skip.
 
+A sync costs a fixed number of requests whatever the partition count (consumer/optouts/ends.py):
+one metadata request, one ListOffsets per broker. Its deadline bounds the reading, not the asking:
+a sync that has its end offsets always consumes at least once, and one that runs out of time keeps
+them as its `pending` target. The next sync reads on towards that target first (the consumer's
+position carries over) and, on reaching it, confirms the time it was asked for; so successive syncs
+converge on a busy or slow topic instead of each starting again and none completing.
+
 The filter holds pseudonyms, and the feed reads a second topic into it: the service's own
 revocations topic, keyed by pseudonym, one record per opt-out ever seen. So an objection is never
 withdrawn, by any replica: a tombstone on the opt-out topic is counted (and alerted on) but applies
@@ -23,29 +30,37 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    TopicCollection,
-    TopicPartition,
-)
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from consumer.datapath.pseudonym import Pseudonymiser
 from consumer.operations.metrics import Metrics
+from consumer.optouts.ends import BrokerQueries, FeedError, Partition
 from consumer.optouts.filter import Offsets
 from consumer.wire.codec import OPTOUT, REVOCATION, Codec, CodecError
 from consumer.wire.registry import RegistryRefused, RegistryUnavailable
 
+__all__ = ["FeedError", "OptOutFeed", "parse_optout"]
+
 _LEDGER_METADATA_SECONDS = 30.0  # the revocations topic's partitions are checked this often
+# A request of a sync may outlast the sync's own budget by this much: on a slow link, a budget
+# shorter than two round trips would otherwise never get as far as the end offsets.
+_REQUEST_SECONDS_AT_LEAST = 2.0
+# consume() waits out its whole timeout unless 10,000 records come: short windows end a sync as soon
+# as its last opt-out is in (a 0.2 s window made every sync that read anything last 0.2 s or more).
+_CONSUME_WINDOW_SECONDS = 0.02
+_REACHED, _TIMEOUT, _FAILED = "reached", "timeout", "failed"
 
 
-class FeedError(Exception):
-    """The opt-out topic cannot be read (missing, unauthorised, broker down). No personal data."""
+@dataclass(frozen=True)
+class Target:
+    """End offsets to read up to, and when the sync that asked for them started (what reaching them
+    confirms: every opt-out acknowledged before that time is applied)."""
+
+    asked_at: float
+    ends: dict[Partition, int]
 
 
 def parse_optout(codec: Codec, msg: Any) -> tuple[list[bytes], int, str]:
@@ -124,12 +139,7 @@ class OptOutFeed:
         )
         # End offsets and metadata come from a second client that never fetches: on the feed consumer's
         # own connection they would queue behind its long-polling fetch (up to fetch.wait.max.ms each).
-        # read_uncommitted: its end offsets are the high watermarks, not the last stable offsets.
-        self.auth_error: str | None = None
-        self.ends = Consumer(
-            {**config, "enable.auto.commit": False, "isolation.level": "read_uncommitted", "error_cb": self._on_error}
-        )
-        self._admin_config = {k: v for k, v in config.items() if k not in ("group.id",)}
+        self.ends = BrokerQueries(config, clock, stopping)
         self.positions: Offsets = {}
         # The topics read: the gating topic, then the ledger (absent for a feed without one, e.g. consents).
         self.topics = (topic,) if ledger_topic is None else (topic, ledger_topic)
@@ -137,6 +147,7 @@ class OptOutFeed:
         self.caught_up_at: float | None = None  # clock time of the end offsets last reached
         self.last_error: str | None = None
         self.reset_reason: str | None = None  # why a snapshot's offsets were not used
+        self.pending: Target | None = None  # the end offsets of a sync that ran out of time
         self._ledger_checked = 0.0
         self._unexpected_logged = 0
         # Held while opt-outs are applied: a snapshot taken under it has offsets that match its filter
@@ -152,8 +163,8 @@ class OptOutFeed:
         topic was re-created (its id changed) or the snapshot's offsets are beyond a partition's end
         (the topic was truncated or re-created): resuming would skip opt-outs.
         """
-        partitions = {t: self._partitions(t, timeout=30.0) for t in self.topics}
-        current_ids = self._topic_ids()
+        partitions = {t: self.ends.partitions(t, timeout=30.0) for t in self.topics}
+        current_ids = self.ends.topic_ids(list(self.topics))
         offsets = dict(offsets or {})
         if offsets:
             self.reset_reason = self._snapshot_problem(offsets, topic_ids or {}, current_ids, partitions)
@@ -162,14 +173,10 @@ class OptOutFeed:
                 self.filter = self.filter.emptied()
                 offsets = {}
         self.topic_ids = {t: current_ids.get(t) for t in self.topics}
-        self.positions = {(t, p): offsets.get((t, p), 0) for t, parts in partitions.items() for p in parts}
-        self.consumer.assign(
-            [
-                TopicPartition(t, p, offsets.get((t, p), OFFSET_BEGINNING))
-                for t, parts in partitions.items()
-                for p in parts
-            ]
-        )
+        every = [(t, p) for t, parts in partitions.items() for p in parts]
+        first = self.ends.start_offsets([tp for tp in every if tp not in offsets], timeout=30.0)
+        self.positions = {tp: offsets[tp] if tp in offsets else first[tp] for tp in every}
+        self.consumer.assign([TopicPartition(t, p, self.positions[t, p]) for t, p in every])
         self._ledger_checked = self.clock()
 
     def _snapshot_problem(
@@ -183,54 +190,22 @@ class OptOutFeed:
             now = current_ids.get(topic)
             if saved and now and saved != now:
                 return f"topic {topic} was re-created (its id changed)"
-        for (topic, partition), offset in offsets.items():
+        for topic, partition in offsets:
             if partition not in partitions.get(topic, []):
                 return f"partition {topic}/{partition} of the snapshot no longer exists"
-            _, high = self.ends.get_watermark_offsets(TopicPartition(topic, partition), timeout=10.0, cached=False)
-            if offset > high:
-                return f"the snapshot's offset of {topic}/{partition} is beyond its end (truncated or re-created)"
-        return None
-
-    def _topic_ids(self) -> dict[str, str | None]:
-        """The topics' ids (a re-created topic gets a new one), or None where the broker does not say."""
-        out: dict[str, str | None] = {}
         try:
-            futures = AdminClient(self._admin_config).describe_topics(TopicCollection(list(self.topics)))
-            for name, future in futures.items():
-                out[name] = str(future.result(10.0).topic_id)
-        except Exception:  # an older broker, or no DESCRIBE permission: the offsets check still applies
-            pass
-        return out
-
-    def _partitions(self, topic: str, timeout: float) -> list[int]:
-        """The topic's partitions, asked in short steps so that a credential the broker rejects fails
-        at once instead of after the whole timeout, and a stop request is not held up."""
-        deadline = self.clock() + timeout
-        while True:
-            self.ends.poll(0)  # serves the error callback; this client is assigned nothing, so it gets no records
-            if self.auth_error is not None:
-                raise FeedError(f"the broker rejected the credentials: {self.auth_error} (check TF_KAFKA_SASL_*)")
-            try:
-                metadata = self.ends.list_topics(topic, timeout=min(1.0, max(0.1, deadline - self.clock())))
-                break
-            except KafkaException as exc:
-                if self.clock() >= deadline or self.stopping():
-                    raise FeedError(f"cannot read metadata of {topic}: {exc.args[0].name()}") from exc
-        info = metadata.topics.get(topic)
-        if info is None or info.error is not None or not info.partitions:
-            why = info.error.name() if info is not None and info.error is not None else "no such topic"
-            raise FeedError(f"topic {topic} is not readable: {why}")
-        return sorted(info.partitions)
-
-    def _on_error(self, err: KafkaError) -> None:
-        """librdkafka's error callback (client-level errors, e.g. the broker refusing the credentials)."""
-        if err.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
-            self.auth_error = err.name()
+            ends = self.ends.end_offsets(list(offsets), timeout=10.0)  # one request, however many partitions
+        except FeedError as exc:
+            raise FeedError(f"cannot read the end offsets of {', '.join(self.topics)}: {exc}") from exc
+        for tp, offset in sorted(offsets.items()):
+            if offset > ends[tp]:
+                return f"the snapshot's offset of {tp[0]}/{tp[1]} is beyond its end (truncated or re-created)"
+        return None
 
     def _add_new_partitions(self, topic: str, timeout: float) -> None:
         """Partitions the topic gained since the last look are read from their beginning. Raises
         FeedError (a failed sync) when the metadata cannot be had."""
-        partitions = self._partitions(topic, timeout)
+        partitions = self.ends.partitions(topic, timeout)
         new = [p for p in partitions if (topic, p) not in self.positions]
         if new:
             for p in new:
@@ -242,47 +217,92 @@ class OptOutFeed:
 
     def sync(self, timeout: float, everything: bool = False) -> bool:
         """Apply every opt-out up to the opt-out topic's current end (with `everything`, the
-        revocations topic's too); False if that fails or takes longer than `timeout`."""
+        revocations topic's too). True when this sync confirmed a later time than before
+        (`caught_up_at`): its own start, or that of the earlier sync whose end offsets it reached.
+        False if it confirmed nothing: the ends could not be had, or `timeout` ran out first."""
         started = self.clock()
         deadline = started + timeout
-        gating = set(self.topics) if everything else {self.topic}
-        ends: dict[tuple[str, int], int] = {}
-        try:
-            self._add_new_partitions(self.topic, max(0.1, deadline - self.clock()))
-            if self.ledger_topic is not None and (
-                everything or started - self._ledger_checked > _LEDGER_METADATA_SECONDS
-            ):
-                self._ledger_checked = started
-                self._add_new_partitions(self.ledger_topic, max(0.1, deadline - self.clock()))
-            for tp in self.positions:
-                if tp[0] in gating:
-                    remaining = max(0.05, deadline - self.clock())
-                    _, high = self.ends.get_watermark_offsets(TopicPartition(*tp), timeout=remaining, cached=False)
-                    ends[tp] = high
-        except KafkaException as exc:
-            self._failed(exc.args[0].name())
+        fresh = self._ask_ends(started, deadline, everything)
+        if fresh is None:
             return False
-        except FeedError as exc:
-            self._failed(str(exc))
-            return False
-        if not self._ends_plausible(ends):
-            return False
-        while True:
-            behind = [tp for tp, end in ends.items() if self.positions[tp] < end]
-            if not behind:
-                break
-            remaining = deadline - self.clock()
-            if remaining <= 0:
-                self._failed("timeout")
-                return False
-            messages = self.consumer.consume(num_messages=10_000, timeout=min(remaining, 0.2))
-            if not self._apply(messages, live=not everything):
-                return False
+        carried = self.pending if self.pending is not None and self._still_ahead(self.pending, fresh) else None
+        confirmed = False
+        consumed = False
+        for target in (carried, fresh):
+            if target is None:
+                continue
+            # A target not reached is kept: the next sync reads on towards the same offsets (a fixed
+            # goal that the consumer's position only approaches), so some sync reaches it.
+            self.pending = target
+            outcome, read = self._read_to(target, deadline, must_consume=not consumed, live=not everything)
+            consumed = consumed or read
+            if outcome != _REACHED:
+                if outcome == _TIMEOUT and not confirmed:
+                    self._failed("timeout")
+                return confirmed
+            confirmed = self._confirm(target.asked_at) or confirmed
+        self.pending = None
         if not everything:
             # Whatever else has arrived (revocations, written by the replicas' emitters): keeps the
             # snapshot's offsets of the revocations topic current. Never waits.
             self._apply(self.consumer.consume(num_messages=10_000, timeout=0), live=True)
-        self.caught_up_at = started
+        return confirmed
+
+    def _ask_ends(self, started: float, deadline: float, everything: bool) -> Target | None:
+        """The partitions (new ones assigned) and their end offsets, as a target; None (the failure
+        recorded) if they cannot be had or show the topic shrank."""
+        gating = set(self.topics) if everything else {self.topic}
+
+        def budget() -> float:
+            return max(_REQUEST_SECONDS_AT_LEAST, deadline - self.clock())
+
+        try:
+            self._add_new_partitions(self.topic, budget())
+            if self.ledger_topic is not None and (
+                everything or started - self._ledger_checked > _LEDGER_METADATA_SECONDS
+            ):
+                self._ledger_checked = started
+                self._add_new_partitions(self.ledger_topic, budget())
+            ends = self.ends.end_offsets([tp for tp in self.positions if tp[0] in gating], budget())
+        except KafkaException as exc:
+            self._failed(exc.args[0].name())
+            return None
+        except FeedError as exc:
+            self._failed(str(exc))
+            return None
+        if not self._ends_plausible(ends):
+            self.pending = None
+            return None
+        return Target(started, ends)
+
+    @staticmethod
+    def _still_ahead(pending: Target, fresh: Target) -> bool:
+        """An earlier target is worth reading on to only for the same partitions, none of whose ends
+        has gone back since (a re-created topic: its old offsets mean nothing)."""
+        return pending.ends.keys() == fresh.ends.keys() and all(
+            fresh.ends[tp] >= end for tp, end in pending.ends.items()
+        )
+
+    def _read_to(self, target: Target, deadline: float, must_consume: bool, live: bool) -> tuple[str, bool]:
+        """Consume until every partition of `target` is at its end offset, or the deadline passes
+        (after one consume at least, when `must_consume`). (outcome, whether it consumed)."""
+        consumed = False
+        while True:
+            if all(self.positions.get(tp, 0) >= end for tp, end in target.ends.items()):
+                return _REACHED, consumed
+            remaining = deadline - self.clock()
+            if remaining <= 0 and (consumed or not must_consume):
+                return _TIMEOUT, consumed
+            messages = self.consumer.consume(num_messages=10_000, timeout=_CONSUME_WINDOW_SECONDS)
+            consumed = True
+            if not self._apply(messages, live=live):
+                return _FAILED, consumed
+
+    def _confirm(self, asked_at: float) -> bool:
+        """Every opt-out acknowledged before `asked_at` is applied; True if that is news."""
+        if self.caught_up_at is not None and asked_at <= self.caught_up_at:
+            return False
+        self.caught_up_at = asked_at
         self.last_error = None
         return True
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from consumer.devtools.local_kafka import LocalKafka
-from tests.faults import alert_scenarios, optout_scenarios, output_scenarios, scenarios
+from tests.faults import alert_scenarios, optout_scenarios, output_scenarios, scale_scenarios, scenarios
 from tests.faults.scenarios import SECOND_PASSWORD, SECOND_USER, SERVICE_PASSWORD, SERVICE_USER
 
 LONG = {"records": 20_000, "kills": 8}
@@ -48,6 +48,8 @@ def run_all(broker: LocalKafka, workdir: Path, size: dict[str, int]) -> list[sce
         lambda: optout_scenarios.partitions_grow(broker, workdir, records),
         lambda: optout_scenarios.tombstone_then_fresh_replica(broker, workdir, records),
         lambda: optout_scenarios.snapshot_of_a_recreated_topic(broker, workdir, records),
+        # A broker of its own, behind a latency proxy (the fault broker has no proxied listener).
+        lambda: scale_scenarios.many_partitions_behind_latency(workdir, records),
         lambda: _alerts(broker, workdir, records),
     ]
     rows = []
