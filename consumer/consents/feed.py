@@ -1,10 +1,11 @@
 """The consent feed (opt-in policies): the consent topic into the consent set, synced before every batch.
 
-`ConsentFeed` is the opt-out feed (consumer/optouts/feed.py) on one topic and without a ledger, with
-the same guarantees: every partition assigned (no group, never commits; its position lives in the
-snapshot), read to its end before any input is consumed, synced to the high watermarks before every
-batch, partitions the topic gains assigned in the same sync, and a failure is a failed sync (input
-pauses). What differs is what a record does, and the direction in which it fails closed:
+`ConsentFeed` is a `TopicFeed` (consumer/optouts/topic_feed.py, as the opt-out feed is) on one topic
+and without a ledger, with the same guarantees: every partition assigned (no group, never commits;
+its position lives in the snapshot), read to its end before any input is consumed, synced to the
+high watermarks (one batched request per broker) before every batch, partitions the topic gains
+assigned in the same sync, and a failure is a failed sync (input pauses). What differs is what a
+record does, and the direction in which it fails closed:
 
 - the topic is compacted and keyed by user id; records are applied in offset order, so the latest
   record of a user wins, as after compaction;
@@ -39,6 +40,7 @@ from consumer.datapath.pseudonym import Pseudonymiser
 from consumer.operations.metrics import Metrics
 from consumer.optouts.background import BackgroundSync
 from consumer.optouts.feed import OptOutFeed
+from consumer.optouts.topic_feed import TopicFeed
 from consumer.wire.codec import CONSENT, Codec, CodecError
 from consumer.wire.registry import RegistryRefused, RegistryUnavailable
 
@@ -77,8 +79,10 @@ def parse_consent(codec: Codec, msg: Any) -> tuple[list[bytes], bool, int, str]:
     return [], False, 0, "undecodable_dropped"
 
 
-class ConsentFeed(OptOutFeed):
+class ConsentFeed(TopicFeed):
     """The consent topic into a `ConsentSet` (`self.filter`)."""
+
+    error_event = "consent_feed_error"
 
     def __init__(
         self,
@@ -156,11 +160,6 @@ class ConsentFeed(OptOutFeed):
             m.consent_entries.set(consents.entries)
             m.consent_false_admission.set(consents.false_admission_probability())
         return ok
-
-    def _failed(self, error: str) -> None:
-        if error != self.last_error:
-            self.log.warning("consent_feed_error", topic=self.topic, error=error)
-        self.last_error = error
 
 
 class GatedFeeds:
