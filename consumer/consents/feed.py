@@ -101,7 +101,11 @@ class ConsentFeed(TopicFeed):
     def _ends_plausible(self, ends: dict[tuple[str, int], int]) -> bool:
         """A partition whose end is below the feed's position was truncated, or the topic re-created
         while the service runs: consents it no longer holds must not stay granted. So the set is
-        emptied (in place) and the topic read again from its beginning; this sync fails meanwhile."""
+        emptied (in place) and the topic read again from its beginning; this sync fails meanwhile.
+
+        All under the lock, with the topic's new id: a snapshot pairs the set with the offsets and
+        the id, and one taken half-way (an empty set with the old offsets), or with no id (which a
+        restart cannot tell from the next re-created topic's), would be resumed wrongly."""
         shrunk = [tp for tp, end in ends.items() if end < self.positions.get(tp, 0)]
         if not shrunk:
             return True
@@ -111,12 +115,14 @@ class ConsentFeed(TopicFeed):
             partitions=[p for _, p in shrunk],
             entries=self.filter.entries,
         )
-        self.filter.clear()
+        ids = self._refreshed_ids({self.topic})  # asked before the lock: a snapshot waits on it
+        with self.lock:
+            self.filter.clear()
+            for tp in self.positions:
+                self.positions[tp] = 0
+            self.consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in self.positions])
+            self.topic_ids = ids
         self.metrics.consent_entries.set(0)
-        for tp in self.positions:
-            self.positions[tp] = 0
-        self.consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in self.positions])
-        self.topic_ids = dict.fromkeys(self.topics)  # a re-created topic has a new id; the next start asks again
         self._failed("consent topic truncated or re-created: read again")
         return False
 

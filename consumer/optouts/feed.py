@@ -78,18 +78,21 @@ class OptOutFeed(TopicFeed):
         """A partition whose end is below the feed's position was truncated, or its topic re-created,
         while the service runs: its new records sit at offsets the feed would never wait for. Those
         partitions are read again from their beginning (the filter keeps what it holds: an objection
-        is never withdrawn) and this sync fails, so input pauses until they are read."""
+        is never withdrawn) and this sync fails, so input pauses until they are read. The topics' ids
+        are asked again, so that a snapshot saved after this pairs the new topic's id with its offsets."""
         shrunk = [tp for tp, end in ends.items() if end < self.positions.get(tp, 0)]
         if not shrunk:
             return True
         self.log.warning(
             "optout_topic_shrank_rereading", partitions=[f"{t}/{p}" for t, p in shrunk], entries=self.filter.entries
         )
+        ids = self._refreshed_ids({t for t, _ in shrunk})
         with self.lock:
             for tp in shrunk:
                 self.positions[tp] = 0
             start = {tp: OFFSET_BEGINNING if tp in shrunk else offset for tp, offset in self.positions.items()}
             self.consumer.assign([TopicPartition(t, p, offset) for (t, p), offset in start.items()])
+            self.topic_ids = ids
         self._failed("opt-out topic truncated or re-created: read again")
         return False
 

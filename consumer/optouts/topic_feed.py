@@ -269,6 +269,13 @@ class TopicFeed:
         with self.lock:
             return self._apply_locked(messages, live)
 
+    def _refreshed_ids(self, topics: set[str]) -> dict[str, str | None]:
+        """The feed's topic ids with those of `topics` asked again (a re-created topic has a new one).
+        Where the broker does not say, the old id stays: a restart then reads the topic again rather
+        than resume a snapshot it cannot tell apart from the old topic's."""
+        fresh = self.ends.topic_ids(sorted(topics))
+        return {t: fresh.get(t) or old for t, old in self.topic_ids.items()}
+
     def _apply_locked(self, messages: list[Any], live: bool) -> bool:
         raise NotImplementedError
 
