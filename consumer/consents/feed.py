@@ -22,6 +22,13 @@ record does, and the direction in which it fails closed:
 
 Withdrawals are also revoked (consumer/optouts/revocations.py reads this topic too): readers purge
 what they took, and the revocation, read back into the opt-out filter, keeps that user out for good.
+Under an opt-in active policy a withdrawal also goes into the opt-out filter at once, in the sync that
+reads it (`withdrawals_to`): records are applied in offset order per partition only, and a user whose
+grant and withdrawal sit in different partitions (the topic grew, so the key maps elsewhere) may have
+the grant read last; the consent set then admits them again, until the revocation is read back (up
+to the emitter's group rebalance after a restart, or never while it cannot produce). With the
+withdrawal in the opt-out filter, the opt-out check turns that user away whatever the read order. When
+only the shadow candidate is opt-in, nothing goes there: the active policy's output must not change.
 
 `GatedFeeds` is the opt-out feed and the consent feed as the one feed the loop and the lifecycle
 sync, probe and close.
@@ -97,6 +104,8 @@ class ConsentFeed(TopicFeed):
         stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         super().__init__(config, topic, None, consents, codec, pseudonymiser, metrics, log, clock, stopping)
+        # The opt-out feed whose filter takes every withdrawal at once (an opt-in active policy: GatedFeeds).
+        self.withdrawals_to: OptOutFeed | None = None
 
     def _ends_plausible(self, ends: dict[tuple[str, int], int]) -> bool:
         """A partition whose end is below the feed's position was truncated, or the topic re-created
@@ -132,6 +141,7 @@ class ConsentFeed(TopicFeed):
         results: dict[str, int] = {}
         consents = self.filter
         refused = consents.refused
+        withdrawn: list[bytes] = []
         for msg in messages:
             tp = (msg.topic(), msg.partition())
             if tp in again:
@@ -153,10 +163,19 @@ class ConsentFeed(TopicFeed):
                 ok = False
                 continue
             self.positions[tp] = msg.offset() + 1
-            change = consents.add if granted else consents.remove
-            for user_id in users:
-                change(self.pseudonym(user_id))
+            pseudonyms = [self.pseudonym(user_id) for user_id in users]
+            if granted:
+                for p in pseudonyms:
+                    consents.add(p)
+            else:
+                for p in pseudonyms:
+                    consents.remove(p)
+                withdrawn += pseudonyms
             results[result] = results.get(result, 0) + 1
+        if withdrawn and self.withdrawals_to is not None:
+            # Before this set's lock is let go: a snapshot of the consents taken after it is matched
+            # by an opt-out snapshot (taken after it, consumer/service/upkeep.py) that holds them.
+            self.withdrawals_to.add_revoked(withdrawn)
         if consents.refused > refused:
             results["refused_full"] = consents.refused - refused
         m = self.metrics
@@ -197,6 +216,8 @@ class GatedFeeds:
         self.log = log
         self.sync_timeout = sync_timeout
         self.consent_sync: BackgroundSync | None = None  # gate=False only, once caught up
+        # Consents gate input: a withdrawal turns its user away at once, whatever order it was read in.
+        consents.withdrawals_to = optouts if gate else None
 
     @property
     def filter(self) -> Any:

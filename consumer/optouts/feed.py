@@ -96,6 +96,15 @@ class OptOutFeed(TopicFeed):
         self._failed("opt-out topic truncated or re-created: read again")
         return False
 
+    def add_revoked(self, pseudonyms: list[bytes]) -> None:
+        """Users whose revocation is on its way (consent withdrawals under an opt-in active policy,
+        consumer/consents/feed.py): into the filter now, not when the revocation is read back."""
+        with self.lock:
+            added = sum(1 for pseudonym in pseudonyms if self.filter.add(pseudonym))
+        if added:
+            self.metrics.optout_entries.set(self.filter.entries)
+            self.metrics.optout_fp_rate.set(self.filter.estimated_fp_rate())
+
     def _apply_locked(self, messages: list[Any], live: bool) -> bool:
         added = 0
         results: dict[str, int] = {}

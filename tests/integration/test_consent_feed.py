@@ -167,3 +167,68 @@ def test_emptying_the_set_waits_for_a_snapshot_under_way(kafka, consent_topic, f
         assert feed.positions == before, "the offsets were rewound under a snapshot"
     syncing.join(10)
     assert feed.filter.entries == 0 and all(offset == 0 for offset in feed.positions.values())
+
+
+# -- a grant and a withdrawal of one user in different partitions ---------------------------------------
+
+
+def moved_keys(users: int) -> list[tuple[int, str, bool]]:
+    """Each user's grant, then (later) their withdrawal in the other partition: the topic grew and
+    the key now maps elsewhere. Half the users have the grant in partition 0, half in partition 1,
+    so whichever partition the feed reads first, half the withdrawals are read before their grant."""
+    grants = [(i % 2, f"moved-{i}", True) for i in range(users)]
+    withdrawals = [(1 - i % 2, f"moved-{i}", False) for i in range(users)]
+    return grants + withdrawals
+
+
+def gated_feeds(kafka: Any, consent_topic: str, gate: bool) -> tuple[Any, Any]:
+    from consumer.consents.feed import GatedFeeds
+    from consumer.optouts.filter import OptOutFilter
+    from tests.integration.test_feed_sync import make_feed
+
+    tag = uuid.uuid4().hex[:10]
+    optouts, ledger = f"optouts-{tag}", f"revocations-{tag}"
+    ensure_topics(kafka.bootstrap, [TopicSpec(optouts, 1, COMPACTED), TopicSpec(ledger, 1, COMPACTED)])
+    optout_feed = make_feed(kafka, optouts, ledger)
+    assert isinstance(optout_feed.filter, OptOutFilter)
+    consent_feed = make_consent_feed(kafka, consent_topic)
+    optout_feed.start(None)
+    consent_feed.start(None)
+    return GatedFeeds(optout_feed, consent_feed, gate=gate, log=Log()), (optouts, ledger)
+
+
+def emitted_under_opt_in(feeds: Any, user: str) -> bool:
+    """What the opt-in rules decide of an otherwise eligible record (rules/decision.py): the opt-out
+    check first, then the consent."""
+    key = pseudonym(user).encode()
+    return not feeds.optouts.filter.contains(key) and feeds.consents.filter.contains(key)
+
+
+def test_a_withdrawal_wins_over_an_earlier_grant_in_another_partition(kafka, consent_topic, feeds):
+    """Opt-in active policy: no user who withdrew is admitted, whatever order the feed read the two
+    records in (no revocation is read back here: the withdrawal itself must be enough)."""
+    users = 40
+    write(kafka, consent_topic, moved_keys(users))
+    gated, _ = gated_feeds(kafka, consent_topic, gate=True)
+    feeds.append(gated)
+    caught_up(gated)
+    misread = [u for u in range(users) if granted(gated.consents, f"moved-{u}")]
+    admitted = [u for u in range(users) if emitted_under_opt_in(gated, f"moved-{u}")]
+    assert not admitted, f"{len(admitted)} users who withdrew are admitted ({len(misread)} read grant-last)"
+    assert gated.optouts.filter.entries == users
+
+
+def test_under_a_shadow_only_opt_in_policy_withdrawals_leave_the_optout_filter_alone(kafka, consent_topic, feeds):
+    """The consents are read for the shadow candidate only: what the active (opt-out) policy emits
+    must not change, so a withdrawal puts nobody into the opt-out filter."""
+    write(kafka, consent_topic, moved_keys(10))
+    gated, _ = gated_feeds(kafka, consent_topic, gate=False)
+    feeds.append(gated)
+    caught_up(gated)
+    deadline = time.monotonic() + 10
+    while gated.consents.caught_up_at is None:  # the consents are read without gating, in the background
+        assert time.monotonic() < deadline
+        gated.sync(1.0)
+        time.sleep(0.1)
+    assert gated.consents.positions and all(offset == 10 for offset in gated.consents.positions.values())
+    assert gated.optouts.filter.entries == 0
