@@ -1,10 +1,11 @@
 """The consent feed (opt-in policies): the consent topic into the consent set, synced before every batch.
 
-`ConsentFeed` is the opt-out feed (consumer/optouts/feed.py) on one topic and without a ledger, with
-the same guarantees: every partition assigned (no group, never commits; its position lives in the
-snapshot), read to its end before any input is consumed, synced to the high watermarks before every
-batch, partitions the topic gains assigned in the same sync, and a failure is a failed sync (input
-pauses). What differs is what a record does, and the direction in which it fails closed:
+`ConsentFeed` is a `TopicFeed` (consumer/optouts/topic_feed.py, as the opt-out feed is) on one topic
+and without a ledger, with the same guarantees: every partition assigned (no group, never commits;
+its position lives in the snapshot), read to its end before any input is consumed, synced to the
+high watermarks (one batched request per broker) before every batch, partitions the topic gains
+assigned in the same sync, and a failure is a failed sync (input pauses). What differs is what a
+record does, and the direction in which it fails closed:
 
 - the topic is compacted and keyed by user id; records are applied in offset order, so the latest
   record of a user wins, as after compaction;
@@ -21,6 +22,13 @@ pauses). What differs is what a record does, and the direction in which it fails
 
 Withdrawals are also revoked (consumer/optouts/revocations.py reads this topic too): readers purge
 what they took, and the revocation, read back into the opt-out filter, keeps that user out for good.
+Under an opt-in active policy a withdrawal also goes into the opt-out filter at once, in the sync that
+reads it (`withdrawals_to`): records are applied in offset order per partition only, and a user whose
+grant and withdrawal sit in different partitions (the topic grew, so the key maps elsewhere) may have
+the grant read last; the consent set then admits them again, until the revocation is read back (up
+to the emitter's group rebalance after a restart, or never while it cannot produce). With the
+withdrawal in the opt-out filter, the opt-out check turns that user away whatever the read order. When
+only the shadow candidate is opt-in, nothing goes there: the active policy's output must not change.
 
 `GatedFeeds` is the opt-out feed and the consent feed as the one feed the loop and the lifecycle
 sync, probe and close.
@@ -39,6 +47,7 @@ from consumer.datapath.pseudonym import Pseudonymiser
 from consumer.operations.metrics import Metrics
 from consumer.optouts.background import BackgroundSync
 from consumer.optouts.feed import OptOutFeed
+from consumer.optouts.topic_feed import TopicFeed
 from consumer.wire.codec import CONSENT, Codec, CodecError
 from consumer.wire.registry import RegistryRefused, RegistryUnavailable
 
@@ -77,8 +86,10 @@ def parse_consent(codec: Codec, msg: Any) -> tuple[list[bytes], bool, int, str]:
     return [], False, 0, "undecodable_dropped"
 
 
-class ConsentFeed(OptOutFeed):
+class ConsentFeed(TopicFeed):
     """The consent topic into a `ConsentSet` (`self.filter`)."""
+
+    error_event = "consent_feed_error"
 
     def __init__(
         self,
@@ -93,11 +104,17 @@ class ConsentFeed(OptOutFeed):
         stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         super().__init__(config, topic, None, consents, codec, pseudonymiser, metrics, log, clock, stopping)
+        # The opt-out feed whose filter takes every withdrawal at once (an opt-in active policy: GatedFeeds).
+        self.withdrawals_to: OptOutFeed | None = None
 
     def _ends_plausible(self, ends: dict[tuple[str, int], int]) -> bool:
         """A partition whose end is below the feed's position was truncated, or the topic re-created
         while the service runs: consents it no longer holds must not stay granted. So the set is
-        emptied (in place) and the topic read again from its beginning; this sync fails meanwhile."""
+        emptied (in place) and the topic read again from its beginning; this sync fails meanwhile.
+
+        All under the lock, with the topic's new id: a snapshot pairs the set with the offsets and
+        the id, and one taken half-way (an empty set with the old offsets), or with no id (which a
+        restart cannot tell from the next re-created topic's), would be resumed wrongly."""
         shrunk = [tp for tp, end in ends.items() if end < self.positions.get(tp, 0)]
         if not shrunk:
             return True
@@ -107,12 +124,14 @@ class ConsentFeed(OptOutFeed):
             partitions=[p for _, p in shrunk],
             entries=self.filter.entries,
         )
-        self.filter.clear()
+        ids = self._refreshed_ids({self.topic})  # asked before the lock: a snapshot waits on it
+        with self.lock:
+            self.filter.clear()
+            for tp in self.positions:
+                self.positions[tp] = 0
+            self.consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in self.positions])
+            self.topic_ids = ids
         self.metrics.consent_entries.set(0)
-        for tp in self.positions:
-            self.positions[tp] = 0
-        self.consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in self.positions])
-        self.topic_ids = dict.fromkeys(self.topics)  # a re-created topic has a new id; the next start asks again
         self._failed("consent topic truncated or re-created: read again")
         return False
 
@@ -122,6 +141,7 @@ class ConsentFeed(OptOutFeed):
         results: dict[str, int] = {}
         consents = self.filter
         refused = consents.refused
+        withdrawn: list[bytes] = []
         for msg in messages:
             tp = (msg.topic(), msg.partition())
             if tp in again:
@@ -143,10 +163,19 @@ class ConsentFeed(OptOutFeed):
                 ok = False
                 continue
             self.positions[tp] = msg.offset() + 1
-            change = consents.add if granted else consents.remove
-            for user_id in users:
-                change(self.pseudonym(user_id))
+            pseudonyms = [self.pseudonym(user_id) for user_id in users]
+            if granted:
+                for p in pseudonyms:
+                    consents.add(p)
+            else:
+                for p in pseudonyms:
+                    consents.remove(p)
+                withdrawn += pseudonyms
             results[result] = results.get(result, 0) + 1
+        if withdrawn and self.withdrawals_to is not None:
+            # Before this set's lock is let go: a snapshot of the consents taken after it is matched
+            # by an opt-out snapshot (taken after it, consumer/service/upkeep.py) that holds them.
+            self.withdrawals_to.add_revoked(withdrawn)
         if consents.refused > refused:
             results["refused_full"] = consents.refused - refused
         m = self.metrics
@@ -156,11 +185,6 @@ class ConsentFeed(OptOutFeed):
             m.consent_entries.set(consents.entries)
             m.consent_false_admission.set(consents.false_admission_probability())
         return ok
-
-    def _failed(self, error: str) -> None:
-        if error != self.last_error:
-            self.log.warning("consent_feed_error", topic=self.topic, error=error)
-        self.last_error = error
 
 
 class GatedFeeds:
@@ -192,6 +216,8 @@ class GatedFeeds:
         self.log = log
         self.sync_timeout = sync_timeout
         self.consent_sync: BackgroundSync | None = None  # gate=False only, once caught up
+        # Consents gate input: a withdrawal turns its user away at once, whatever order it was read in.
+        consents.withdrawals_to = optouts if gate else None
 
     @property
     def filter(self) -> Any:

@@ -112,6 +112,9 @@ class LocalKafka:
     extra_properties: dict[str, str] = field(default_factory=dict)
     listeners: dict[str, str] = field(default_factory=dict)  # name -> security protocol, for extra listeners
     listener_ports: dict[str, int] = field(default_factory=dict)
+    # An extra listener advertised at another port than it binds (a proxy in front of it, e.g. one
+    # that adds latency): every connection of a client that bootstraps there goes through the proxy.
+    advertised_ports: dict[str, int] = field(default_factory=dict)
     cpus: set[int] | None = None  # pin the broker (every JVM thread) to these CPUs, for benchmarks
     scram_users: dict[str, str] = field(default_factory=dict)  # created at format time (SCRAM-SHA-256)
     secure: bool = False  # add a SASL_SSL listener (SCRAM-SHA-256 over TLS) and enforce ACLs on it
@@ -123,7 +126,8 @@ class LocalKafka:
         return f"127.0.0.1:{self.port}"
 
     def listener_bootstrap(self, name: str) -> str:
-        return f"127.0.0.1:{self.listener_ports[name]}"
+        """The address a client bootstraps at for the listener (its advertised one)."""
+        return f"127.0.0.1:{self.advertised_ports.get(name, self.listener_ports[name])}"
 
     @property
     def secure_bootstrap(self) -> str:
@@ -180,7 +184,7 @@ class LocalKafka:
         for name, protocol in self.listeners.items():
             port = self.listener_ports[name]
             listeners.append(f"{name}://127.0.0.1:{port}")
-            advertised.append(f"{name}://127.0.0.1:{port}")
+            advertised.append(f"{name}://127.0.0.1:{self.advertised_ports.get(name, port)}")
             protocols.append(f"{name}:{protocol}")
         props = {
             "process.roles": "broker,controller",

@@ -1,14 +1,10 @@
 """The opt-out feed: reads the opt-out topic into the Bloom filter, and emits revocations.
 
-`OptOutFeed` is assigned every partition of the opt-out topic (no consumer group: each replica
-needs every opt-out) and never commits; its position lives in the filter snapshot. `sync()` asks
-the broker for the topic's partitions and their current end offsets, and applies opt-outs until it
-has reached them: the service calls it after each consume() and before filtering, so every opt-out
-acknowledged before a record was fetched is applied before that record is decided. The end offsets
-are the high watermarks (read_uncommitted): with read_committed they would be the last stable offset,
-which stops at the first open transaction, so an opt-out acknowledged after it would not be waited
-for. Partitions the topic gains are assigned in the same sync; metadata that cannot be had is a
-failed sync (input pauses), never a silent skip.
+`OptOutFeed` is a `TopicFeed` (consumer/optouts/topic_feed.py: every partition assigned, synced to
+the high watermarks in one batched request per broker, before every batch): the service syncs it
+after each consume() and before filtering, so every opt-out acknowledged before a record was fetched
+is applied before that record is decided. An aborted opt-out still filters its user: uncommitted
+data can only make the filter stricter.
 
 The filter holds pseudonyms, and the feed reads a second topic into it: the service's own
 revocations topic, keyed by pseudonym, one record per opt-out ever seen. So an objection is never
@@ -20,32 +16,17 @@ input batch by batch; the revocations topic must be read to its end at start-up.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    TopicCollection,
-    TopicPartition,
-)
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
-from consumer.datapath.pseudonym import Pseudonymiser
-from consumer.operations.metrics import Metrics
-from consumer.optouts.filter import Offsets
+from consumer.optouts.ends import FeedError
+from consumer.optouts.topic_feed import TopicFeed
 from consumer.wire.codec import OPTOUT, REVOCATION, Codec, CodecError
 from consumer.wire.registry import RegistryRefused, RegistryUnavailable
 
-_LEDGER_METADATA_SECONDS = 30.0  # the revocations topic's partitions are checked this often
-
-
-class FeedError(Exception):
-    """The opt-out topic cannot be read (missing, unauthorised, broker down). No personal data."""
+__all__ = ["FeedError", "OptOutFeed", "parse_optout"]
 
 
 def parse_optout(codec: Codec, msg: Any) -> tuple[list[bytes], int, str]:
@@ -87,231 +68,42 @@ def parse_optout(codec: Codec, msg: Any) -> tuple[list[bytes], int, str]:
     return [], 0, "undecodable_dropped"
 
 
-class OptOutFeed:
-    def __init__(
-        self,
-        config: dict[str, Any],
-        topic: str,
-        ledger_topic: str | None,
-        optout_filter: Any,
-        codec: Codec,
-        pseudonymiser: Pseudonymiser,
-        metrics: Metrics,
-        log: Any,
-        clock: Callable[[], float] = time.monotonic,
-        stopping: Callable[[], bool] = lambda: False,
-    ) -> None:
-        self.topic = topic
-        self.ledger_topic = ledger_topic
-        self.filter = optout_filter
-        self.codec = codec
-        self.pseudonym = pseudonymiser.pseudonym
-        self.metrics = metrics
-        self.log = log
-        self.clock = clock
-        self.stopping = stopping
-        self.consumer = Consumer(
-            {
-                **config,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-                "enable.partition.eof": True,  # marks the end even when the last offsets are control records
-                # An aborted opt-out still filters its user: uncommitted data can only make the filter stricter.
-                "isolation.level": "read_uncommitted",
-                "fetch.wait.max.ms": 100,
-            }
-        )
-        # End offsets and metadata come from a second client that never fetches: on the feed consumer's
-        # own connection they would queue behind its long-polling fetch (up to fetch.wait.max.ms each).
-        # read_uncommitted: its end offsets are the high watermarks, not the last stable offsets.
-        self.auth_error: str | None = None
-        self.ends = Consumer(
-            {**config, "enable.auto.commit": False, "isolation.level": "read_uncommitted", "error_cb": self._on_error}
-        )
-        self._admin_config = {k: v for k, v in config.items() if k not in ("group.id",)}
-        self.positions: Offsets = {}
-        # The topics read: the gating topic, then the ledger (absent for a feed without one, e.g. consents).
-        self.topics = (topic,) if ledger_topic is None else (topic, ledger_topic)
-        self.topic_ids: dict[str, str | None] = dict.fromkeys(self.topics)
-        self.caught_up_at: float | None = None  # clock time of the end offsets last reached
-        self.last_error: str | None = None
-        self.reset_reason: str | None = None  # why a snapshot's offsets were not used
-        self._ledger_checked = 0.0
-        self._unexpected_logged = 0
-        # Held while opt-outs are applied: a snapshot taken under it has offsets that match its filter
-        # (the sync runs on its own thread, consumer/optouts/background.py).
-        self.lock = threading.Lock()
+class OptOutFeed(TopicFeed):
+    """The opt-out topic and the revocations topic (the ledger) into an `OptOutFilter` (`self.filter`)."""
 
-    # -- start -----------------------------------------------------------------------------------
-
-    def start(self, offsets: Offsets | None, topic_ids: dict[str, str | None] | None = None) -> None:
-        """Assign every partition of both topics, from the snapshot's offsets or from the beginning.
-
-        A snapshot is not used (the filter is emptied and both topics are read from the start) when a
-        topic was re-created (its id changed) or the snapshot's offsets are beyond a partition's end
-        (the topic was truncated or re-created): resuming would skip opt-outs.
-        """
-        partitions = {t: self._partitions(t, timeout=30.0) for t in self.topics}
-        current_ids = self._topic_ids()
-        offsets = dict(offsets or {})
-        if offsets:
-            self.reset_reason = self._snapshot_problem(offsets, topic_ids or {}, current_ids, partitions)
-            if self.reset_reason is not None:
-                self.log.warning("optout_snapshot_offsets_not_used", reason=self.reset_reason)
-                self.filter = self.filter.emptied()
-                offsets = {}
-        self.topic_ids = {t: current_ids.get(t) for t in self.topics}
-        self.positions = {(t, p): offsets.get((t, p), 0) for t, parts in partitions.items() for p in parts}
-        self.consumer.assign(
-            [
-                TopicPartition(t, p, offsets.get((t, p), OFFSET_BEGINNING))
-                for t, parts in partitions.items()
-                for p in parts
-            ]
-        )
-        self._ledger_checked = self.clock()
-
-    def _snapshot_problem(
-        self,
-        offsets: Offsets,
-        saved_ids: dict[str, str | None],
-        current_ids: dict[str, str | None],
-        partitions: dict[str, list[int]],
-    ) -> str | None:
-        for topic, saved in saved_ids.items():
-            now = current_ids.get(topic)
-            if saved and now and saved != now:
-                return f"topic {topic} was re-created (its id changed)"
-        for (topic, partition), offset in offsets.items():
-            if partition not in partitions.get(topic, []):
-                return f"partition {topic}/{partition} of the snapshot no longer exists"
-            _, high = self.ends.get_watermark_offsets(TopicPartition(topic, partition), timeout=10.0, cached=False)
-            if offset > high:
-                return f"the snapshot's offset of {topic}/{partition} is beyond its end (truncated or re-created)"
-        return None
-
-    def _topic_ids(self) -> dict[str, str | None]:
-        """The topics' ids (a re-created topic gets a new one), or None where the broker does not say."""
-        out: dict[str, str | None] = {}
-        try:
-            futures = AdminClient(self._admin_config).describe_topics(TopicCollection(list(self.topics)))
-            for name, future in futures.items():
-                out[name] = str(future.result(10.0).topic_id)
-        except Exception:  # an older broker, or no DESCRIBE permission: the offsets check still applies
-            pass
-        return out
-
-    def _partitions(self, topic: str, timeout: float) -> list[int]:
-        """The topic's partitions, asked in short steps so that a credential the broker rejects fails
-        at once instead of after the whole timeout, and a stop request is not held up."""
-        deadline = self.clock() + timeout
-        while True:
-            self.ends.poll(0)  # serves the error callback; this client is assigned nothing, so it gets no records
-            if self.auth_error is not None:
-                raise FeedError(f"the broker rejected the credentials: {self.auth_error} (check TF_KAFKA_SASL_*)")
-            try:
-                metadata = self.ends.list_topics(topic, timeout=min(1.0, max(0.1, deadline - self.clock())))
-                break
-            except KafkaException as exc:
-                if self.clock() >= deadline or self.stopping():
-                    raise FeedError(f"cannot read metadata of {topic}: {exc.args[0].name()}") from exc
-        info = metadata.topics.get(topic)
-        if info is None or info.error is not None or not info.partitions:
-            why = info.error.name() if info is not None and info.error is not None else "no such topic"
-            raise FeedError(f"topic {topic} is not readable: {why}")
-        return sorted(info.partitions)
-
-    def _on_error(self, err: KafkaError) -> None:
-        """librdkafka's error callback (client-level errors, e.g. the broker refusing the credentials)."""
-        if err.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
-            self.auth_error = err.name()
-
-    def _add_new_partitions(self, topic: str, timeout: float) -> None:
-        """Partitions the topic gained since the last look are read from their beginning. Raises
-        FeedError (a failed sync) when the metadata cannot be had."""
-        partitions = self._partitions(topic, timeout)
-        new = [p for p in partitions if (topic, p) not in self.positions]
-        if new:
-            for p in new:
-                self.positions[topic, p] = 0
-            self.consumer.incremental_assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in new])
-            self.log.info("optout_partitions_added", topic=topic, partitions=new)
-
-    # -- sync ------------------------------------------------------------------------------------
-
-    def sync(self, timeout: float, everything: bool = False) -> bool:
-        """Apply every opt-out up to the opt-out topic's current end (with `everything`, the
-        revocations topic's too); False if that fails or takes longer than `timeout`."""
-        started = self.clock()
-        deadline = started + timeout
-        gating = set(self.topics) if everything else {self.topic}
-        ends: dict[tuple[str, int], int] = {}
-        try:
-            self._add_new_partitions(self.topic, max(0.1, deadline - self.clock()))
-            if self.ledger_topic is not None and (
-                everything or started - self._ledger_checked > _LEDGER_METADATA_SECONDS
-            ):
-                self._ledger_checked = started
-                self._add_new_partitions(self.ledger_topic, max(0.1, deadline - self.clock()))
-            for tp in self.positions:
-                if tp[0] in gating:
-                    remaining = max(0.05, deadline - self.clock())
-                    _, high = self.ends.get_watermark_offsets(TopicPartition(*tp), timeout=remaining, cached=False)
-                    ends[tp] = high
-        except KafkaException as exc:
-            self._failed(exc.args[0].name())
-            return False
-        except FeedError as exc:
-            self._failed(str(exc))
-            return False
-        if not self._ends_plausible(ends):
-            return False
-        while True:
-            behind = [tp for tp, end in ends.items() if self.positions[tp] < end]
-            if not behind:
-                break
-            remaining = deadline - self.clock()
-            if remaining <= 0:
-                self._failed("timeout")
-                return False
-            messages = self.consumer.consume(num_messages=10_000, timeout=min(remaining, 0.2))
-            if not self._apply(messages, live=not everything):
-                return False
-        if not everything:
-            # Whatever else has arrived (revocations, written by the replicas' emitters): keeps the
-            # snapshot's offsets of the revocations topic current. Never waits.
-            self._apply(self.consumer.consume(num_messages=10_000, timeout=0), live=True)
-        self.caught_up_at = started
-        self.last_error = None
-        return True
+    error_event = "optout_feed_error"
+    _unexpected_logged = 0
 
     def _ends_plausible(self, ends: dict[tuple[str, int], int]) -> bool:
         """A partition whose end is below the feed's position was truncated, or its topic re-created,
         while the service runs: its new records sit at offsets the feed would never wait for. Those
         partitions are read again from their beginning (the filter keeps what it holds: an objection
-        is never withdrawn) and this sync fails, so input pauses until they are read."""
+        is never withdrawn) and this sync fails, so input pauses until they are read. The topics' ids
+        are asked again, so that a snapshot saved after this pairs the new topic's id with its offsets."""
         shrunk = [tp for tp, end in ends.items() if end < self.positions.get(tp, 0)]
         if not shrunk:
             return True
         self.log.warning(
             "optout_topic_shrank_rereading", partitions=[f"{t}/{p}" for t, p in shrunk], entries=self.filter.entries
         )
+        ids = self._refreshed_ids({t for t, _ in shrunk})
         with self.lock:
             for tp in shrunk:
                 self.positions[tp] = 0
             start = {tp: OFFSET_BEGINNING if tp in shrunk else offset for tp, offset in self.positions.items()}
             self.consumer.assign([TopicPartition(t, p, offset) for (t, p), offset in start.items()])
+            self.topic_ids = ids
         self._failed("opt-out topic truncated or re-created: read again")
         return False
 
-    def _apply(self, messages: list[Any], live: bool = False) -> bool:
-        """Apply opt-outs and revocations. `live`: the catch-up at start-up is over, so how long each
-        opt-out took to apply (its timestamp to now) is observed: the propagation histogram."""
-        if not messages:
-            return True
+    def add_revoked(self, pseudonyms: list[bytes]) -> None:
+        """Users whose revocation is on its way (consent withdrawals under an opt-in active policy,
+        consumer/consents/feed.py): into the filter now, not when the revocation is read back."""
         with self.lock:
-            return self._apply_locked(messages, live)
+            added = sum(1 for pseudonym in pseudonyms if self.filter.add(pseudonym))
+        if added:
+            self.metrics.optout_entries.set(self.filter.entries)
+            self.metrics.optout_fp_rate.set(self.filter.estimated_fp_rate())
 
     def _apply_locked(self, messages: list[Any], live: bool) -> bool:
         added = 0
@@ -380,18 +172,3 @@ class OptOutFeed:
             self.log.warning(
                 "optout_record_unexpected_key_used", topic=msg.topic(), partition=msg.partition(), offset=msg.offset()
             )
-
-    def _failed(self, error: str) -> None:
-        if error != self.last_error:
-            self.log.warning("optout_feed_error", topic=self.topic, error=error)
-        self.last_error = error
-
-    def seconds_behind(self) -> float:
-        """Seconds since the feed last reached the topic's end (infinite before the first time)."""
-        if self.caught_up_at is None:
-            return float("inf")
-        return max(0.0, self.clock() - self.caught_up_at)
-
-    def close(self) -> None:
-        self.consumer.close()
-        self.ends.close()

@@ -59,12 +59,10 @@ class Snapshots:
             return
         self.last = time.monotonic()
         # Each snapshot's offsets and set of one moment: the feeds sync on their own thread.
+        # The consents first: under an opt-in policy a withdrawal goes into the opt-out filter as it
+        # is read (consumer/consents/feed.py), so every withdrawal within the consent snapshot's
+        # offsets is in the opt-out snapshot taken after it.
         jobs: list[tuple[str, Path, dict[str, Any], bytes]] = []
-        if self.path is not None:
-            with self.feed.lock:
-                optout_filter = self.feed.filter
-                header = optout_filter.header(dict(self.feed.positions), self.feed.topic_ids, self.key_check)
-                jobs.append(("optout", self.path, header, optout_filter.snapshot_bytes()))
         consents = self.consents
         if self.consent_path is not None and consents is not None and consents.caught_up_at is not None:
             with consents.lock:
@@ -72,6 +70,11 @@ class Snapshots:
                     consents.filter, dict(consents.positions), consents.topic_ids, self.key_check
                 )
                 jobs.append(("consent", self.consent_path, header, consent_snapshot.body(consents.filter)))
+        if self.path is not None:
+            with self.feed.lock:
+                optout_filter = self.feed.filter
+                header = optout_filter.header(dict(self.feed.positions), self.feed.topic_ids, self.key_check)
+                jobs.append(("optout", self.path, header, optout_filter.snapshot_bytes()))
 
         def write() -> None:
             for kind, path, header, body in jobs:

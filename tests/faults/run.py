@@ -15,7 +15,16 @@ import time
 from pathlib import Path
 
 from consumer.devtools.local_kafka import LocalKafka
-from tests.faults import alert_scenarios, optout_scenarios, output_scenarios, scenarios, settings_scenarios
+from consumer.devtools.local_registry import LocalRegistry
+from tests.faults import (
+    alert_scenarios,
+    optout_scenarios,
+    output_scenarios,
+    registry_scenarios,
+    scale_scenarios,
+    scenarios,
+    settings_scenarios,
+)
 from tests.faults.scenarios import SECOND_PASSWORD, SECOND_USER, SERVICE_PASSWORD, SERVICE_USER
 
 LONG = {"records": 20_000, "kills": 8}
@@ -31,7 +40,7 @@ def fault_broker() -> LocalKafka:
     )
 
 
-def run_all(broker: LocalKafka, workdir: Path, size: dict[str, int]) -> list[scenarios.Row]:
+def run_all(broker: LocalKafka, workdir: Path, size: dict[str, int], registry_url: str) -> list[scenarios.Row]:
     records, kills = size["records"], size["kills"]
     steps = [
         lambda: settings_scenarios.revocations_topic_is_the_optout_topic(broker, workdir, records // 4),
@@ -49,6 +58,12 @@ def run_all(broker: LocalKafka, workdir: Path, size: dict[str, int]) -> list[sce
         lambda: optout_scenarios.partitions_grow(broker, workdir, records),
         lambda: optout_scenarios.tombstone_then_fresh_replica(broker, workdir, records),
         lambda: optout_scenarios.snapshot_of_a_recreated_topic(broker, workdir, records),
+        # A broker of its own, behind a latency proxy (the fault broker has no proxied listener).
+        lambda: scale_scenarios.many_partitions_behind_latency(workdir, records),
+        lambda: registry_scenarios.uuid_logical_type(broker, workdir, registry_url, records // 2),
+        lambda: registry_scenarios.nameless_schema(broker, workdir, registry_url, records // 2),
+        lambda: registry_scenarios.one_id_refused(broker, workdir, registry_url, records // 2),
+        lambda: registry_scenarios.id_registered_late(broker, workdir, registry_url, records // 2),
         lambda: _alerts(broker, workdir, records),
     ]
     rows = []
@@ -71,8 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--short", action="store_true", help="the CI size")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="tf-faults-") as work, fault_broker() as broker:
-        rows = run_all(broker, Path(work), SHORT if args.short else LONG)
+    registry = LocalRegistry().start()  # the registry scenarios' (Apicurio, built on first use)
+    try:
+        with tempfile.TemporaryDirectory(prefix="tf-faults-") as work, fault_broker() as broker:
+            rows = run_all(broker, Path(work), SHORT if args.short else LONG, registry.url)
+    finally:
+        registry.cleanup()
     print()
     print(scenarios.table(rows))
     return 0 if all(r.ok for r in rows) else 1

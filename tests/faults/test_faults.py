@@ -9,6 +9,7 @@ from tests.faults import (
     optout_scenarios,
     output_scenarios,
     registry_scenarios,
+    scale_scenarios,
     scenarios,
     settings_scenarios,
 )
@@ -73,6 +74,10 @@ def test_a_fresh_replica_after_a_tombstone_and_compaction_still_honours_the_opto
 
 def test_a_snapshot_ahead_of_a_recreated_topic_is_not_resumed(broker, tmp_path):
     check(optout_scenarios.snapshot_of_a_recreated_topic(broker, tmp_path, SHORT["records"]))
+
+
+def test_input_flows_with_300_optout_partitions_behind_a_slow_link(tmp_path):
+    check(scale_scenarios.many_partitions_behind_latency(tmp_path, SHORT["records"]))
 
 
 def test_each_alert_fires_under_its_fault_on_a_real_prometheus(broker, tmp_path):
