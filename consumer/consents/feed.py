@@ -48,27 +48,28 @@ from consumer.operations.metrics import Metrics
 from consumer.optouts.background import BackgroundSync
 from consumer.optouts.feed import OptOutFeed
 from consumer.optouts.topic_feed import TopicFeed
-from consumer.wire.codec import CONSENT, Codec, CodecError
+from consumer.wire.codec import CONSENT, Codec, CodecError, LookupDeferredError
 from consumer.wire.registry import RegistryRefused, RegistryUnavailable
 
 
-def parse_consent(codec: Codec, msg: Any) -> tuple[list[bytes], bool, int, str]:
+def parse_consent(codec: Codec, msg: Any, lookup: bool = True) -> tuple[list[bytes], bool, int, str]:
     """(user ids, granted, when in epoch ms, result label) of a consent record.
 
-    Raises RegistryUnavailable or RegistryRefused when the value's schema cannot be looked up now
-    (the caller reads the record again later); otherwise never raises, and anything unexpected
-    withdraws (fail closed: an undecodable record never grants).
+    Raises RegistryUnavailable, RegistryRefused or LookupDeferredError when the value's schema cannot
+    be looked up now (the caller reads the record again later: a withdrawal is for good, so it is never
+    inferred from a look-up merely put off); otherwise never raises, and anything unexpected withdraws
+    (fail closed: an undecodable record never grants). `lookup=False`: no registry request here.
     """
     value = msg.value()
     key = msg.key()
     if value is not None:
         try:
-            _, record = codec.decode(value, CONSENT)
+            _, record = codec.decode(value, CONSENT, lookup)
             user_id, granted, when = record["user_id"], record["granted"], record["at"]
             if not isinstance(user_id, str) or not user_id or not isinstance(granted, bool):
                 raise TypeError("user_id or granted")
             millis = int(when.timestamp() * 1000) if hasattr(when, "timestamp") else int(when)
-        except (RegistryUnavailable, RegistryRefused):
+        except (RegistryUnavailable, RegistryRefused, LookupDeferredError):
             raise
         except CodecError:
             result = "undecodable_withdrawn"
@@ -155,8 +156,8 @@ class ConsentFeed(TopicFeed):
                     self.positions[tp] = msg.offset()
                 continue
             try:
-                users, granted, _, result = parse_consent(self.codec, msg)
-            except (RegistryUnavailable, RegistryRefused) as exc:
+                users, granted, _, result = parse_consent(self.codec, msg, lookup=False)
+            except (RegistryUnavailable, RegistryRefused, LookupDeferredError) as exc:
                 again.add(tp)
                 self.consumer.seek(TopicPartition(tp[0], tp[1], msg.offset()))
                 self._failed(f"schema registry: {type(exc).__name__}")

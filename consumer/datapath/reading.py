@@ -10,7 +10,6 @@ reads its spans with the fast path, so that one builder makes every TrainingReco
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -89,18 +88,13 @@ class ReferenceReader:
         codec = self.codec
         if codec.registry is None:
             return
-        unknown: Counter[int] = Counter()
+        values = []
         for msg in messages:
+            route = routes.get(msg.topic())
             value = msg.value()
-            if value is not None and len(value) >= 5 and value[0] == 0:
-                route = routes.get(msg.topic())
-                if route is not None and value[:5] not in route.fast_headers:
-                    schema_id = int.from_bytes(value[1:5], "big")
-                    if not codec.known(schema_id):
-                        unknown[schema_id] += 1
-        if unknown:
-            settings = codec.registry.settings
-            ordered = [schema_id for schema_id, _ in unknown.most_common()]
-            codec.resolve(ordered, settings.lookups_per_batch, settings.lookup_budget_seconds)
+            if route is not None and value is not None and value[:5] not in route.fast_headers:
+                values.append(value)
+        if values:
+            codec.resolve_values(values)
             for route in routes.values():
                 route.fast_headers |= codec.reader_frames(route.schema_name)

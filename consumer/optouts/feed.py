@@ -29,20 +29,21 @@ from consumer.wire.registry import RegistryRefused, RegistryUnavailable
 __all__ = ["FeedError", "OptOutFeed", "parse_optout"]
 
 
-def parse_optout(codec: Codec, msg: Any) -> tuple[list[bytes], int, str]:
+def parse_optout(codec: Codec, msg: Any, lookup: bool = True) -> tuple[list[bytes], int, str]:
     """(user ids to treat as opted out, opted_out_at in epoch ms, result label) of an opt-out record.
 
     Never raises. An undecodable value, or a decoded one of an unexpected shape (e.g. a writer schema
     whose opted_out_at is a plain long, or a user id that is not a string), falls back to the key
     (the user id by contract) and the Kafka timestamp: failing closed means treating the record as
     the opt-out it most likely is. A value whose user id differs from the key opts out both.
+    `lookup=False`: no registry request (the caller looked the batch's ids up, within bounds).
     """
     value = msg.value()
     key = msg.key()
     if value is None:
         return [], 0, "tombstone_ignored"  # an objection is never withdrawn by deleting it
     try:
-        _, record = codec.decode(value, OPTOUT)
+        _, record = codec.decode(value, OPTOUT, lookup)
         user_id = record["user_id"]
         when = record["opted_out_at"]
         if not isinstance(user_id, str) or not user_id:
@@ -126,7 +127,7 @@ class OptOutFeed(TopicFeed):
             if tp[0] == self.ledger_topic:
                 pseudonyms, result = self._revoked_pseudonym(msg)
             else:
-                users, _, result = parse_optout(self.codec, msg)
+                users, _, result = parse_optout(self.codec, msg, lookup=False)
                 pseudonyms = [self.pseudonym(u) for u in users]
                 if result == "unexpected_used_key":
                     self._note_unexpected(msg)
@@ -158,7 +159,7 @@ class OptOutFeed(TopicFeed):
         if value is None:
             return [], "revocation_tombstone_ignored"
         try:
-            _, record = self.codec.decode(value, REVOCATION)
+            _, record = self.codec.decode(value, REVOCATION, lookup=False)
             return [record["author_pseudonym"].encode("ascii")], "revocation_applied"
         except Exception:
             key = msg.key()

@@ -9,16 +9,19 @@ the broker acknowledged it. The revocations topic is also the register the opt-o
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from consumer.consents.feed import parse_consent
 from consumer.datapath.delivery import AtLeastOnce
+from consumer.datapath.offsets import PendingBatch
+from consumer.datapath.produce import produce_when_room
 from consumer.datapath.pseudonym import Pseudonymiser
 from consumer.operations.metrics import Metrics
 from consumer.optouts.feed import parse_optout
-from consumer.wire.codec import REVOCATION, Codec
+from consumer.wire.codec import REVOCATION, Codec, LookupDeferredError
 from consumer.wire.registry import RegistryRefused, RegistryUnavailable
 
 REVOCATION_QUEUE_KBYTES = 16_384
@@ -86,6 +89,10 @@ class RevocationEmitter:
     def poll(self) -> None:
         messages = self.consumer.consume(num_messages=1000, timeout=0)
         if messages:
+            # The batch's schema ids, within the registry's per-batch bounds; in an outage the records of
+            # ids not looked up are read again (consents) or go by their key (opt-outs).
+            with contextlib.suppress(RegistryUnavailable):
+                self.codec.resolve_values(m.value() for m in messages if m.error() is None)
             batch = self.delivery.open_batch("revocations")
             consumed: list[tuple[str, int, int]] = []
             again: set[tuple[str, int]] = set()
@@ -98,31 +105,32 @@ class RevocationEmitter:
                     if (topic, partition) in again:
                         continue
                     try:
-                        users, granted, opted_out_at, _ = parse_consent(self.codec, msg)
-                    except (RegistryUnavailable, RegistryRefused):  # read it again later; nothing past it committed
+                        users, granted, opted_out_at, _ = parse_consent(self.codec, msg, lookup=False)
+                    except (RegistryUnavailable, RegistryRefused, LookupDeferredError):  # read it again later
                         again.add((topic, partition))
                         self.consumer.seek(TopicPartition(topic, partition, offset))
                         continue
                     if granted:
                         users = []  # a grant revokes nothing
                 else:
-                    users, opted_out_at, _ = parse_optout(self.codec, msg)
+                    users, opted_out_at, _ = parse_optout(self.codec, msg, lookup=False)
                 consumed.append((topic, partition, offset))
-                for user_id in users:
-                    pseudonym = self.pseudonymiser.pseudonym(user_id)
-                    value = self.codec.encode(
-                        REVOCATION, {"author_pseudonym": pseudonym.decode("ascii"), "opted_out_at": opted_out_at}
-                    )
-                    batch.expect()
-                    while True:
-                        try:
-                            self.producer.produce(self.revocations_topic, value, pseudonym, on_delivery=batch.delivered)
-                            break
-                        except BufferError:
-                            self.producer.poll(0.05)
+                self._revoke(batch, users, opted_out_at)
             self.delivery.close_batch(batch, consumed)
         self.delivery.tick()  # ProduceFailed becomes FatalDeliveryError: the service stops, nothing committed past it
         self._count()
+
+    def _revoke(self, batch: PendingBatch, users: list[bytes], opted_out_at: int) -> None:
+        for user_id in users:
+            pseudonym = self.pseudonymiser.pseudonym(user_id)
+            value = self.codec.encode(
+                REVOCATION, {"author_pseudonym": pseudonym.decode("ascii"), "opted_out_at": opted_out_at}
+            )
+            batch.expect()
+            produce_when_room(self.producer, self._wait, self.revocations_topic, value, pseudonym, batch.delivered)
+
+    def _wait(self) -> None:
+        self.producer.poll(0.05)
 
     def _count(self) -> None:
         revoked, _ = self.delivery.take_counts()

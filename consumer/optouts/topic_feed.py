@@ -20,6 +20,7 @@ converge on a busy or slow topic instead of each starting again and none complet
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from consumer.operations.metrics import Metrics
 from consumer.optouts.ends import BrokerQueries, FeedError, Partition
 from consumer.optouts.filter import Offsets
 from consumer.wire.codec import Codec
+from consumer.wire.registry import RegistryUnavailable
 
 _LEDGER_METADATA_SECONDS = 30.0  # the ledger topic's partitions are checked this often
 # A request of a sync may outlast the sync's own budget by this much: on a slow link, a budget
@@ -266,6 +268,10 @@ class TopicFeed:
         observes how long each opt-out took to apply: the propagation histogram)."""
         if not messages:
             return True
+        # The schema ids, within the registry's per-batch bounds, outside the lock (a snapshot never waits
+        # for the registry); in an outage each feed treats the records of ids not looked up as it must.
+        with contextlib.suppress(RegistryUnavailable):
+            self.codec.resolve_values(m.value() for m in messages if m.error() is None)
         with self.lock:
             return self._apply_locked(messages, live)
 

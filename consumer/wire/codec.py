@@ -18,6 +18,8 @@ import io
 import json
 import struct
 import time
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -296,6 +298,23 @@ class Codec:
             with contextlib.suppress(CodecError):
                 self._look_up(schema_id)
         return asked
+
+    def resolve_values(self, values: Iterable[bytes | None]) -> None:
+        """Look up the unknown schema ids of framed values, the most frequent first, within the registry's
+        per-batch bounds (RegistrySettings.lookups_per_batch, lookup_budget_seconds). Values whose id is
+        left over then decode (lookup=False) as LookupDeferredError. RegistryUnavailable when it cannot
+        be asked."""
+        if self.registry is None:
+            return
+        unknown: Counter[int] = Counter()
+        for value in values:
+            if value is not None and len(value) >= HEADER_SIZE and value[0] == MAGIC_BYTE:
+                schema_id = int.from_bytes(value[1:5], "big")
+                if not self.known(schema_id):
+                    unknown[schema_id] += 1
+        if unknown:
+            s = self.registry.settings
+            self.resolve([i for i, _ in unknown.most_common()], s.lookups_per_batch, s.lookup_budget_seconds)
 
     def is_reader_schema(self, schema_id: int, name: str) -> bool:
         """True when the writer schema of `schema_id` is exactly (canonically) the reader schema `name`."""

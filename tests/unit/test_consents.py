@@ -283,7 +283,7 @@ def test_consent_records_grant_only_when_they_say_so():
 
 def test_a_consent_whose_schema_cannot_be_had_now_is_read_again_not_skipped():
     class Down:
-        def decode(self, value, name):
+        def decode(self, value, name, lookup=True):
             raise RegistryUnavailable("registry down")
 
     with pytest.raises(RegistryUnavailable):
