@@ -212,7 +212,7 @@ def test_the_opt_in_component_sizes_the_pod_for_the_consent_set():
     (snapshots,) = [
         v for v in workload(opt_in)["spec"]["template"]["spec"]["volumes"] if v["name"] == "optout-snapshot"
     ]
-    optout_snapshot = 36 * mib  # 10 million opt-outs at 1e-6 (README, Opt-out filter)
+    optout_snapshot = 36 * mib  # 10 million opt-outs at 1e-6 (docs/performance.md, opt-out filter)
     assert quantity(snapshots["emptyDir"]["sizeLimit"]) >= 2 * (table + optout_snapshot)
     assert quantity(after["limits"]["ephemeral-storage"]) > quantity(snapshots["emptyDir"]["sizeLimit"]) + 64 * mib
 
