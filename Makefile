@@ -4,10 +4,10 @@ VENV_STAMP := .venv/.installed
 # The compiled fast path is built in place by the editable install; rebuilt when its source changes
 # (the import would otherwise keep loading the stale shared library without a word).
 BUILT := .venv/.fastpath-built
-# The README recipes' tools (pyspark, apache-flink, pyarrow: the [recipes] extra), installed by make recipes-test only.
+# The recipes' tools (pyspark, apache-flink, pyarrow: the [recipes] extra), installed by make recipes-test only.
 RECIPES_STAMP := .venv/.recipes-installed
 
-.PHONY: help install tools demo test unit integration faults bench deploy-check image image-test image-clean recipes-test lint kafka-start kafka-stop registry-start registry-stop clean clean-tools
+.PHONY: help install tools demo test unit integration faults bench deploy-check image image-test image-clean recipes-test lint docs kafka-start kafka-stop registry-start registry-stop clean clean-tools
 
 # The external tools the tests run, at pinned versions, built into a project-local, git-ignored folder
 # (no sudo, nothing system-wide). Each Go tool is installed into a folder named after its version,
@@ -105,7 +105,7 @@ $(RECIPES_STAMP): $(VENV_STAMP)
 	.venv/bin/pip install -q -e '.[dev,recipes]'
 	touch $(RECIPES_STAMP) $(BUILT)
 
-recipes-test: $(RECIPES_STAMP) $(BUILT)  ## the README's reader recipes (Python, Spark, Flink, Java) run as written against the real service; installs [recipes]
+recipes-test: $(RECIPES_STAMP) $(BUILT)  ## the reader recipes of docs/recipes (Python, Spark, Flink, Java) run as written against the real service; installs [recipes]
 	$(PYTHON) -m pytest -q tests/recipes
 
 deploy-check: $(VENV_STAMP) tools  ## validate manifests, CRs, alert rules, dashboard and Dockerfile (part of make test)
@@ -121,9 +121,17 @@ image-test: $(BUILT)  ## build the image if needed, then test it: help, check, r
 image-clean: $(VENV_STAMP)  ## remove the image, the stand-in base and the project's podman storage
 	$(PYTHON) -m deploy.image.build --clean
 
-lint: $(VENV_STAMP)  ## ruff and mypy
-	$(PYTHON) -m ruff check consumer rules tests deploy/image
+# The paths ruff checks and formats; CI runs make lint (.ci/run), pre-commit the same ruff on staged files.
+LINT_PATHS := consumer rules tests deploy/image
+
+lint: $(VENV_STAMP)  ## ruff check, ruff format --check, mypy, and the generated docs up to date
+	$(PYTHON) -m ruff check $(LINT_PATHS)
+	$(PYTHON) -m ruff format --check $(LINT_PATHS)
 	$(PYTHON) -m mypy
+	$(PYTHON) -m consumer.devtools.docs --check
+
+docs: $(VENV_STAMP)  ## rewrite the generated tables of the docs (settings, metrics, alerts, benchmark figures)
+	$(PYTHON) -m consumer.devtools.docs
 
 kafka-start: $(VENV_STAMP)  ## start the local broker and print its address (stays up)
 	PYTHON=$(PYTHON) deploy/local-kafka/kafka.sh start

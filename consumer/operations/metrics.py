@@ -155,7 +155,9 @@ class Metrics:
             f"{NS}_consent_feed_records_total", "Consent topic records read, by result.", ["result"], registry=r
         )
         self.revocations = Counter(
-            f"{NS}_revocations_total", "Revocations emitted (one per opt-out record).", registry=r
+            f"{NS}_revocations_total",
+            "Revocations emitted (one per opt-out record, and under an opt-in policy one per consent withdrawal).",
+            registry=r,
         )
         self.snapshots = Counter(
             f"{NS}_optout_snapshots_total",

@@ -598,14 +598,3 @@ def describe_settings() -> str:
         "      checked at start-up by making each client kind with them (without connecting)",
     ]
     return "\n".join(lines)
-
-
-def settings_markdown() -> str:
-    """The settings table as Markdown, from SETTINGS alone (docs/notes/settings-validation.md holds it)."""
-    rows = ["| variable | kind and bounds | default | meaning | why these bounds |", "|---|---|---|---|---|"]
-    for s in SETTINGS:
-        default = "required" if s.default is None else (f"`{s.default}`" if s.default else "empty")
-        secret = " (secret)" if s.secret else ""
-        cells = [f"`{s.var}`{secret}", s.kind.describe(), default, s.help, s.why]
-        rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
-    return "\n".join(rows)

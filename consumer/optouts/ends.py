@@ -7,7 +7,7 @@ the high watermarks. READ_COMMITTED would give the last stable offsets, which st
 transaction, so an opt-out acknowledged after it would not be waited for (consumer/optouts/feed.py).
 Asked one partition at a time (`get_watermark_offsets`, two requests each), a sync cost two round
 trips per partition: with 300 partitions behind a 25 ms link, 17 s, and no sync ever finished
-within its 1 s budget (docs/notes/feed-sync.md).
+within its 1 s budget (docs/operating.md, the feeds' syncs).
 
 One client serves every question: it never fetches, so its requests do not queue behind the feed
 consumer's long-polling fetch, and its metadata cache (refreshed by the partition look-up each sync)

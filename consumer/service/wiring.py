@@ -288,7 +288,7 @@ class Wiring:
         are saved in that order). Else a user whose grant was read after their withdrawal would be
         admitted until the withdrawal's revocation is read back. (Without an opt-out snapshot path
         the filter is rebuilt from the topics at every start and the consent snapshot is resumed
-        as before: docs/notes/feed-sync.md says what that leaves open.)"""
+        as before: docs/operating.md (the feeds' syncs) says what that leaves open.)"""
         s = self.settings
         if s.policy.consent_model != "opt_in" or s.optout_snapshot_path is None:
             return

@@ -260,7 +260,7 @@ class Registry:
             if status == 409:
                 raise RegistryRefused(
                     f"the registry refused the schema for subject {subject} as incompatible (HTTP 409): the subject "
-                    "holds an incompatible earlier version; see the README on output schema versions"
+                    "holds an incompatible earlier version; see docs/output-contract.md, Output schema versions"
                 ) from exc
             raise RegistryUnavailable(f"HTTP {status} for subject {subject}") from exc
         except RegistryUnavailable:

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from consumer.consents.fingerprints import slots_for
+from consumer.devtools.docs.links import anchors
 from consumer.operations.acls import required_acls
 from consumer.operations.settings import load_settings
 from rules.policy import default_policy_path, load_policy
@@ -45,6 +46,8 @@ NAMESPACES = {
     "prod-opt-in": "training-filter",
 }
 OPT_IN = DEPLOY / "kubernetes" / "components" / "opt-in-consent"
+# Where every alert's runbook_url points: its entry in the SREs' page, by the alert's name in lower case.
+RUNBOOK = "https://github.com/platform/training-filter/blob/main/docs/operating.md"
 STRIMZI = "kafka.strimzi.io"
 
 
@@ -209,7 +212,7 @@ def test_the_opt_in_component_sizes_the_pod_for_the_consent_set():
     (snapshots,) = [
         v for v in workload(opt_in)["spec"]["template"]["spec"]["volumes"] if v["name"] == "optout-snapshot"
     ]
-    optout_snapshot = 36 * mib  # 10 million opt-outs at 1e-6 (README, Opt-out filter)
+    optout_snapshot = 36 * mib  # 10 million opt-outs at 1e-6 (docs/performance.md, opt-out filter)
     assert quantity(snapshots["emptyDir"]["sizeLimit"]) >= 2 * (table + optout_snapshot)
     assert quantity(after["limits"]["ephemeral-storage"]) > quantity(snapshots["emptyDir"]["sizeLimit"]) + 64 * mib
 
@@ -407,12 +410,24 @@ def test_every_aggregation_keeps_the_namespace():
 
 
 def test_every_alert_has_a_runbook_entry():
+    """Each alert's runbook_url (in the rule file, its promtool tests and the PrometheusRule) points at
+    its own entry of docs/operating.md, and that heading exists (its anchor, as GitHub makes it)."""
     rules = yaml.safe_load((DEPLOY / "prometheus" / "training-filter-rules.yaml").read_text())
-    runbook = (REPO / "docs" / "runbook.md").read_text()
-    for rule in rules["groups"][0]["rules"]:
-        name = rule["alert"]
-        assert f"## {name}" in runbook
-        assert rule["annotations"]["runbook_url"].endswith(f"docs/runbook.md#{name.lower()}")
+    operating = anchors((REPO / "docs" / "operating.md").read_text())
+    manifest = yaml.safe_load((DEPLOY / "kubernetes" / "base" / "prometheusrule.yaml").read_text())
+    urls: dict[str, set[str]] = {}
+    for group in rules["groups"] + manifest["spec"]["groups"]:
+        for rule in group["rules"]:
+            urls.setdefault(rule["alert"], set()).add(rule["annotations"]["runbook_url"])
+    unit_tests = yaml.safe_load((DEPLOY / "prometheus" / "training-filter-rules.test.yaml").read_text())
+    for test in unit_tests["tests"]:
+        for case in test.get("alert_rule_test", []):
+            for alert in case.get("exp_alerts", []):
+                urls.setdefault(case["alertname"], set()).add(alert["exp_annotations"]["runbook_url"])
+    assert {rule["alert"] for rule in rules["groups"][0]["rules"]} == set(urls)
+    for name, found in urls.items():
+        assert name.lower() in operating, f"docs/operating.md has no heading {name} (its runbook entry)"
+        assert found == {f"{RUNBOOK}#{name.lower()}"}, f"{name}: {found}"
 
 
 def test_every_promql_expression_parses():

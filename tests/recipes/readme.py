@@ -1,6 +1,7 @@
-"""The recipes of the README, as code: each fenced block after a `<!-- recipe: NAME -->` marker, run
-exactly as written (the addresses come from the environment), so the README cannot drift from what is
-tested."""
+"""The recipes of docs/recipes/*.md, as code: each fenced block right after a `<!-- recipe: NAME -->`
+marker, run exactly as written (the addresses come from the environment), so the pages cannot drift
+from what is tested. Names are unique across the pages; tests/unit/test_recipe_blocks.py checks that
+every name the recipe tests ask for is there and that every code block of the pages is a recipe."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+PAGES = Path(__file__).resolve().parents[2] / "docs" / "recipes"
 MARKER = re.compile(r"<!-- recipe: ([a-z0-9-]+) -->\n```(\w+)\n(.*?)\n```", re.S)
 # What a recipe may import: the tools and the standard library, never this project's code.
 ALLOWED_IMPORTS = {
@@ -32,19 +33,24 @@ ALLOWED_IMPORTS = {
 }
 
 
+def pages() -> list[Path]:
+    return sorted(PAGES.glob("*.md"))
+
+
 def blocks() -> dict[str, tuple[str, str]]:
-    """name -> (language, code) of every marked block."""
+    """name -> (language, code) of every marked block of every page."""
     found: dict[str, tuple[str, str]] = {}
-    for name, language, code in MARKER.findall(README.read_text()):
-        assert name not in found, f"two README blocks are marked recipe: {name}"
-        found[name] = (language, code + "\n")
+    for page in pages():
+        for name, language, code in MARKER.findall(page.read_text()):
+            assert name not in found, f"two blocks of docs/recipes are marked recipe: {name}"
+            found[name] = (language, code + "\n")
     return found
 
 
 def block(name: str, language: str) -> str:
     """One marked block, of that language, exactly as written."""
     known = blocks()
-    assert name in known, f"README.md has no block marked <!-- recipe: {name} --> (it has {sorted(known)})"
+    assert name in known, f"docs/recipes has no block marked <!-- recipe: {name} --> (it has {sorted(known)})"
     assert known[name][0] == language, f"recipe {name} is {known[name][0]}, not {language}"
     return known[name][1]
 

@@ -1,5 +1,5 @@
-"""The README's Python recipes (confluent-kafka, with AvroDeserializer and the registry, or fastavro and
-avro/catalog.json) against the clean topic the real service wrote."""
+"""The Python recipes of docs/recipes/python.md (confluent-kafka, with AvroDeserializer and the registry, or
+fastavro and avro/catalog.json) against the clean topic the real service wrote."""
 
 from __future__ import annotations
 

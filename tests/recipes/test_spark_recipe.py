@@ -1,6 +1,6 @@
-"""The README's Spark recipe (PySpark batch, the Kafka source with read_committed, from_avro past the
-5-byte header, dropDuplicates on record_id, an anti-join with the revocations), with the registry's
-writer schemas and with avro/catalog.json's, against the clean topic the real service wrote."""
+"""The Spark recipe of docs/recipes/spark.md (PySpark batch, the Kafka source with read_committed, from_avro
+past the 5-byte header, dropDuplicates on record_id, an anti-join with the revocations), with the
+registry's writer schemas and with avro/catalog.json's, against the clean topic the real service wrote."""
 
 from __future__ import annotations
 

@@ -373,10 +373,10 @@ def test_consents_read_for_the_shadow_only_do_not_gate_input_and_sync_on_their_o
     assert shadow_only.consent_sync is not None and not shadow_only.consent_sync.thread.is_alive()
 
 
-def test_the_readme_example_policy_is_a_valid_opt_in_policy():
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    block = readme.split("# rules/opt-in.toml", 1)[1].split("\n", 1)[1].split("```", 1)[0]
-    policy = parse_policy(block, origin="README")
+def test_the_documented_example_policy_is_a_valid_opt_in_policy():
+    page = (Path(__file__).resolve().parents[2] / "docs" / "policy.md").read_text()
+    block = page.split("# rules/opt-in.toml", 1)[1].split("\n", 1)[1].split("```", 1)[0]
+    policy = parse_policy(block, origin="docs/policy.md")
     assert policy.consent_model == "opt_in"
     assert policy.regions == parse_policy(DEFAULT_TEXT).regions
 

@@ -1,199 +1,96 @@
-"""The docs (README.md and docs/**/*.md) document every setting and every metric the service
-exposes, and every JSON example in them does what they say (tests/doc_examples.py finds them):
-`check` examples run here, in-process; `produce` examples run on the broker in
-tests/integration/test_operator_commands.py."""
+"""The documentation's tables are the code's: the generated regions of every page are what the
+generator gives now (settings from SETTINGS, metrics from a real Metrics() registry, alerts from the
+rule file, figures from the benchmark's JSON), and each table lists everything it is about."""
 
 from __future__ import annotations
 
-import io
+import re
 from pathlib import Path
 
-import orjson
 import pytest
+import yaml
 from prometheus_client import generate_latest
 
-from consumer.commands.check import comparison_table, run_check
-from consumer.commands.jsonl import parse_line, to_avro
-from consumer.commands.topic_io import SOURCES
+from consumer.devtools.docs import GENERATORS, ROOT, renderer
+from consumer.devtools.docs.markdown import cell, code_names
+from consumer.devtools.docs.regions import RegionError, names, pages, rewrite, stale, update
 from consumer.operations.metrics import Metrics
 from consumer.operations.settings import SETTINGS
-from consumer.wire.codec import SchemaCatalog
-from rules import REASONS, Reason, load_policy, parse_policy
-from tests import doc_examples
-from tests.doc_examples import Example, ExampleError
 
-DOCS = "\n".join(page.read_text() for page in doc_examples.pages())
-EXAMPLES = doc_examples.examples()
-CATALOG = SchemaCatalog()
+DOCS = ROOT / "docs"
+REGION = re.compile(r"<!-- generated: ([a-z0-9-]+) -->\n(.*?)<!-- end generated -->", re.S)
 
 
-def test_every_setting_is_in_the_docs():
-    missing = [f"TF_{s.name}" for s in SETTINGS if f"`TF_{s.name}`" not in DOCS]
-    assert not missing
+def region(page: str, name: str) -> str:
+    found = {n: body for n, body in REGION.findall((DOCS / page).read_text())}
+    assert name in found, f"docs/{page} has no generated region {name}"
+    return found[name]
 
 
-def test_every_metric_is_in_the_docs():
+def test_every_generated_region_is_up_to_date():
+    out_of_date = [str(p.relative_to(ROOT)) for p in stale(ROOT, renderer())]
+    assert not out_of_date, f"generated tables are stale in {out_of_date}: run `make docs`"
+
+
+def test_every_generator_has_its_region_and_every_region_its_generator():
+    used = [n for p in pages(ROOT) for n in names(p.read_text())]
+    assert set(used) == set(GENERATORS), set(used) ^ set(GENERATORS)
+    assert len(used) == len(set(used)), "a table is generated in one place only"
+    assert {"settings", "metrics", "alerts"} <= set(names((DOCS / "operating.md").read_text()))
+    assert {n for n in GENERATORS if n.startswith("bench-")} <= set(names((DOCS / "performance.md").read_text()))
+
+
+def test_the_settings_table_lists_every_setting_in_order():
+    rows = re.findall(r"^\| `TF_([A-Z0-9_]+)` \|", region("operating.md", "settings"), re.M)
+    assert rows == [s.name for s in SETTINGS]
+
+
+def test_the_metrics_table_lists_every_metric_the_service_exposes():
     metrics = Metrics()
     metrics.feed_lag(lambda: 0.0)
-    names = {
+    metrics.feed_lag(lambda: 0.0, "consent", {"gates_input": "true"})
+    exposed = {
         line.split()[2]
         for line in generate_latest(metrics.registry).decode().splitlines()
         if line.startswith("# TYPE training_filter_")
     }
-    documented = {n for n in names if f"`{n}`" in DOCS or f"`{n}_total`" in DOCS}
-    assert names - documented == set()
+    rows = set(re.findall(r"^\| `(training_filter_[a-z0-9_]+)` \|", region("operating.md", "metrics"), re.M))
+    assert exposed - rows == set()
+    assert "training_filter_shadow_decisions_total" in rows  # series only once a shadow policy is set
 
 
-# -- the JSON examples ---------------------------------------------------------------------------------
-
-CHECKS = [e for e in EXAMPLES if e.command == "check" and e.lines is not None]
-RECORDS = [e for e in EXAMPLES if e.command in ("produce", "records") and e.lines is not None]
-SHOWN_WITHOUT_INPUT = [e for e in EXAMPLES if e.command == "check" and e.lines is None and e.decisions]
-
-
-def test_the_docs_hold_json_examples_and_the_tests_find_them():
-    """Zero examples found means the finder is broken or the docs lost them: both are failures."""
-    assert CHECKS, "no `training-filter check` example with its input in the docs"
-    assert RECORDS, "no `training-filter produce` example (or block of records) with its input in the docs"
-    assert all(e.lines for e in CHECKS + RECORDS), "an example with an empty input"
+def test_the_alerts_table_lists_every_alert_and_links_its_runbook_entry():
+    rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "training-filter-rules.yaml").read_text())
+    alerts = [r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r]
+    rows = re.findall(r"^\| \[(\w+)\]\(#(\w+)\) \|", region("operating.md", "alerts"), re.M)
+    assert rows == [(a, a.lower()) for a in alerts]
 
 
-def _policy(example: Example, option: str):
-    name = example.option(option)
-    if name is None:
-        return load_policy() if option == "--policy" else None
-    return parse_policy(doc_examples.file_text(name, example.where), name)
-
-
-def run_check_example(example: Example, tmp_path: Path) -> tuple[list[dict], str]:
-    files = {}
-    for option in ("--optouts", "--consents"):
-        name = example.option(option)
-        if name is not None:
-            files[option] = tmp_path / Path(name).name
-            files[option].write_text(doc_examples.file_text(name, example.where))
-    stdout, stderr = io.BytesIO(), io.StringIO()
-    code = run_check(
-        example.source,
-        _policy(example, "--policy"),
-        files.get("--optouts"),
-        io.BytesIO(b"\n".join(example.lines or [])),
-        stdout,
-        files.get("--consents"),
-        _policy(example, "--compare"),
-        stderr,
+def test_a_stale_region_is_found_and_rewritten(tmp_path: Path):
+    page = tmp_path / "docs" / "page.md"
+    page.parent.mkdir()
+    page.write_text("intro\n<!-- generated: one -->\nold\n<!-- end generated -->\nafter `<!-- generated: x -->`\n")
+    tables = {"one": "| a |\n| --- |\n| 1 |"}
+    assert stale(tmp_path, tables.__getitem__) == [page]
+    assert update(tmp_path, tables.__getitem__) == [page]
+    table = "\n\n| a |\n| --- |\n| 1 |\n\n"
+    assert (
+        page.read_text()
+        == f"intro\n<!-- generated: one -->{table}<!-- end generated -->\nafter `<!-- generated: x -->`\n"
     )
-    assert code == 0, example.where
-    return [orjson.loads(line) for line in stdout.getvalue().splitlines()], stderr.getvalue()
+    assert stale(tmp_path, tables.__getitem__) == []
 
 
-@pytest.mark.parametrize("example", CHECKS, ids=[e.where for e in CHECKS])
-def test_every_check_example_prints_what_the_docs_show(example, tmp_path):
-    decisions, table = run_check_example(example, tmp_path)
-    assert len(decisions) == len(example.lines or [])
-    if example.decisions is not None:
-        assert decisions == example.decisions, example.where
-        assert table == example.stderr or not example.stderr, example.where
-    else:  # no output shown: then the example is at least a valid record
-        assert Reason.MALFORMED not in {d["decision"] for d in decisions}, example.where
+def test_a_region_without_its_end_or_of_no_generator_is_an_error():
+    with pytest.raises(RegionError, match="no <!-- end generated -->"):
+        rewrite("<!-- generated: one -->\n<!-- generated: two -->\n<!-- end generated -->\n", lambda n: "")
+    with pytest.raises(KeyError, match="no generator for region 'nothing'"):
+        rewrite("<!-- generated: nothing -->\n<!-- end generated -->\n", renderer())
 
 
-@pytest.mark.parametrize("example", SHOWN_WITHOUT_INPUT, ids=[e.where for e in SHOWN_WITHOUT_INPUT])
-def test_decisions_shown_without_their_input_are_what_check_would_print(example):
-    """The input (a file) is not in the docs; the decisions must still be real reasons, the table
-    the one `check --compare` prints for exactly these decisions, under the policies the command names."""
-    assert example.decisions
-    pairs: dict[tuple[Reason, Reason], int] = {}
-    for decision in example.decisions:
-        assert set(decision) <= {"id", "decision", "shadow"}, example.where
-        assert decision["decision"] in REASONS, example.where
-        if "shadow" in decision:
-            key = (Reason(decision["decision"]), Reason(decision["shadow"]))
-            pairs[key] = pairs.get(key, 0) + 1
-    shadow = _policy(example, "--compare")
-    if shadow is None:
-        assert not example.stderr.strip(), f"{example.where}: a table without --compare"
-        return
-    assert example.stderr == comparison_table(pairs, _policy(example, "--policy").version, shadow.version)
-
-
-@pytest.mark.parametrize("example", RECORDS, ids=[e.where for e in RECORDS])
-def test_every_record_example_is_a_valid_record_of_its_source(example):
-    name, _key = SOURCES[example.source]
-    for line in example.lines or []:
-        to_avro(parse_line(line), CATALOG.by_name(name).parsed)
-
-
-SAMPLE_PAGE = """\
-# A page
-
-```bash
-echo '{"post_id":"p1","author_id":"u1",
-  "author_country":"SE"}' | tr -d '\\n' | training-filter check --source post   # a comment
-{"id":"p1","decision":"malformed"}
-training-filter produce --topic t --source optout <<'END'
-{"user_id":"u1","opted_out_at":0,"source":"form"}
-{"user_id":"u2","opted_out_at":1,"source":"form"}
-END
-training-filter check --source ai_interaction < interactions.jsonl
-training-filter tail --topic t | jq -c .value | training-filter produce --topic u --source post
-training-filter check --help
-make demo
-```
-
-Where interactions.jsonl holds:
-
-```json
-{"interaction_id":"i1","user_id":"u"}
-```
-```
-{"id":"i1","decision":"malformed"}
-```
-
-A record on its own:
-
-```json
-{
-  "user_id": "u9",
-  "granted": true,
-  "at": "2026-01-01T00:00:00Z",
-  "source": "settings"
-}
-```
-
-```python
-print({"not": "an example"})
-```
-"""
-
-
-def test_the_finder_reads_every_form_an_example_takes(tmp_path):
-    page = tmp_path / "page.md"
-    page.write_text(SAMPLE_PAGE)
-    found = doc_examples.examples([page])
-    assert [(e.command, e.source, len(e.lines or []), e.decisions) for e in found] == [
-        ("check", "post", 1, [{"id": "p1", "decision": "malformed"}]),
-        ("produce", "optout", 2, None),
-        ("check", "ai_interaction", 1, [{"id": "i1", "decision": "malformed"}]),
-        ("records", "consent", 1, None),
-    ]
-    assert found[0].lines == [b'{"post_id":"p1","author_id":"u1",  "author_country":"SE"}']
-    assert orjson.loads(found[3].lines[0])["granted"] is True
-
-
-@pytest.mark.parametrize(
-    "text,error",
-    [
-        ('```\n{"id":"p1","decision":"eligible"}\n```\n', "follow no check command"),
-        ('```json\n{"surname":"x"}\n```\n', "no single known source"),
-        ("```bash\necho '{}' | jq . | training-filter check --source post\n```\n", "cannot feed this pipeline"),
-        ('```bash\n{"id":"p1","decision":"eligible"}\n```\n', "no command's output"),
-        ('```\nsome text\n{"post_id":"p"}\n```\n', "JSON lines after other text"),
-        ('```json\n{"post_id": \n```\n', "not JSON"),
-    ],
-)
-def test_an_example_the_tests_cannot_run_is_a_failure(tmp_path, text, error):
-    page = tmp_path / "page.md"
-    page.write_text(text)
-    with pytest.raises(ExampleError, match=error):
-        doc_examples.examples([page])
+def test_cells_keep_what_markdown_would_swallow():
+    assert cell(code_names("topic (<topic>-value); see TF_BATCH_SIZE")) == (
+        "topic (&lt;topic&gt;-value); see `TF_BATCH_SIZE`"
+    )
+    assert cell(code_names("for {{ $value | humanize }}")) == r"for `{{ $value \| humanize }}`"
+    assert code_names("`TF_X_Y` and training_filter_ready") == "`TF_X_Y` and `training_filter_ready`"

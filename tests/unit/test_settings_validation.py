@@ -260,15 +260,6 @@ def test_a_multi_line_policy_error_stays_one_line_per_problem(tmp_path):
         assert line.startswith("TF_") or "TF_" in line
 
 
-def test_the_documented_settings_table_is_generated_from_the_table():
-    from pathlib import Path
-
-    from consumer.operations.settings import settings_markdown
-
-    note = Path(__file__).resolve().parents[2] / "docs" / "notes" / "settings-validation.md"
-    assert settings_markdown() in note.read_text(), "regenerate the table: settings_markdown()"
-
-
 @pytest.mark.parametrize("var", ["TF_POLICY_FILE", "TF_SHADOW_POLICY_FILE"])
 def test_a_binary_policy_file_is_refused_not_a_crash(tmp_path, var):
     binary = tmp_path / "policy.toml"
