@@ -37,6 +37,8 @@ class Route:
     fast_headers: set[bytes]  # 5-byte frames whose schema is exactly v1: the fast path applies
 
 
+_NO_FRAME = b"\x00\x00\x00\x00\x00"
+
 # What the reference path read, in the fast path's layout (fastpath._decode) without the spans, so that
 # the hot loop decides both alike: (None, user id as bytes, birth day, raw country, public, None, None,
 # None, created ms, None, the decoded record).
@@ -75,8 +77,9 @@ class ReferenceReader:
         return (None, user_id.encode("utf-8"), birth_day, country, public, None, None, None, created_ms, None, record)
 
     def as_v1(self, route: Route, record: dict[str, Any]) -> bytes:
-        """The record written as v1 (framed): the fast path reads its spans to build its TrainingRecord."""
-        return self.codec.encode(route.schema_name, record)
+        """The record written as v1, behind 5 placeholder framing bytes: the fast path reads its spans
+        (which never include the frame) to build its TrainingRecord."""
+        return _NO_FRAME + self.codec.encode_body(route.schema_name, record)
 
     def resolve_schemas(self, messages: list[Any], routes: dict[str, Route]) -> None:
         """With a registry: look up the batch's schema ids not yet known before any record is decided,

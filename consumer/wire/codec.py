@@ -368,6 +368,13 @@ class Codec:
         fastavro.schemaless_writer(out, self.catalog.by_name(name).parsed, record)
         return out.getvalue()
 
+    def encode_body(self, name: str, record: dict[str, Any]) -> bytes:
+        """The Avro body of `record` under the local schema `name`, without framing (no id needed: in
+        registry mode the input schemas have none of the service's own)."""
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, self.catalog.by_name(name).parsed, record)
+        return out.getvalue()
+
     def decode(
         self, data: bytes | None, reader_name: str | None = None, lookup: bool = True
     ) -> tuple[int, dict[str, Any]]:

@@ -67,3 +67,43 @@ def test_a_refused_output_is_written_again_during_a_registry_outage():
     batch.rejected.append(Rejected("training", out, key, None, None, "MSG_SIZE_TOO_LARGE"))
     proc.replace_refused(batch)  # one more attempt, by its provenance
     assert producer.sent[-1][0] == "training" and producer.sent[-1][1] == out
+
+
+class OneSchemaRegistry:
+    """A registry that holds one evolved Post schema (id 9) and gave the outputs id 77."""
+
+    settings = RegistrySettings(url="http://127.0.0.1:1")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def output_id(self, subject: str, avsc_text: str, matches: Any) -> int:
+        return 77
+
+    def writer_schema(self, schema_id: int) -> Any:
+        from consumer.wire.registry import WriterSchema
+
+        return WriterSchema(self.text) if schema_id == 9 else None
+
+
+def test_an_eligible_record_of_an_evolved_registry_schema_is_emitted():
+    """The reference path writes an eligible record as v1 to build its output; in registry mode the codec
+    has no id of its own for v1 (inputs are never registered), and the record was dead-lettered."""
+    import copy
+    import io
+    import json
+
+    import fastavro
+
+    v2 = copy.deepcopy(json.loads(Codec().catalog.by_name(POST).text))
+    v2["fields"].append({"name": "mood", "type": ["null", "string"], "default": None})
+    codec = Codec(registry=OneSchemaRegistry(json.dumps(v2)))  # type: ignore[arg-type]
+    codec.prepare_write(TRAINING_RECORD, "training-value")
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, fastavro.parse_schema(v2, named_schemas={}), {**ADULT_POST, "mood": "calm"})
+    value = b"\x00" + (9).to_bytes(4, "big") + body.getvalue()
+    proc, producer = processor(codec)
+    proc.resolve_schemas([Msg("posts", value)])
+    assert run(proc, [Msg("posts", value, offset=4)]) == {(Source.POST, "eligible"): 1}
+    record = codec.decode_own(producer.sent[0][1], TRAINING_RECORD)
+    assert record["record_id"] == "p-1" and record["text"] == "hallo welt" and record["source_offset"] == 4
