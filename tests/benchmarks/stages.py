@@ -13,6 +13,8 @@ from consumer.wire import fastpath
 from consumer.wire.codec import POST, TRAINING_RECORD, Codec
 from rules import Decider, Reason, Source
 
+NO_LIMIT = 1 << 62  # no created_at is ever future_dated here (rules.Decider.decide's latest_ms)
+
 
 def _never(_: Any) -> bool:
     return False
@@ -59,12 +61,12 @@ def profile(
     source = Source.POST
     start = time.perf_counter()
     for _, f in decoded:
-        _baseline(source, f[4], f[3], f[2], f[8], f[1], _never)
+        _baseline(source, f[4], f[3], f[2], f[8], NO_LIMIT, f[1], _never)
     loop = (time.perf_counter() - start) / len(decoded) * 1e6
     decide = decider.decide
     start = time.perf_counter()
     for _, f in decoded:
-        decide(source, f[4], f[3], f[2], f[8], f[1], _never)
+        decide(source, f[4], f[3], f[2], f[8], NO_LIMIT, f[1], _never)
     result["rules"] = (time.perf_counter() - start) / len(decoded) * 1e6 - loop
     result["harness_loop_subtracted"] = loop
 
@@ -88,7 +90,9 @@ def profile(
     result["bloom_lookup"] = (time.perf_counter() - start) / len(decoded) * 1e6 - loop
 
     eligible = [
-        (v, f) for v, f in decoded if decide(Source.POST, f[4], f[3], f[2], f[8], f[1], opted_out) is Reason.ELIGIBLE
+        (v, f)
+        for v, f in decoded
+        if decide(Source.POST, f[4], f[3], f[2], f[8], NO_LIMIT, f[1], opted_out) is Reason.ELIGIBLE
     ]
     header = codec.header(TRAINING_RECORD)
     provenance = fastpath.avro_string(decider.policy.version) + fastpath.avro_string(topic) + fastpath.zigzag_varint(0)
