@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from consumer.devtools.docs import ROOT, renderer
-from consumer.devtools.docs.regions import RegionError, stale, update
+from consumer.devtools.docs.regions import stale, update
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         pages = stale(ROOT, renderer()) if args.check else update(ROOT, renderer())
-    except (RegionError, KeyError) as exc:
+    except (ValueError, KeyError) as exc:  # RegionError, or declarations that disagree with the code
         print(f"docs: {exc}", file=sys.stderr)
         return 2
     for page in pages:
