@@ -6,7 +6,8 @@ test does the same, so a stale table fails `make test`).
 The regions: `settings`, `metrics` and `alerts` (docs/operating.md: SETTINGS, the metric
 declarations checked against a real Metrics() registry, the Prometheus rule file),
 `consent-capacity` (docs/policy.md) and the `bench-*` figures (docs/performance.md, from
-tests/benchmarks/results/*.json)."""
+tests/benchmarks/results/*.json). Besides the regions, `make docs` writes the deployment's env files
+whole (env_files.py: deploy/kubernetes/**/training-filter.env from the deployment's settings)."""
 
 from __future__ import annotations
 
