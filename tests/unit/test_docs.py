@@ -1,6 +1,7 @@
 """The documentation's tables are the code's: the generated regions of every page are what the
-generator gives now (settings from SETTINGS, metrics from a real Metrics() registry, alerts from the
-rule file, figures from the benchmark's JSON), and each table lists everything it is about."""
+generator gives now (settings from SETTINGS, metrics from their declarations, checked against a real
+Metrics() registry, alerts from the rule file, figures from the benchmark's JSON), and each table lists
+everything it is about."""
 
 from __future__ import annotations
 

@@ -3,9 +3,11 @@ every region between `<!-- generated: NAME -->` and `<!-- end generated -->` in 
 markdown from the code and the benchmark's JSON; `--check` only says which pages are stale (a unit
 test does the same, so a stale table fails `make test`).
 
-The regions: `settings`, `metrics` and `alerts` (docs/operating.md: SETTINGS, a real Metrics()
-registry, the Prometheus rule file), `consent-capacity` (docs/policy.md) and the `bench-*` figures
-(docs/performance.md, from tests/benchmarks/results/*.json)."""
+The regions: `settings`, `metrics` and `alerts` (docs/operating.md: SETTINGS, the metric
+declarations checked against a real Metrics() registry, the Prometheus rule file),
+`consent-capacity` (docs/policy.md) and the `bench-*` figures (docs/performance.md, from
+tests/benchmarks/results/*.json). Besides the regions, `make docs` writes the deployment's env files
+whole (env_files.py: deploy/kubernetes/**/training-filter.env from the deployment's settings)."""
 
 from __future__ import annotations
 

@@ -1,20 +1,23 @@
 """The reference tables of docs/operating.md, from what the service itself declares: the settings from
-`SETTINGS`, the metrics from a real `Metrics()` registry's collection (what /metrics exposes), the
-alerts from the Prometheus rule file. A column is one (header, function) pair, so adding one (a
-setting's type or bounds, say) is one line."""
+`SETTINGS`, the metrics from their declarations (metric_table.py), checked against what a real
+`Metrics()` registry exposes, the alerts from the Prometheus rule file. A column is one (header,
+function) pair, so adding one (a setting's type or bounds, say) is one line."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from consumer.devtools.docs.markdown import cell, code_names, table
-from consumer.operations.metrics import NS, Metrics
+from consumer.operations.metric_table import NS, Declared, declarations
+from consumer.operations.metrics import Metrics
 from consumer.operations.settings import PREFIX, SETTINGS, Setting
 
 RULES = Path("deploy") / "prometheus" / "training-filter-rules.yaml"
+TABLE = "consumer/operations/metric_table.py"
 
 
 def _default(s: Setting) -> str:
@@ -47,8 +50,7 @@ def _exposed_metrics() -> tuple[Metrics, Metrics]:
     """A registry as a fresh process has it, and one with every family given a series, as the running
     service gives them: the build info, a partition's lag, both feeds' lag, the shadow's counts."""
     fresh, running = Metrics(), Metrics()
-    for m in (fresh, running):
-        m.feed_lag(lambda: 0.0)
+    running.feed_lag(lambda: 0.0)
     running.feed_lag(lambda: 0.0, "consent", {"gates_input": "true"})
     running.info.labels("0.1.0", "policy", "at-least-once", "compiled").set(1)
     running.set_consumer_lag({("posts.v1", 0): 0})
@@ -60,36 +62,65 @@ def _families(m: Metrics) -> dict[str, Any]:
     return {f.name: f for f in m.registry.collect() if f.name.startswith(f"{NS}_")}
 
 
-def _labels(family: Any, fixed: Any) -> str:
-    """Label names; with their values where a fresh process already has every series (a fixed set)."""
-    names = [n for sample in family.samples for n in sample.labels if n != "le"]
-    # dicts as ordered sets: the values in the order the code creates their series
-    fixed_values: dict[str, dict[str, None]] = {}
-    for sample in fixed.samples if fixed is not None else ():
-        for name, value in sample.labels.items():
-            fixed_values.setdefault(name, {})[value] = None
+def _series(family: Any) -> set[tuple[str, ...]]:
+    """The label values of a family's series (a histogram's buckets are one series)."""
+    return {tuple(v for k, v in sample.labels.items() if k != "le") for sample in family.samples}
+
+
+def exposition_problems(fresh: Metrics, running: Metrics) -> list[str]:
+    """Where the declarations and what the registries expose disagree: a family registered outside
+    the table, one declared but not exposed, another type, help or label names, a label value outside
+    its declared set, or a series said to exist from start-up that a fresh registry does not have."""
+    declared = {d.family: d for d in declarations()}
+    exposed, at_start = _families(running), _families(fresh)
+    problems = [f"{name} is exposed but not declared in {TABLE}" for name in sorted(exposed.keys() - declared.keys())]
+    problems += [
+        f"{name} is declared but a running service does not expose it"
+        for name in sorted(declared.keys() - exposed.keys())
+    ]
+    for name in sorted(declared.keys() & exposed.keys()):
+        d, family = declared[name], exposed[name]
+        names = list(dict.fromkeys(k for sample in family.samples for k in sample.labels if k != "le"))
+        if (family.type, family.documentation, names) != (d.type, d.help, list(d.labels)):
+            problems.append(f"{name} is exposed as {family.type} {names} {family.documentation!r}, not as declared")
+        outside = {
+            f"{label}={sample.labels[label]}"
+            for sample in family.samples
+            for label, values in d.labels.items()
+            if values and sample.labels.get(label) not in values
+        }
+        if outside:
+            problems.append(f"{name} has label values outside its declared sets: {', '.join(sorted(outside))}")
+        if not d.when and name in at_start and _series(at_start[name]) != set(itertools.product(*d.labels.values())):
+            problems.append(f"{name}: a fresh registry lacks series the declaration says exist from start-up")
+    return problems
+
+
+def _label_values(d: Declared[Any]) -> str:
+    """Label names, each with its values where they are a fixed set."""
     return ", ".join(
-        f"`{n}` ({', '.join(f'`{v}`' for v in fixed_values[n])})" if n in fixed_values else f"`{n}`"
-        for n in dict.fromkeys(names)
+        f"`{name}` ({', '.join(f'`{v}`' for v in values)})" if values else f"`{name}`"
+        for name, values in d.labels.items()
     )
 
 
-def metric_rows() -> list[tuple[str, str, str, str]]:
-    """(exposed name, type, labels, help) of every training_filter_ family, in registration order."""
-    fresh, running = _exposed_metrics()
-    fixed = _families(fresh)
-    rows = []
-    for name, family in _families(running).items():
-        if not family.samples:
-            raise ValueError(f"{name} has no series: give it one in _exposed_metrics so its labels show")
-        exposed = f"{name}_total" if family.type == "counter" else name
-        rows.append((exposed, family.type, _labels(family, fixed.get(name)), family.documentation))
-    return rows
+METRIC_COLUMNS: tuple[tuple[str, Callable[[Declared[Any]], str]], ...] = (
+    ("metric", lambda d: f"`{d.exposed}`"),
+    ("type", lambda d: d.type),
+    ("labels", _label_values),
+    ("help", lambda d: cell(code_names(d.help))),
+    ("series", lambda d: cell(code_names(d.when)) if d.when else "from start-up"),
+)
 
 
 def metrics_table() -> str:
-    rows = [[f"`{n}`", t, labels, cell(code_names(h))] for n, t, labels, h in metric_rows()]
-    return table(["metric", "type", "labels", "help"], rows)
+    """Every declaration of metric_table.py, in exposition order; an error if they are not what a
+    real registry exposes."""
+    problems = exposition_problems(*_exposed_metrics())
+    if problems:
+        raise ValueError("the metric declarations disagree with /metrics: " + "; ".join(problems))
+    rows = [[column(d) for _, column in METRIC_COLUMNS] for d in declarations()]
+    return table([h for h, _ in METRIC_COLUMNS], rows)
 
 
 def alert_rules(root: Path) -> list[dict[str, Any]]:
