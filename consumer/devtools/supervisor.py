@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -299,18 +299,48 @@ def main_action(action: str, state: Path, kind: type[Supervised]) -> int:
         else:
             print(f"nothing is recorded as running in {state}", file=sys.stderr)
         return 0
-    if action == "start":
-        info = states.read()
-        if info is not None and states.alive(info):
-            print(info[kind.address_key])
-            return 0
-        if info is not None:
-            states.forget(info)  # a stale record: its process is gone, its folder may not be
-        proc = kind().start()
-        states.record(proc)
-        print(proc.address)
-        print(f"log: {proc.log_path}", file=sys.stderr)
+    try:
+        with _signals_interrupt():
+            return _start(states, kind) if action == "start" else _run(kind)
+    except KeyboardInterrupt:  # while starting: `_spawn` has stopped the process already
+        print(f"interrupted: {kind.what} was stopped", file=sys.stderr)
+        return 130
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise KeyboardInterrupt, as Ctrl-C does, so that each ends in `stop`. The
+    process is in a session of its own: these signals reach only this command, which must pass them
+    on (otherwise a command killed while it waits leaves the process running, unrecorded)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _start(states: StateFile, kind: type[Supervised]) -> int:
+    """Starts and records the process, leaving it running; or prints the address of the recorded one."""
+    info = states.read()
+    if info is not None and states.alive(info):
+        print(info[kind.address_key])
         return 0
+    if info is not None:
+        states.forget(info)  # a stale record: its process is gone, its folder may not be
+    proc = kind().start()
+    states.record(proc)
+    print(proc.address)
+    print(f"log: {proc.log_path}", file=sys.stderr)
+    return 0
+
+
+def _run(kind: type[Supervised]) -> int:
+    """In the foreground until Ctrl-C, SIGTERM or SIGHUP, then `cleanup`."""
     with kind() as proc:
         print(proc.address, flush=True)
         print(f"log: {proc.log_path} (Ctrl-C stops it)", file=sys.stderr, flush=True)

@@ -272,3 +272,67 @@ def test_a_record_without_a_start_time_goes_by_the_pid(tmp_path):
 def test_stop_without_a_record_says_so(tmp_path, capsys):
     assert main_action("stop", tmp_path / "none.json", Child) == 0
     assert "nothing is recorded as running" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_run_stops_its_child_and_removes_the_folder_when_it_is_told_to_stop(tmp_path, stop_signal):
+    # The foreground command: Ctrl-C, a closed terminal or a process manager's SIGTERM must not
+    # leave the child running on its own (it is in a session of its own: the signal reaches the
+    # runner only).
+    code = (
+        "import signal, sys; from pathlib import Path; from tests.unit.test_supervisor import Child; "
+        "from consumer.devtools.supervisor import main_action; "
+        "signal.signal(signal.SIGINT, signal.default_int_handler); "  # a background job ignores SIGINT
+        "sys.exit(main_action('run', Path(sys.argv[1]), Child))"
+    )
+    runner = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path / "unused.json")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    child_pid = 0
+    try:
+        assert runner.stdout is not None and runner.stderr is not None
+        child_pid = int(runner.stdout.readline().strip().removeprefix("child-"))
+        folder = Path(runner.stderr.readline().split()[1]).parent
+        runner.send_signal(stop_signal)
+        assert runner.wait(10) == 0
+        assert supervisor._start_time(child_pid) is None, "the child was left running"
+        assert not folder.exists()
+    finally:
+        runner.kill()
+        runner.wait()
+        if child_pid and supervisor._start_time(child_pid) is not None:
+            supervisor.os.kill(child_pid, signal.SIGKILL)
+
+
+def test_a_start_command_told_to_stop_while_it_waits_leaves_no_process(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    code = (
+        "import sys; from pathlib import Path; from tests.unit.test_supervisor import Child; "
+        "from consumer.devtools.supervisor import main_action\n"
+        "class Slow(Child):\n"
+        "    def __init__(self):\n"
+        "        super().__init__(data_dir=Path(sys.argv[2]), script=sys.argv[3])\n"
+        "sys.exit(main_action('start', Path(sys.argv[1]), Slow))"
+    )
+    never_ready = "import os, pathlib, time; pathlib.Path('pid').write_text(str(os.getpid())); time.sleep(30)"
+    state = tmp_path / "state.json"
+    runner = subprocess.Popen([sys.executable, "-c", code, str(state), str(folder), never_ready], text=True)
+    child_pid = 0
+    try:
+        deadline = time.monotonic() + 20
+        while not (folder / "pid").is_file() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        child_pid = int((folder / "pid").read_text())
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(10) == 130
+        assert supervisor._start_time(child_pid) is None, "the child was left running"
+        assert not state.exists()
+    finally:
+        runner.kill()
+        runner.wait()
+        if child_pid and supervisor._start_time(child_pid) is not None:
+            supervisor.os.kill(child_pid, signal.SIGKILL)
