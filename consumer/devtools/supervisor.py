@@ -121,9 +121,11 @@ class Supervised:
 
     def log_tail(self, lines: int = 40) -> str:
         try:
-            return tail(self.log_path.read_text(errors="replace"), lines)
-        except (OSError, AssertionError):  # no folder yet, or no log in it
-            return f"(no log of {self.what})"
+            if self.data_dir is not None:
+                return tail(self.log_path.read_text(errors="replace"), lines)
+        except OSError:
+            pass
+        return f"(no log of {self.what})"
 
     def _spawn(
         self,

@@ -5,6 +5,8 @@ SIGTERM. Every child sleeps at most 30 s, so nothing outlives a failed test for 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -146,7 +148,7 @@ def test_cleanup_removes_its_own_folder_only(children, tmp_path):
     kept._owns_dir = False  # what the test session does to keep the log of a failed run
     kept.cleanup()
     assert kept.data_dir is not None and kept.log_path.is_file()
-    supervisor.shutil.rmtree(kept.data_dir)
+    shutil.rmtree(kept.data_dir)
 
 
 def test_stop_then_start_runs_again_in_the_same_folder(children):
@@ -304,7 +306,7 @@ def test_run_stops_its_child_and_removes_the_folder_when_it_is_told_to_stop(tmp_
         runner.kill()
         runner.wait()
         if child_pid and supervisor._start_time(child_pid) is not None:
-            supervisor.os.kill(child_pid, signal.SIGKILL)
+            os.kill(child_pid, signal.SIGKILL)
 
 
 def test_a_start_command_told_to_stop_while_it_waits_leaves_no_process(tmp_path):
@@ -335,4 +337,4 @@ def test_a_start_command_told_to_stop_while_it_waits_leaves_no_process(tmp_path)
         runner.kill()
         runner.wait()
         if child_pid and supervisor._start_time(child_pid) is not None:
-            supervisor.os.kill(child_pid, signal.SIGKILL)
+            os.kill(child_pid, signal.SIGKILL)
