@@ -4,7 +4,9 @@ Apicurio Registry 2.4.2.Final with its in-memory (H2) storage, serving the Confl
 `/apis/ccompat/v7`. No Docker: deploy/schema-registry/ is a small Quarkus project that Maven builds from
 the jars on Maven Central, once (about a minute and 230 MB of downloads into ~/.m2 from empty); the
 application is cached under ~/.cache/training-filter/ by a hash of the build files, so later runs only
-start it (a few seconds, about 150 MB of memory).
+start it (a few seconds, about 150 MB of memory). The process itself (its folder and log, readiness,
+stopping, the state file of the commands) is `consumer.devtools.supervisor`'s; this module only knows
+the build and how Apicurio starts.
 
     python -m consumer.devtools.local_registry start   # prints the ccompat URL, leaves the registry running
     python -m consumer.devtools.local_registry stop
@@ -21,22 +23,20 @@ import argparse
 import contextlib
 import fcntl
 import hashlib
-import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, Self
 
-from consumer.devtools.local_kafka import CACHE_DIR, _pid_alive
+from consumer.devtools.supervisor import CACHE_DIR, Supervised, SupervisedError, find_java, main_action, tail
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PROJECT = REPO_ROOT / "deploy" / "schema-registry"
@@ -53,7 +53,7 @@ _ENV_KEPT = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "JAVA_HOME", "TMPDIR")
 _NOT_BUILD_INPUTS = {"registry.sh"}
 
 
-class LocalRegistryError(RuntimeError):
+class LocalRegistryError(SupervisedError):
     """The local registry could not be built or started. The message says why."""
 
 
@@ -107,10 +107,6 @@ def _build_lock() -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _tail(text: str, lines: int = 40) -> str:
-    return "\n".join(text.splitlines()[-lines:])
-
-
 def ensure_built(project: Path = DEFAULT_PROJECT, timeout: float = BUILD_TIMEOUT) -> Path:
     """The folder of the built registry (holding quarkus-app/quarkus-run.jar): built by Maven from the
     project's build files on first use, then cached. A second call with the same files does nothing."""
@@ -157,13 +153,13 @@ def ensure_built(project: Path = DEFAULT_PROJECT, timeout: float = BUILD_TIMEOUT
             except subprocess.TimeoutExpired:
                 raise LocalRegistryError(
                     f"building the schema registry did not finish within {timeout:.0f}s ({' '.join(cmd)}); "
-                    f"build log: {log_path}\n{_tail(log_path.read_text(errors='replace'))}"
+                    f"build log: {log_path}\n{tail(log_path.read_text(errors='replace'))}"
                 ) from None
         built = work / "target" / "quarkus-app" / "quarkus-run.jar"
         if result.returncode != 0 or not built.is_file():
             raise LocalRegistryError(
                 f"building the schema registry failed (exit {result.returncode}; {' '.join(cmd)}); "
-                f"build log: {log_path}\n{_tail(log_path.read_text(errors='replace'))}"
+                f"build log: {log_path}\n{tail(log_path.read_text(errors='replace'))}"
             )
         (work / "target" / "quarkus-app").rename(partial / "quarkus-app")
         shutil.rmtree(work, ignore_errors=True)
@@ -173,24 +169,20 @@ def ensure_built(project: Path = DEFAULT_PROJECT, timeout: float = BUILD_TIMEOUT
         return target
 
 
-def _java() -> str:
-    home = os.environ.get("JAVA_HOME")
-    java = str(Path(home) / "bin" / "java") if home else shutil.which("java")
-    if not java:
-        raise LocalRegistryError("java is not on PATH (Java 17 or newer is needed to run the schema registry)")
-    return java
-
-
 @dataclass
-class LocalRegistry:
+class LocalRegistry(Supervised):
     """One registry process on 127.0.0.1. Its storage is in memory: a restart starts empty."""
 
-    data_dir: Path | None = None
+    what: ClassVar[str] = "the schema registry"
+    log_name: ClassVar[str] = "registry.log"
+    dir_prefix: ClassVar[str] = "tf-registry-"
+    error: ClassVar[type[SupervisedError]] = LocalRegistryError
+    stop_timeout: ClassVar[float] = 20.0  # Quarkus shuts down in well under a second
+    address_key: ClassVar[str] = "url"
+
     port: int = 0  # 0: a free port chosen by the registry itself, read from its log
     heap: str = "192m"
     project: Path = field(default_factory=lambda: default_project())
-    process: subprocess.Popen[bytes] | None = None
-    _owns_dir: bool = False
 
     @property
     def base_url(self) -> str:
@@ -202,42 +194,30 @@ class LocalRegistry:
         return self.base_url + CCOMPAT_PATH
 
     @property
-    def log_path(self) -> Path:
-        assert self.data_dir is not None
-        return self.data_dir / "registry.log"
+    def address(self) -> str:
+        return self.url
 
-    def start(self, timeout: float = 120.0) -> LocalRegistry:
-        if self.process is not None and self.process.poll() is None:
+    def start(self, timeout: float = 120.0) -> Self:
+        if self.running:
             return self
         app = ensure_built(self.project)
-        if self.data_dir is None:
-            self.data_dir = Path(tempfile.mkdtemp(prefix="tf-registry-"))
-            self._owns_dir = True
+        folder = self._folder()
         env = {k: os.environ[k] for k in _ENV_KEPT if k in os.environ}
         cmd = [
-            _java(),
+            find_java(self.error, self.what),
             f"-Xmx{self.heap}",
             # The JIT's first tier only: half the start-up time and less memory; a test registry
             # never runs long enough for the optimising compiler to pay off.
             "-XX:TieredStopAtLevel=1",
             "-Djava.awt.headless=true",
-            f"-Djava.io.tmpdir={self.data_dir}",
+            f"-Djava.io.tmpdir={folder}",
             "-Dquarkus.http.host=127.0.0.1",
             f"-Dquarkus.http.port={self.port}",
             "-jar",
             str(app / "quarkus-app" / "quarkus-run.jar"),
         ]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                cmd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.data_dir,  # whatever the registry writes (a transaction log) stays in its folder
-                env=env,
-                start_new_session=True,
-            )
-        self._wait_ready(timeout)
+        # cwd: whatever the registry writes (a transaction log) stays in its folder.
+        self._spawn(cmd, self._answers(), timeout, interval=0.1, cwd=folder, env=env)
         return self
 
     def _listening_port(self) -> int | None:
@@ -248,119 +228,22 @@ class LocalRegistry:
         found = _LISTENING.findall(text)
         return int(found[-1][2]) if found else None
 
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+    def _answers(self) -> Callable[[], bool]:
+        """The readiness probe: the port the log names answers GET /subjects."""
         opener = _no_proxy_opener()
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise LocalRegistryError(
-                    f"the schema registry exited with {self.process.returncode}; log: {self.log_path}\n"
-                    f"{self.log_tail()}"
-                )
+
+        def probe() -> bool:
             port = self._listening_port()
-            if port:
-                self.port = port
-                try:
-                    with opener.open(self.url + "/subjects", timeout=2) as response:
-                        if response.status == 200:
-                            return
-                except (urllib.error.URLError, OSError):
-                    pass
-            time.sleep(0.1)
-        self.stop()
-        raise LocalRegistryError(
-            f"the schema registry did not answer within {timeout:.0f}s; log: {self.log_path}\n{self.log_tail()}"
-        )
+            if not port:
+                return False
+            self.port = port
+            try:
+                with opener.open(self.url + "/subjects", timeout=2) as response:
+                    return bool(response.status == 200)
+            except (urllib.error.URLError, OSError):
+                return False
 
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return _tail(self.log_path.read_text(errors="replace"), lines)
-        except OSError:
-            return "(no registry log)"
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM (Quarkus shuts down in well under a second), then SIGKILL after `timeout`."""
-        proc = self.process
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-    def cleanup(self) -> None:
-        self.stop()
-        if self._owns_dir and self.data_dir is not None:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    def __enter__(self) -> LocalRegistry:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.cleanup()
-
-
-# -- command line: a registry that outlives the command, tracked by a state file ------------------------
-
-
-def cmd_start(state: Path) -> int:
-    if state.is_file():
-        info = json.loads(state.read_text())
-        if _pid_alive(info["pid"]):
-            print(info["url"])
-            return 0
-    registry = LocalRegistry().start()
-    assert registry.process is not None
-    state.parent.mkdir(parents=True, exist_ok=True)
-    state.write_text(
-        json.dumps(
-            {
-                "pid": registry.process.pid,
-                "url": registry.url,
-                "data_dir": str(registry.data_dir),
-                "log": str(registry.log_path),
-            }
-        )
-    )
-    print(registry.url)
-    print(f"registry log: {registry.log_path}", file=sys.stderr)
-    return 0
-
-
-def cmd_stop(state: Path, timeout: float = 20.0) -> int:
-    if not state.is_file():
-        print("no local schema registry is recorded as running", file=sys.stderr)
-        return 0
-    info = json.loads(state.read_text())
-    pid = int(info["pid"])
-    if _pid_alive(pid):
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            time.sleep(0.2)
-        if _pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
-    shutil.rmtree(info["data_dir"], ignore_errors=True)
-    state.unlink()
-    print("stopped")
-    return 0
-
-
-def cmd_run() -> int:
-    with LocalRegistry() as registry:
-        print(registry.url, flush=True)
-        print(f"registry log: {registry.log_path} (Ctrl-C stops it)", file=sys.stderr, flush=True)
-        try:
-            while registry.process is not None and registry.process.poll() is None:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            pass
-    return 0
+        return probe
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -374,12 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "build":
             print(ensure_built(default_project()) / "quarkus-app" / "quarkus-run.jar")
             return 0
-        if args.action == "start":
-            return cmd_start(args.state)
-        if args.action == "stop":
-            return cmd_stop(args.state)
-        return cmd_run()
-    except LocalRegistryError as exc:
+        return main_action(args.action, args.state, LocalRegistry)
+    except SupervisedError as exc:
         print(f"local-registry: {exc}", file=sys.stderr)
         return 1
 

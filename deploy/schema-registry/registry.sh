@@ -4,6 +4,8 @@
 #   deploy/schema-registry/registry.sh stop    -> stops it (its storage is in memory: all is gone)
 #   deploy/schema-registry/registry.sh run     -> foreground until Ctrl-C
 #   deploy/schema-registry/registry.sh build   -> only build it with Maven (cached after the first time)
+# start and stop take --state FILE: where start records the running registry (default
+# ~/.cache/training-filter/local-registry.json); see docs/development.md, the local Kafka.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 python="${PYTHON:-$here/../../.venv/bin/python}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,48 @@ def test_the_registry_gets_none_of_the_callers_environment(monkeypatch):
     registry.cleanup()
     assert "HTTP_PORT" not in captured["env"] and "REGISTRY_AUTH_ENABLED" not in captured["env"]
     assert "-Dquarkus.http.host=127.0.0.1" in captured["cmd"]
+
+
+@pytest.fixture
+def built(project, cache) -> Path:
+    """A cached "build" of the project (what `ensure_built` finds), for a launch with a fake java."""
+    app = local_registry.app_dir(project)
+    (app / "quarkus-app").mkdir(parents=True)
+    (app / ".complete").write_text("ok\n")
+    return app
+
+
+def test_a_registry_that_never_listens_times_out_with_its_log_and_is_stopped(built, project, fake_java, tmp_path):
+    fake_java("echo 'registry: still starting'; exec sleep 30")
+    (tmp_path / "run").mkdir()
+    registry = LocalRegistry(data_dir=tmp_path / "run", project=project)
+    try:
+        with pytest.raises(LocalRegistryError) as failed:
+            registry.start(timeout=1)
+        message = str(failed.value)
+        assert "the schema registry did not answer within 1s" in message
+        assert str(registry.log_path) in message and "registry: still starting" in message
+        assert registry.process is not None and registry.process.poll() is not None
+    finally:
+        registry.cleanup()
+
+
+def test_ctrl_c_while_the_registry_starts_leaves_no_process(built, project, fake_java, tmp_path, monkeypatch):
+    fake_java("exec sleep 30")
+    real_sleep, sleeps = time.sleep, []
+
+    def interrupted_once(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 1:
+            raise KeyboardInterrupt
+        real_sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", interrupted_once)
+    (tmp_path / "run").mkdir()
+    registry = LocalRegistry(data_dir=tmp_path / "run", project=project)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            registry.start(timeout=30)
+        assert registry.process is not None and registry.process.poll() is not None, "the registry was left running"
+    finally:
+        registry.cleanup()
