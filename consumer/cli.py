@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from consumer import __version__
 from rules import PolicyError, load_policy
@@ -153,28 +153,8 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(records=args.records, keep_running=args.keep_running)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from consumer.operations.settings import describe_settings
-
-    parser = argparse.ArgumentParser(
-        prog="training-filter",
-        description="Privacy gate for AI training data: only public, adult, in-region, not-opted-out content "
-        "reaches the training topic.",
-    )
-    parser.add_argument("--version", action="version", version=f"training-filter {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    run = sub.add_parser(
-        "run",
-        help="run the service (configured by TF_* environment variables)",
-        description="Consume the post and AI-interaction topics, filter them with the policy and the opt-out "
-        "feed, and produce eligible records to the training topic. Configured entirely by environment "
-        "variables; a wrong value stops it at start-up with a message saying what to fix.",
-        epilog=describe_settings(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    run.set_defaults(func=_run)
-
+def _add_check(sub: Any) -> None:
+    """`training-filter check`: the policy debugger's options."""
     check = sub.add_parser(
         "check",
         help="decide JSON Lines records from standard input with the policy (a debugger for reviewers)",
@@ -211,6 +191,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="how far created_at may lie ahead of --now (default 300, the service's TF_CLOCK_SKEW_SECONDS default)",
     )
     check.set_defaults(func=_check)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from consumer.operations.settings import describe_settings
+
+    parser = argparse.ArgumentParser(
+        prog="training-filter",
+        description="Privacy gate for AI training data: only public, adult, in-region, not-opted-out content "
+        "reaches the training topic.",
+    )
+    parser.add_argument("--version", action="version", version=f"training-filter {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="run the service (configured by TF_* environment variables)",
+        description="Consume the post and AI-interaction topics, filter them with the policy and the opt-out "
+        "feed, and produce eligible records to the training topic. Configured entirely by environment "
+        "variables; a wrong value stops it at start-up with a message saying what to fix.",
+        epilog=describe_settings(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.set_defaults(func=_run)
+
+    _add_check(sub)
 
     produce = sub.add_parser(
         "produce",

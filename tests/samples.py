@@ -71,3 +71,29 @@ maximum_plausible_age = 120
 post = true
 ai_interaction = true
 """
+
+# A post and an interaction in the raw Avro types (int days, int milliseconds) that the hot loop reads.
+ADULT_POST = {
+    "post_id": "p-1",
+    "author_id": "u-1",
+    "author_birth_date": 7000,
+    "author_country": "DE",
+    "visibility": "PUBLIC",
+    "kind": "POST",
+    "surface": "s",
+    "language": "de",
+    "text": "hallo welt",
+    "created_at": 1_767_225_600_000,
+}
+MINOR_AI = {
+    "interaction_id": "i-1",
+    "user_id": "u-2",
+    "user_birth_date": 14_000,
+    "user_country": "FR",
+    "context": "DIRECT_WITH_AI",
+    "surface": "s",
+    "language": None,
+    "prompt": "p",
+    "response": "r",
+    "created_at": 1_767_225_600_000,
+}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaException
@@ -35,6 +36,13 @@ ELIGIBLE = Reason.ELIGIBLE
 MALFORMED = Reason.MALFORMED
 
 __all__ = ["BatchProcessor", "InvalidFields", "Route"]
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    dlq_causes: dict[tuple[Source, str], int]
+    undecidable: dict[str, int]
+    truncated: int
 
 
 class BatchProcessor:
@@ -88,6 +96,15 @@ class BatchProcessor:
             max_value = codec.max_value_bytes or DEFAULT_MAX_VALUE_BYTES
             limits = OutputLimits.compute(max_value, producer_max_bytes(max_value), training_topic, dlq_topic, {})
         self.set_limits(limits)
+
+    def take_counts(self) -> Counts:
+        """What was dead-lettered, by (source, cause), the exceptions records provoked, and the letters
+        written headers-only, since the last call (the service adds them to its metrics)."""
+        counts = Counts(dict(self.dlq_causes), dict(self.undecidable), self.dead_letters.truncated)
+        self.dlq_causes.clear()
+        self.undecidable.clear()
+        self.dead_letters.truncated = 0
+        return counts
 
     @property
     def undeliverable(self) -> dict[Provenance, int]:

@@ -16,13 +16,14 @@ be fetched again).
 Outputs the broker refuses for good (offsets.PER_RECORD_ERRORS) never stop the service: at-least-once
 hands them to `on_refused`, which writes them again or dead-letters them; exactly-once must abort
 the transaction (a refused record makes it abortable), notes them through `on_refused` and re-reads.
+Both are passed in at construction (consumer/service/assemble.py), as is `on_rewind`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
@@ -30,6 +31,33 @@ from consumer.datapath.offsets import OffsetTracker, PendingBatch, ProduceFailed
 from consumer.operations.metrics import Metrics
 
 RefusedHandler = Callable[[PendingBatch], None]
+
+
+class Delivery(Protocol):
+    """When an input offset may be committed: the guarantee the loop and the lifecycle work through."""
+
+    name: str
+
+    def open_batch(self, output: str = "training") -> PendingBatch: ...
+
+    def close_batch(self, batch: PendingBatch, consumed: list[tuple[str, int, int]]) -> None: ...
+
+    def tick(self) -> None: ...
+
+    def recover(self, exc: KafkaException) -> bool:
+        """produce() raised `exc`, not a record's fault: True when the guarantee recovered (exactly-once
+        aborted an abortable transaction and rewound); False when the output cannot go on."""
+        ...
+
+    def assigned_partitions(self, partitions: list[TopicPartition]) -> None: ...
+
+    def revoked(self, partitions: list[TopicPartition], flush_seconds: float) -> None: ...
+
+    def lost(self, partitions: list[TopicPartition]) -> None: ...
+
+    def shutdown(self, timeout: float) -> bool: ...
+
+    def take_counts(self) -> tuple[int, int]: ...
 
 
 class FatalDeliveryError(Exception):
@@ -44,15 +72,24 @@ def _name(exc: KafkaException) -> str:
 class AtLeastOnce:
     name = "at-least-once"
 
-    def __init__(self, consumer: Any, producer: Any, metrics: Metrics, log: Any) -> None:
+    def __init__(
+        self,
+        consumer: Any,
+        producer: Any,
+        metrics: Metrics,
+        log: Any,
+        on_refused: RefusedHandler | None = None,
+        on_rewind: Callable[[], None] = lambda: None,
+    ) -> None:
         self.consumer = consumer
         self.producer = producer
         self.metrics = metrics
         self.log = log
         self.tracker = OffsetTracker()
         self.assigned: set[tuple[str, int]] = set()
-        self.on_refused: RefusedHandler | None = None
-        self.on_rewind: Callable[[], None] = lambda: None
+        # Outputs the broker refused for good (None: that stops the service, as for the revocations).
+        self.on_refused = on_refused
+        self.on_rewind = on_rewind  # exactly-once: the consumer rewound, what the loop holds comes again
 
     def open_batch(self, output: str = "training") -> PendingBatch:
         return self.tracker.open(output)
@@ -95,6 +132,9 @@ class AtLeastOnce:
             if self.tracker.in_flight() == 0 or time.monotonic() >= deadline:
                 return remaining == 0 and self.tracker.in_flight() == 0
 
+    def recover(self, exc: KafkaException) -> bool:
+        return False  # the producer cannot go on: nothing is committed past what it had acknowledged
+
     def commit(self, partitions: list[TopicPartition] | None = None) -> None:
         try:
             self.consumer.commit(asynchronous=False)
@@ -128,9 +168,17 @@ class ExactlyOnce(AtLeastOnce):
     name = "exactly-once"
 
     def __init__(
-        self, consumer: Any, producer: Any, metrics: Metrics, log: Any, interval_seconds: float, timeout: float = 30.0
+        self,
+        consumer: Any,
+        producer: Any,
+        metrics: Metrics,
+        log: Any,
+        interval_seconds: float,
+        timeout: float = 30.0,
+        on_refused: RefusedHandler | None = None,
+        on_rewind: Callable[[], None] = lambda: None,
     ) -> None:
-        super().__init__(consumer, producer, metrics, log)
+        super().__init__(consumer, producer, metrics, log, on_refused, on_rewind)
         self.interval = interval_seconds
         self.timeout = timeout
         self.in_transaction = False
@@ -166,6 +214,13 @@ class ExactlyOnce(AtLeastOnce):
             self.abort(self._rejected_error())
         elif time.monotonic() - self.started >= self.interval:
             self._commit_transaction()
+
+    def recover(self, exc: KafkaException) -> bool:
+        err = exc.args[0]
+        if isinstance(err, KafkaError) and not err.fatal():  # a record refused made the transaction abortable
+            self.abort(err.name())  # rewinds: what the loop holds is fetched again
+            return True
+        return False
 
     def abort(self, error: str) -> None:
         """Abort the open transaction (one the broker has made abortable) and rewind."""

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+from confluent_kafka.admin import ConfigResource, ResourceType
 
 HEADROOM = 64 * 1024
 DEFAULT_MAX_VALUE_BYTES = 1_048_576  # what a default Java producer can write (max.request.size)
@@ -77,10 +78,10 @@ class OutputLimits:
         )
 
 
-def describe_topic_limits(admin_config: dict, topics: Iterable[str], timeout: float = 10.0) -> dict[str, int | None]:
-    """Each topic's effective max.message.bytes, or None where the broker does not say (no such
-    topic, or no DESCRIBE_CONFIGS permission): the caller then assumes the broker default."""
-    admin = AdminClient(admin_config)
+def describe_topic_limits(admin: Any, topics: Iterable[str], timeout: float = 10.0) -> dict[str, int | None]:
+    """Each topic's effective max.message.bytes (asked of `admin`, an AdminClient), or None where the
+    broker does not say (no such topic, or no DESCRIBE_CONFIGS permission): the caller then assumes
+    the broker default."""
     resources = [ConfigResource(ResourceType.TOPIC, t) for t in topics]
     out: dict[str, int | None] = {}
     for resource, future in admin.describe_configs(resources, request_timeout=timeout).items():

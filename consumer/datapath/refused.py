@@ -119,3 +119,36 @@ class RefusedOutputs:
     def _count(self, source: Source) -> None:
         key = (source, "output_rejected")
         self.dlq_causes[key] = self.dlq_causes.get(key, 0) + 1
+
+
+class RefusalHandler:
+    """What the delivery guarantee calls when the broker refused outputs of a batch for good: read the
+    topic limits again (a limit lowered since start-up is the likely cause), then write the outputs
+    again or dead-letter them (at-least-once), or note them for the re-reading after the abort
+    (exactly-once)."""
+
+    def __init__(
+        self,
+        refused: RefusedOutputs,
+        set_limits: Callable[[OutputLimits], None],
+        read_limits: Callable[[], OutputLimits],
+        exactly_once: bool,
+        metrics: Any,
+        log: Any,
+    ) -> None:
+        self.refused = refused
+        self.set_limits = set_limits
+        self.read_limits = read_limits
+        self.exactly_once = exactly_once
+        self.metrics = metrics
+        self.log = log
+
+    def __call__(self, batch: PendingBatch) -> None:
+        for rejected in batch.rejected:
+            self.metrics.produce_errors.labels(rejected.output).inc()
+        self.log.warning("output_refused", records=len(batch.rejected), error=batch.rejected[0].error)
+        self.set_limits(self.read_limits())
+        if self.exactly_once:
+            self.refused.note(batch)
+        else:
+            self.refused.replace(batch)

@@ -102,81 +102,11 @@ def run_demo(records: int = 20_000, keep_running: bool = False) -> int:
         producer = Producer(
             {"bootstrap.servers": broker.bootstrap, "linger.ms": 20, "enable.idempotence": True, "log_level": 3}
         )  # errors only: the broker's first seconds are noisy
-        optouts = generator.optouts()
-        for key, value in optouts:
-            producer.produce("privacy.optouts.v1", value, key)
-        producer.flush(30)
-        print(f"== {len(optouts)} opt-outs published to privacy.optouts.v1")
-
-        port = free_port()
-        key_file = work / "hmac.key"
-        key_file.write_bytes(secrets.token_bytes(32))
-        env = {
-            **os.environ,
-            "TF_BOOTSTRAP_SERVERS": broker.bootstrap,
-            "TF_HMAC_KEY_FILE": str(key_file),
-            "TF_METRICS_HOST": "127.0.0.1",
-            "TF_METRICS_PORT": str(port),
-            "TF_OPTOUT_CAPACITY": "1000000",
-            "TF_OPTOUT_SNAPSHOT_PATH": str(work / "optouts.snapshot"),
-            "TF_LOG_SUMMARY_SECONDS": "5",
-        }
-        log_path = work / "service.log"
-        print(f"== starting training-filter (metrics http://127.0.0.1:{port}/metrics, log {log_path})")
-        with log_path.open("wb") as log:
-            service = subprocess.Popen(
-                [sys.executable, "-m", "consumer.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-        wait_ready(port, service, timeout=60)
-
-        expected: Counter[str] = Counter()
-        for generated in tqdm(generator.stream(records), total=records, desc="producing", unit="rec", ncols=80):
-            expected[generated.expected] += 1
-            while True:
-                try:
-                    producer.produce(generated.topic, generated.value, generated.key)
-                    break
-                except BufferError:
-                    producer.poll(0.1)
-            producer.poll(0)
-        producer.flush(60)
-
-        deadline = time.monotonic() + 120
-        with tqdm(total=records, desc="filtered ", unit="rec", ncols=80) as bar:
-            while time.monotonic() < deadline:
-                done = sum(decisions(port).values())
-                bar.update(done - bar.n)
-                if done >= records:
-                    break
-                time.sleep(0.3)
-        counted = decisions(port)
-        produced = dead = 0
-        while time.monotonic() < deadline:  # until the broker acknowledged every output
-            metrics = scrape(port)
-            produced = int(metrics.get(("training_filter_produced_records_total", (("output", "training"),)), 0))
-            dead = int(metrics.get(("training_filter_produced_records_total", (("output", "dlq"),)), 0))
-            if produced >= counted["eligible"] and dead >= counted["malformed"]:
-                break
-            time.sleep(0.2)
-
-        print()
-        print(f"{'decision':<14}{'generated':>11}{'counted':>10}")
-        for reason in REASON_ORDER:
-            print(f"{reason:<14}{expected[reason]:>11}{counted[reason]:>10}")
-        print(f"{'total':<14}{sum(expected.values()):>11}{sum(counted.values()):>10}")
-        print(f"\ntraining.eligible.v1 received {produced} records; training-filter.dlq.v1 {dead}.")
-        sample = read_one(broker.bootstrap, "training.eligible.v1")
-        if sample is not None:
-            print("one of them, as ML teams read it:")
-            print("  " + dumps(sample).decode()[:600])
-        print(f"metrics: http://127.0.0.1:{port}/metrics  (readiness /readyz, liveness /healthz)")
-        if keep_running:  # otherwise the broker is gone when this command returns
-            print(
-                f"look at the output: training-filter tail --bootstrap-servers {broker.bootstrap} "
-                "--topic training.eligible.v1 --max 3"
-            )
-        ok = counted == expected
-        print("decisions match the generated stream" if ok else "decisions DIFFER from the generated stream")
+        _publish_optouts(producer, generator)
+        service, port, log_path = _start_service(broker.bootstrap, work)
+        expected = _produce_stream(producer, generator, records)
+        counted, produced, dead = _wait_filtered(port, records)
+        ok = _report(broker.bootstrap, port, expected, counted, produced, dead, keep_running)
         if keep_running:
             print("running until Ctrl-C ...")
             try:
@@ -200,3 +130,106 @@ def run_demo(records: int = 20_000, keep_running: bool = False) -> int:
                 service.kill()
         broker.cleanup()
         print("== stopped the service and the broker")
+
+
+def _publish_optouts(producer: Producer, generator: StreamGenerator) -> None:
+    optouts = generator.optouts()
+    for key, value in optouts:
+        producer.produce("privacy.optouts.v1", value, key)
+    producer.flush(30)
+    print(f"== {len(optouts)} opt-outs published to privacy.optouts.v1")
+
+
+def _start_service(bootstrap: str, work: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """`training-filter run` in a subprocess, with a fresh key and a snapshot in `work`; once ready."""
+    port = free_port()
+    key_file = work / "hmac.key"
+    key_file.write_bytes(secrets.token_bytes(32))
+    env = {
+        **os.environ,
+        "TF_BOOTSTRAP_SERVERS": bootstrap,
+        "TF_HMAC_KEY_FILE": str(key_file),
+        "TF_METRICS_HOST": "127.0.0.1",
+        "TF_METRICS_PORT": str(port),
+        "TF_OPTOUT_CAPACITY": "1000000",
+        "TF_OPTOUT_SNAPSHOT_PATH": str(work / "optouts.snapshot"),
+        "TF_LOG_SUMMARY_SECONDS": "5",
+    }
+    log_path = work / "service.log"
+    print(f"== starting training-filter (metrics http://127.0.0.1:{port}/metrics, log {log_path})")
+    with log_path.open("wb") as log:
+        service = subprocess.Popen(
+            [sys.executable, "-m", "consumer.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    wait_ready(port, service, timeout=60)
+    return service, port, log_path
+
+
+def _produce_stream(producer: Producer, generator: StreamGenerator, records: int) -> Counter[str]:
+    """The generated stream published; what each record was built for, counted."""
+    expected: Counter[str] = Counter()
+    for generated in tqdm(generator.stream(records), total=records, desc="producing", unit="rec", ncols=80):
+        expected[generated.expected] += 1
+        while True:
+            try:
+                producer.produce(generated.topic, generated.value, generated.key)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    producer.flush(60)
+    return expected
+
+
+def _wait_filtered(port: int, records: int) -> tuple[Counter[str], int, int]:
+    """Until every record is decided and every output acknowledged (bounded): (decisions, training
+    records produced, dead letters produced)."""
+    deadline = time.monotonic() + 120
+    with tqdm(total=records, desc="filtered ", unit="rec", ncols=80) as bar:
+        while time.monotonic() < deadline:
+            done = sum(decisions(port).values())
+            bar.update(done - bar.n)
+            if done >= records:
+                break
+            time.sleep(0.3)
+    counted = decisions(port)
+    produced = dead = 0
+    while time.monotonic() < deadline:  # until the broker acknowledged every output
+        metrics = scrape(port)
+        produced = int(metrics.get(("training_filter_produced_records_total", (("output", "training"),)), 0))
+        dead = int(metrics.get(("training_filter_produced_records_total", (("output", "dlq"),)), 0))
+        if produced >= counted["eligible"] and dead >= counted["malformed"]:
+            break
+        time.sleep(0.2)
+    return counted, produced, dead
+
+
+def _report(
+    bootstrap: str,
+    port: int,
+    expected: Counter[str],
+    counted: Counter[str],
+    produced: int,
+    dead: int,
+    keep_running: bool,
+) -> bool:
+    """The decisions against what the stream was built for; True when they match."""
+    print()
+    print(f"{'decision':<14}{'generated':>11}{'counted':>10}")
+    for reason in REASON_ORDER:
+        print(f"{reason:<14}{expected[reason]:>11}{counted[reason]:>10}")
+    print(f"{'total':<14}{sum(expected.values()):>11}{sum(counted.values()):>10}")
+    print(f"\ntraining.eligible.v1 received {produced} records; training-filter.dlq.v1 {dead}.")
+    sample = read_one(bootstrap, "training.eligible.v1")
+    if sample is not None:
+        print("one of them, as ML teams read it:")
+        print("  " + dumps(sample).decode()[:600])
+    print(f"metrics: http://127.0.0.1:{port}/metrics  (readiness /readyz, liveness /healthz)")
+    if keep_running:  # otherwise the broker is gone when this command returns
+        print(
+            f"look at the output: training-filter tail --bootstrap-servers {bootstrap} "
+            "--topic training.eligible.v1 --max 3"
+        )
+    ok = counted == expected
+    print("decisions match the generated stream" if ok else "decisions DIFFER from the generated stream")
+    return ok

@@ -24,7 +24,7 @@ def required_acls(
 ) -> list[Acl]:
     acls = []
     # The consent topic (TF_CONSENT_TOPIC) only where a policy is opt-in; it is read like the opt-out
-    # topic, by assignment (consumer/consents/feed.py), so it needs no group of its own.
+    # topic, by assignment (consumer/feeds/mirror.py), so it needs no group of its own.
     read = (topics.posts, topics.ai, topics.optouts, *((consent_topic,) if consent_topic else ()))
     for topic in read:
         acls += [Acl("TOPIC", topic, "LITERAL", "READ"), Acl("TOPIC", topic, "LITERAL", "DESCRIBE")]

@@ -6,7 +6,7 @@ the way up from the process's cgroup) or else the machine's memory. The need:
 - the opt-out Bloom filter (consumer/optouts/filter.py `bloom_bytes`: capacity and rate) and, under
   an opt-in policy, the consent set (`slots_for(capacity)` slots of 8 bytes); each counted twice
   when its snapshot is on: saving copies the table, loading holds the file's bytes beside it;
-- the producers' queues (queue.buffering.max.kbytes: 128 MiB as consumer/service/wiring.py sets it, and
+- the producers' queues (queue.buffering.max.kbytes: 128 MiB as consumer/service/client_configs.py sets it, and
   the revocation emitter's 16 MiB)
   and each fetching consumer's pre-fetch queue (queued.max.messages.kbytes, librdkafka's 64 MiB):
   the input consumer, the opt-out feed, the revocation emitter, and the consent feed if any;

@@ -3,7 +3,7 @@
 A Bloom filter never forgets and never misses a member: a user who opted out is always found; a
 user who did not is wrongly found with probability about `fp_rate` (then their content is dropped:
 the error is on the safe side). Its members are pseudonyms (HMAC of the user id), so that the
-revocations topic, keyed by pseudonym, can fill it too (see consumer/optouts/feed.py).
+revocations topic, keyed by pseudonym, can fill it too (see consumer/optouts/applier.py).
 
 Snapshot file: one JSON header line, then the filter's bytes. The header records the filter's
 parameters, the library version, a BLAKE2b digest of the bytes, a check value of the HMAC key (not

@@ -3,8 +3,8 @@ that readers of the training topic purge what they took.
 
 `RevocationEmitter` is a consumer group on the opt-out topic: each opt-out record is handled by
 exactly one replica, which produces one Revocation (keyed by the pseudonym) and commits only after
-the broker acknowledged it. The revocations topic is also the register the opt-out feed reads back
-(consumer/optouts/feed.py): an objection a tombstone deleted is still there.
+the broker acknowledged it. The revocations topic is also the register the opt-out mirror reads back
+(consumer/optouts/applier.py): an objection a tombstone deleted is still there.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import TopicPartition
 
-from consumer.consents.feed import parse_consent
 from consumer.datapath.delivery import AtLeastOnce
 from consumer.datapath.offsets import PendingBatch
 from consumer.datapath.produce import produce_when_room
 from consumer.datapath.pseudonym import Pseudonymiser
+from consumer.feeds.records import parse_consent, parse_optout
+from consumer.operations.clients import Clients
 from consumer.operations.metrics import Metrics
-from consumer.optouts.feed import parse_optout
 from consumer.wire.codec import REVOCATION, Codec, LookupDeferredError
 from consumer.wire.registry import RegistryRefused, RegistryUnavailable
 
@@ -32,6 +32,7 @@ class RevocationEmitter:
 
     def __init__(
         self,
+        clients: Clients,
         config: dict[str, Any],
         producer_config: dict[str, Any],
         topic: str,
@@ -44,7 +45,7 @@ class RevocationEmitter:
         consent_topic: str | None = None,
     ) -> None:
         self.topic = topic
-        # Opt-in policies: a consent withdrawal is revoked like an opt-out (consumer/consents/feed.py).
+        # Opt-in policies: a consent withdrawal is revoked like an opt-out (consumer/consents/applier.py).
         self.consent_topic = consent_topic
         self.revocations_topic = revocations_topic
         self.codec = codec
@@ -52,7 +53,7 @@ class RevocationEmitter:
         self.metrics = metrics
         self.log = log
         self.flush_seconds = flush_seconds
-        self.producer = Producer(
+        self.producer = clients.producer(
             {
                 **producer_config,
                 "enable.idempotence": True,
@@ -62,7 +63,7 @@ class RevocationEmitter:
                 "queue.buffering.max.kbytes": REVOCATION_QUEUE_KBYTES,
             }
         )
-        self.consumer = Consumer(
+        self.consumer = clients.consumer(
             {
                 **config,
                 "enable.auto.commit": True,

@@ -3,7 +3,7 @@
 (exit status 2) with one line per problem, each naming its TF_ variable.
 
 On top of load_settings (the table, the checks between settings), with the real librdkafka
-configurations of the service's clients, as consumer/service/wiring.py builds them:
+configurations of the service's clients, as consumer/service/client_configs.py builds them:
 
 - each client kind is made, and closed, from its configuration without bootstrap.servers: librdkafka
   checks a configuration when a client is made, and one without bootstrap servers connects to
@@ -33,7 +33,7 @@ from consumer.operations import kafka_settings
 from consumer.operations.memory import MemoryBudget, memory_limit
 from consumer.operations.settings import ConfigError, Settings, load_settings
 from consumer.optouts.revocations import REVOCATION_QUEUE_KBYTES
-from consumer.service.wiring import (
+from consumer.service.client_configs import (
     OWN_PROPERTIES,
     input_consumer_config,
     producer_config,

@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 import uuid
 
+import pytest
+
 from consumer.datapath.pseudonym import Pseudonymiser
 from consumer.devtools.generator import StreamGenerator
 from consumer.devtools.topics import TopicSpec, ensure_topics
@@ -14,6 +16,8 @@ from consumer.optouts.filter import OptOutFilter
 from consumer.wire.codec import OPTOUT, Codec
 from rules import Decider, load_policy
 from tests.benchmarks.stages import profile
+
+pytestmark = pytest.mark.integration  # against the real broker
 
 KEY = b"k" * 64
 

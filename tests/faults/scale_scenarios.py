@@ -27,8 +27,10 @@ from consumer.datapath.pseudonym import Pseudonymiser
 from consumer.devtools.generator import Generated
 from consumer.devtools.local_kafka import LocalKafka, free_port
 from consumer.devtools.topics import ensure_topics, service_topics
+from consumer.feeds.mirror import TopicMirror
+from consumer.operations.clients import KafkaClients
 from consumer.operations.metrics import Metrics
-from consumer.optouts.feed import OptOutFeed
+from consumer.optouts.applier import optout_mirror
 from consumer.optouts.filter import OptOutFilter
 from consumer.wire.codec import Codec
 from tests.faults.latency_proxy import LIST_OFFSETS, LatencyProxy
@@ -86,8 +88,9 @@ class Measured:
     snapshot_start_seconds: float  # a second feed started from the first one's offsets
 
 
-def _feed(broker: LocalKafka, topics: Topics) -> OptOutFeed:
-    return OptOutFeed(
+def _feed(broker: LocalKafka, topics: Topics) -> TopicMirror[Any]:
+    return optout_mirror(
+        KafkaClients(),
         {"bootstrap.servers": broker.listener_bootstrap(PROXIED), "group.id": "measure", "log_level": 3},
         topics.optouts,
         topics.revocations,

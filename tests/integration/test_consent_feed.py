@@ -15,10 +15,12 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from consumer.consents import snapshot as consent_snapshot
-from consumer.consents.feed import ConsentFeed
+from consumer.consents.applier import consent_mirror
 from consumer.consents.fingerprints import ConsentSet
 from consumer.datapath.pseudonym import Pseudonymiser
 from consumer.devtools.topics import TopicSpec, ensure_topics
+from consumer.feeds.mirror import TopicMirror
+from consumer.operations.clients import KafkaClients
 from consumer.operations.metrics import Metrics
 from consumer.optouts.filter import write_snapshot
 from tests.harness import HMAC_KEY, pseudonym
@@ -30,8 +32,9 @@ PSEUDONYMISER = Pseudonymiser(HMAC_KEY)
 COMPACTED = {"cleanup.policy": "compact", "retention.ms": "-1"}
 
 
-def make_consent_feed(kafka: Any, topic: str) -> ConsentFeed:
-    return ConsentFeed(
+def make_consent_feed(kafka: Any, topic: str, keep_out: Any = None) -> TopicMirror[Any]:
+    return consent_mirror(
+        KafkaClients(),
         {"bootstrap.servers": kafka.bootstrap, "group.id": "unused", "log_level": 3},
         topic,
         ConsentSet(10_000),
@@ -39,6 +42,7 @@ def make_consent_feed(kafka: Any, topic: str) -> ConsentFeed:
         PSEUDONYMISER,
         Metrics(),
         Log(),
+        keep_out,
     )
 
 
@@ -48,8 +52,8 @@ def caught_up(feed: Any, seconds: float = 30.0) -> None:
         assert time.monotonic() < deadline, f"the feed did not catch up: {feed.last_error}"
 
 
-def granted(feed: ConsentFeed, user: str) -> bool:
-    return feed.filter.contains(pseudonym(user).encode())
+def granted(feed: TopicMirror[Any], user: str) -> bool:
+    return feed.members.contains(pseudonym(user).encode())
 
 
 @pytest.fixture
@@ -95,11 +99,11 @@ def write(kafka: Any, topic: str, records: list[tuple[int, str, bool]]) -> None:
     assert producer.flush(30) == 0
 
 
-def save(feed: ConsentFeed, path: Path) -> None:
+def save(feed: TopicMirror[Any], path: Path) -> None:
     """What the service's Snapshots.write saves of the consent feed (consumer/service/upkeep.py)."""
     with feed.lock:
-        header = consent_snapshot.header(feed.filter, dict(feed.positions), feed.topic_ids, PSEUDONYMISER.key_check())
-        body = consent_snapshot.body(feed.filter)
+        header = consent_snapshot.header(feed.members, dict(feed.positions), feed.topic_ids, PSEUDONYMISER.key_check())
+        body = consent_snapshot.body(feed.members)
     write_snapshot(path, header, body)
 
 
@@ -125,7 +129,8 @@ def test_a_snapshot_after_a_recreation_still_tells_the_next_recreation_apart(kaf
 
     recreate(kafka, consent_topic, [(p, f"third-{p}-{i}", True) for p in (0, 1) for i in range(3)])
     loaded = consent_snapshot.load(path, 10_000, [consent_topic], PSEUDONYMISER.key_check())
-    restarted = ConsentFeed(
+    restarted = consent_mirror(
+        KafkaClients(),
         {"bootstrap.servers": kafka.bootstrap, "group.id": "unused", "log_level": 3},
         consent_topic,
         loaded.filter,  # type: ignore[arg-type]
@@ -163,10 +168,10 @@ def test_emptying_the_set_waits_for_a_snapshot_under_way(kafka, consent_topic, f
             assert time.monotonic() < deadline, "the feed did not see the topic shrink"
             time.sleep(0.01)
         time.sleep(0.5)  # the feed, if it did not wait, has emptied the set by now
-        assert feed.filter.entries == 20 and granted(feed, "user-0-0"), "the set was emptied under a snapshot"
+        assert feed.members.entries == 20 and granted(feed, "user-0-0"), "the set was emptied under a snapshot"
         assert feed.positions == before, "the offsets were rewound under a snapshot"
     syncing.join(10)
-    assert feed.filter.entries == 0 and all(offset == 0 for offset in feed.positions.values())
+    assert feed.members.entries == 0 and all(offset == 0 for offset in feed.positions.values())
 
 
 # -- a grant and a withdrawal of one user in different partitions ---------------------------------------
@@ -182,7 +187,10 @@ def moved_keys(users: int) -> list[tuple[int, str, bool]]:
 
 
 def gated_feeds(kafka: Any, consent_topic: str, gate: bool) -> tuple[Any, Any]:
-    from consumer.consents.feed import GatedFeeds
+    """The feeds as the service assembles them: under an opt-in active policy (`gate`) a withdrawal
+    also keeps its user out at once, through the opt-out mirror (consumer/service/assemble.py)."""
+    from consumer.feeds.feeds import Feeds
+    from consumer.optouts.applier import revoker
     from consumer.optouts.filter import OptOutFilter
     from tests.integration.test_feed_sync import make_feed
 
@@ -190,18 +198,19 @@ def gated_feeds(kafka: Any, consent_topic: str, gate: bool) -> tuple[Any, Any]:
     optouts, ledger = f"optouts-{tag}", f"revocations-{tag}"
     ensure_topics(kafka.bootstrap, [TopicSpec(optouts, 1, COMPACTED), TopicSpec(ledger, 1, COMPACTED)])
     optout_feed = make_feed(kafka, optouts, ledger)
-    assert isinstance(optout_feed.filter, OptOutFilter)
-    consent_feed = make_consent_feed(kafka, consent_topic)
+    assert isinstance(optout_feed.members, OptOutFilter)
+    keep_out = revoker(optout_feed.lock, optout_feed.applier) if gate else None
+    consent_feed = make_consent_feed(kafka, consent_topic, keep_out)
     optout_feed.start(None)
     consent_feed.start(None)
-    return GatedFeeds(optout_feed, consent_feed, gate=gate, log=Log()), (optouts, ledger)
+    return Feeds(optout_feed, consent_feed, gate=gate, log=Log()), (optouts, ledger)
 
 
 def emitted_under_opt_in(feeds: Any, user: str) -> bool:
     """What the opt-in rules decide of an otherwise eligible record (rules/decision.py): the opt-out
     check first, then the consent."""
     key = pseudonym(user).encode()
-    return not feeds.optouts.filter.contains(key) and feeds.consents.filter.contains(key)
+    return not feeds.optouts.members.contains(key) and feeds.consents.members.contains(key)
 
 
 def test_a_withdrawal_wins_over_an_earlier_grant_in_another_partition(kafka, consent_topic, feeds):
@@ -215,7 +224,7 @@ def test_a_withdrawal_wins_over_an_earlier_grant_in_another_partition(kafka, con
     misread = [u for u in range(users) if granted(gated.consents, f"moved-{u}")]
     admitted = [u for u in range(users) if emitted_under_opt_in(gated, f"moved-{u}")]
     assert not admitted, f"{len(admitted)} users who withdrew are admitted ({len(misread)} read grant-last)"
-    assert gated.optouts.filter.entries == users
+    assert gated.optouts.members.entries == users
 
 
 def test_under_a_shadow_only_opt_in_policy_withdrawals_leave_the_optout_filter_alone(kafka, consent_topic, feeds):
@@ -231,4 +240,4 @@ def test_under_a_shadow_only_opt_in_policy_withdrawals_leave_the_optout_filter_a
         gated.sync(1.0)
         time.sleep(0.1)
     assert gated.consents.positions and all(offset == 10 for offset in gated.consents.positions.values())
-    assert gated.optouts.filter.entries == 0
+    assert gated.optouts.members.entries == 0

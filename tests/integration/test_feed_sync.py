@@ -15,8 +15,10 @@ import pytest
 
 from consumer.datapath.pseudonym import Pseudonymiser
 from consumer.devtools.topics import TopicSpec, ensure_topics
+from consumer.feeds.mirror import TopicMirror
+from consumer.operations.clients import KafkaClients
 from consumer.operations.metrics import Metrics
-from consumer.optouts.feed import OptOutFeed
+from consumer.optouts.applier import optout_mirror
 from consumer.optouts.filter import OptOutFilter
 from tests.harness import HMAC_KEY, produce
 from tests.integration.test_service_optouts import CODEC, optout
@@ -34,8 +36,9 @@ class Log:
         return lambda event, **fields: self.events.append((event, fields))
 
 
-def make_feed(kafka: Any, optouts: str, ledger: str) -> OptOutFeed:
-    return OptOutFeed(
+def make_feed(kafka: Any, optouts: str, ledger: str) -> TopicMirror[Any]:
+    return optout_mirror(
+        KafkaClients(),
         {"bootstrap.servers": kafka.bootstrap, "group.id": "unused", "log_level": 3},
         optouts,
         ledger,
@@ -56,8 +59,8 @@ def topics(kafka: Any) -> tuple[str, str]:
 
 
 @pytest.fixture
-def feeds() -> Iterator[list[OptOutFeed]]:
-    made: list[OptOutFeed] = []
+def feeds() -> Iterator[list[TopicMirror[Any]]]:
+    made: list[TopicMirror[Any]] = []
     yield made
     for feed in made:
         feed.close()
@@ -82,7 +85,7 @@ def test_syncs_without_any_time_left_still_make_progress_and_converge(kafka, top
         progress.append(sum(feed.positions.values()))
     else:
         pytest.fail(f"300 syncs without time left did not complete; positions went {progress[:5]} ... {progress[-3:]}")
-    assert feed.filter.entries == 20_000
+    assert feed.members.entries == 20_000
     assert progress == sorted(progress), "a sync lost ground"
     assert feed.last_error is None
 
@@ -112,9 +115,9 @@ def test_an_end_not_reached_stays_the_goal_until_a_sync_reaches_it(kafka, topics
     assert all(feed.positions[tp] >= end for tp, end in first.ends.items())
     # The later opt-outs are read by the syncs that follow.
     for _ in range(300):
-        if feed.sync(0.0, everything=True) and feed.filter.entries == 30_500:
+        if feed.sync(0.0, everything=True) and feed.members.entries == 30_500:
             break
-    assert feed.filter.entries == 30_500
+    assert feed.members.entries == 30_500
 
 
 def test_a_start_from_a_snapshot_checks_every_partition_and_refuses_offsets_beyond_an_end(kafka, topics, feeds):

@@ -27,7 +27,8 @@ from consumer.operations.metrics import DLQ_CAUSES
 from consumer.wire.codec import TRAINING_RECORD, Codec, schema_dir
 from consumer.wire.registry import Registry, RegistrySettings, RegistryUnavailable
 from rules import Source
-from tests.unit.test_hostile_input import ADULT_POST, Msg, processor, run
+from tests.fakes import Msg, processor, run
+from tests.samples import ADULT_POST
 
 pytestmark = pytest.mark.integration
 

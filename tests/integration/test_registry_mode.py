@@ -36,7 +36,8 @@ from consumer.wire.registry import (
 )
 from rules import Source
 from tests import samples
-from tests.unit.test_hostile_input import ADULT_POST, Msg, processor, run
+from tests.fakes import Msg, processor, run
+from tests.samples import ADULT_POST
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from consumer.optouts.background import BackgroundSync, SyncThreadDied
+from consumer.feeds.background import BackgroundSync, SyncThreadDied
 
 
 class Log:

@@ -18,8 +18,9 @@ import pytest
 from consumer.commands.check import run_check
 from consumer.consents import fingerprints as compiled_or_not
 from consumer.consents import snapshot
-from consumer.consents.feed import GatedFeeds, parse_consent
 from consumer.datapath.pseudonym import Pseudonymiser
+from consumer.feeds.feeds import Feeds
+from consumer.feeds.records import parse_consent
 from consumer.operations.settings import ConfigError, load_settings
 from consumer.optouts.filter import SnapshotError, write_snapshot
 from consumer.wire.codec import CONSENT, Codec
@@ -348,13 +349,13 @@ class _Feed:
 
 def test_consents_read_for_the_shadow_only_do_not_gate_input_and_sync_on_their_own_thread():
     optouts, consents = _Feed(True, 0.1), _Feed(False, 60.0, "consent topic unreachable")
-    gated = GatedFeeds(optouts, consents, clock=lambda: 0.0)  # type: ignore[arg-type]
+    gated = Feeds(optouts, consents, clock=lambda: 0.0)  # type: ignore[arg-type]
     assert gated.sync(1.0) is False and gated.caught_up_at is None and gated.seconds_behind() == 60.0
     assert gated.last_error == "consent topic unreachable"
 
     consents.syncs.clear()
     log = SimpleNamespace(error=lambda *a, **k: None)
-    shadow_only = GatedFeeds(optouts, consents, clock=lambda: 0.0, gate=False, log=log, sync_timeout=0.5)  # type: ignore[arg-type]
+    shadow_only = Feeds(optouts, consents, clock=lambda: 0.0, gate=False, log=log, sync_timeout=0.5)  # type: ignore[arg-type]
     main = threading.current_thread().name
     # Start-up: the consents are read with the catch-up's time, on the caller's thread, without gating.
     assert shadow_only.sync(1.0, everything=True) is True and consents.syncs == [(1.0, main)]

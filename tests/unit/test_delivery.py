@@ -1,5 +1,5 @@
-"""The delivery guarantees' bookkeeping, with stand-ins for the clients (the fault suite and the
-integration tests run the same code against the real broker).
+"""The delivery guarantees' bookkeeping, on the in-memory Kafka of tests/fakes.py (the fault suite and
+the integration tests run the same code against the real broker).
 
 Exactly-once commits with each transaction the offsets of exactly the records whose outputs are in
 it: never the consumer's position, which is past records the loop holds undecided while the opt-out
@@ -8,72 +8,31 @@ feed cannot sync. After an abort the consumer rewinds and the loop drops what it
 
 from __future__ import annotations
 
-from typing import Any
-
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import TopicPartition
 
 from consumer.datapath.delivery import ExactlyOnce
 from consumer.operations.logs import get
 from consumer.operations.metrics import Metrics
+from tests.fakes import FakeConsumer, FakeKafka, FakeProducer, Group
 
 
-class Producer:
-    def __init__(self, fail_commit: bool = False) -> None:
-        self.fail_commit = fail_commit
-        self.sent_offsets: list[list[tuple[str, int, int]]] = []
-        self.calls: list[str] = []
-
-    def init_transactions(self, timeout: float) -> None:
-        self.calls.append("init")
-
-    def begin_transaction(self) -> None:
-        self.calls.append("begin")
-
-    def send_offsets_to_transaction(self, offsets: list[TopicPartition], metadata: Any, timeout: float) -> None:
-        self.sent_offsets.append(sorted((tp.topic, tp.partition, tp.offset) for tp in offsets))
-
-    def commit_transaction(self, timeout: float) -> None:
-        if self.fail_commit:
-            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "commit timed out", retriable=True))
-        self.calls.append("commit")
-
-    def abort_transaction(self, timeout: float) -> None:
-        self.calls.append("abort")
-
-    def poll(self, timeout: float) -> int:
-        return 0
+def clients() -> tuple[FakeProducer, FakeConsumer]:
+    """A transactional producer, and a consumer of posts/0 and posts/1 whose position is past a held
+    batch (offsets 10-19 of p0) that was never processed; posts/0 has 3 committed, posts/1 nothing."""
+    kafka = FakeKafka()
+    kafka.create_topic("posts", 2)
+    kafka.groups["g"] = Group(committed={("posts", 0): 3})
+    consumer = FakeConsumer(kafka, {"group.id": "g"})
+    consumer.assign([TopicPartition("posts", 0, 20), TopicPartition("posts", 1, 7)])
+    return FakeProducer(kafka, {"transactional.id": "t"}), consumer
 
 
-class Consumer:
-    """Its position is past a held batch (offsets 10-19 of p0) that was never processed."""
-
-    def __init__(self) -> None:
-        self.seeks: list[tuple[str, int, int]] = []
-
-    def assignment(self) -> list[TopicPartition]:
-        return [TopicPartition("posts", 0), TopicPartition("posts", 1)]
-
-    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
-        return [TopicPartition("posts", 0, 20), TopicPartition("posts", 1, 7)]
-
-    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
-        wanted = {(tp.topic, tp.partition) for tp in partitions}
-        every = [TopicPartition("posts", 0, 3), TopicPartition("posts", 1, -1001)]
-        return [tp for tp in every if (tp.topic, tp.partition) in wanted]
-
-    def seek(self, tp: TopicPartition) -> None:
-        self.seeks.append((tp.topic, tp.partition, tp.offset))
-
-    def consumer_group_metadata(self) -> object:
-        return object()
-
-
-def eos(producer: Producer, consumer: Consumer) -> ExactlyOnce:
-    return ExactlyOnce(consumer, producer, Metrics(), get("test"), interval_seconds=0.0)
+def eos(producer: FakeProducer, consumer: FakeConsumer, on_rewind=lambda: None) -> ExactlyOnce:
+    return ExactlyOnce(consumer, producer, Metrics(), get("test"), interval_seconds=0.0, on_rewind=on_rewind)
 
 
 def test_a_transaction_carries_the_offsets_of_its_own_records_not_the_position():
-    producer, consumer = Producer(), Consumer()
+    producer, consumer = clients()
     delivery = eos(producer, consumer)
     batch = delivery.open_batch()
     delivery.close_batch(batch, [("posts", 0, 9), ("posts", 1, 6)])  # processed up to 9 and 6
@@ -83,7 +42,7 @@ def test_a_transaction_carries_the_offsets_of_its_own_records_not_the_position()
 
 
 def test_a_transaction_with_no_records_of_a_partition_commits_nothing_for_it():
-    producer, consumer = Producer(), Consumer()
+    producer, consumer = clients()
     delivery = eos(producer, consumer)
     first = delivery.open_batch()
     delivery.close_batch(first, [("posts", 1, 3)])
@@ -94,10 +53,10 @@ def test_a_transaction_with_no_records_of_a_partition_commits_nothing_for_it():
 
 
 def test_an_aborted_transaction_rewinds_and_tells_the_loop_to_drop_what_it_holds():
-    producer, consumer = Producer(fail_commit=True), Consumer()
-    delivery = eos(producer, consumer)
+    producer, consumer = clients()
+    producer.fail_commit = True
     dropped: list[bool] = []
-    delivery.on_rewind = lambda: dropped.append(True)
+    delivery = eos(producer, consumer, on_rewind=lambda: dropped.append(True))
     batch = delivery.open_batch()
     delivery.close_batch(batch, [("posts", 0, 9)])
     delivery.tick()
@@ -119,10 +78,9 @@ def test_losing_partitions_with_a_transaction_open_aborts_it_and_commits_nothing
     the open transaction afterwards would commit their outputs and offsets too: duplicates for
     read_committed readers, and offsets moved under the new owner. So the transaction is aborted, the
     partitions still owned are rewound, and what the loop holds is dropped."""
-    producer, consumer = Producer(), Consumer()
-    delivery = eos(producer, consumer)
+    producer, consumer = clients()
     dropped: list[bool] = []
-    delivery.on_rewind = lambda: dropped.append(True)
+    delivery = eos(producer, consumer, on_rewind=lambda: dropped.append(True))
     delivery.assigned_partitions([TopicPartition("posts", 0), TopicPartition("posts", 1)])
     batch = delivery.open_batch()
     delivery.close_batch(batch, [("posts", 0, 9), ("posts", 1, 6)])  # outputs of both in the transaction
@@ -140,7 +98,7 @@ def test_losing_partitions_with_a_transaction_open_aborts_it_and_commits_nothing
 
 
 def test_losing_partitions_outside_a_transaction_aborts_nothing():
-    producer, consumer = Producer(), Consumer()
+    producer, consumer = clients()
     delivery = eos(producer, consumer)
     delivery.lost([TopicPartition("posts", 0)])
     assert producer.calls == ["init"] and consumer.seeks == []

@@ -30,7 +30,7 @@ import consumer.datapath.reading as reading
 import consumer.wire.fastpath as compiled_or_not
 from consumer.wire.codec import AI_INTERACTION, POST, TRAINING_RECORD, Codec, CodecError
 from tests import avro_corners, samples
-from tests.unit.test_hostile_input import Msg, processor, run
+from tests.fakes import Msg, processor, run
 
 CODEC = Codec()
 # The same source, loaded as plain Python whether or not the installed module is the compiled one.

@@ -11,7 +11,8 @@ import orjson
 
 from consumer.wire.codec import POST, Codec
 from rules import Reason, Source
-from tests.unit.test_hostile_input import ADULT_POST, Msg, processor, run
+from tests.fakes import Msg, processor, run
+from tests.samples import ADULT_POST
 
 CHECK = [sys.executable, "-m", "consumer.cli", "check", "--source", "post"]
 NOW = dt.datetime(2026, 12, 3, 10, tzinfo=dt.UTC)

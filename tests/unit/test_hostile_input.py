@@ -10,125 +10,15 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.datapath.batch import BatchProcessor
-from consumer.datapath.offsets import PendingBatch
-from consumer.datapath.pseudonym import Pseudonymiser
 from consumer.wire.codec import AI_INTERACTION, POST, TRAINING_RECORD, Codec
 from rules import Decider, Reason, Source, load_policy
+from tests.fakes import Msg, processor, run
+from tests.samples import ADULT_POST, MINOR_AI
 
 NO_LIMIT = 1 << 62  # no created_at is ever future_dated here (rules.Decider.decide's latest_ms)
 
 CODEC = Codec()
 POLICY = load_policy()
-
-
-class Msg:
-    """What confluent_kafka.Message offers the pipeline."""
-
-    def __init__(
-        self,
-        topic: str,
-        value: bytes | None,
-        key: bytes | None = b"k",
-        partition: int = 0,
-        offset: int = 0,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> None:
-        self._topic, self._value, self._key, self._partition, self._offset = topic, value, key, partition, offset
-        self._headers = headers
-
-    def error(self) -> None:
-        return None
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def headers(self) -> list[tuple[str, bytes]] | None:
-        return self._headers
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, 0)
-
-
-class RecordingProducer:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes | None, bytes | None, Any]] = []
-
-    def produce(
-        self,
-        topic: str,
-        value: bytes | None = None,
-        key: bytes | None = None,
-        partition: int = -1,
-        on_delivery: Any = None,
-        headers: Any = None,
-    ) -> None:
-        self.sent.append((topic, value, key, headers))
-        on_delivery(None, None)
-
-    def poll(self, timeout: float = 0) -> int:
-        return 0
-
-
-def processor(codec: Codec = CODEC, opted_out: Any = lambda _u: False) -> tuple[BatchProcessor, RecordingProducer]:
-    producer = RecordingProducer()
-    proc = BatchProcessor(
-        decider=Decider(POLICY),
-        codec=codec,
-        pseudonymiser=Pseudonymiser(b"h" * 32),
-        opted_out=opted_out,
-        producer=producer,
-        training_topic="training",
-        dlq_topic="dlq",
-        posts_topic="posts",
-        ai_interactions_topic="ai",
-        on_backpressure=lambda: None,
-    )
-    return proc, producer
-
-
-def run(proc: BatchProcessor, messages: list[Msg]) -> dict[tuple[Source, str], int]:
-    tally: dict[tuple[Source, str], int] = {}
-    proc.process(messages, PendingBatch(), tally)
-    return tally
-
-
-ADULT_POST = {
-    "post_id": "p-1",
-    "author_id": "u-1",
-    "author_birth_date": 7000,
-    "author_country": "DE",
-    "visibility": "PUBLIC",
-    "kind": "POST",
-    "surface": "s",
-    "language": "de",
-    "text": "hallo welt",
-    "created_at": 1_767_225_600_000,
-}
-MINOR_AI = {
-    "interaction_id": "i-1",
-    "user_id": "u-2",
-    "user_birth_date": 14_000,
-    "user_country": "FR",
-    "context": "DIRECT_WITH_AI",
-    "surface": "s",
-    "language": None,
-    "prompt": "p",
-    "response": "r",
-    "created_at": 1_767_225_600_000,
-}
 
 
 @settings(max_examples=500)

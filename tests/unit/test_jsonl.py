@@ -29,7 +29,7 @@ from consumer.wire.codec import CONSENT, Codec, SchemaCatalog
 from rules import load_policy
 from tests import samples
 from tests.avro_corners import MAX_DAY, MAX_MS, MIN_DAY, MIN_MS
-from tests.unit.test_hostile_input import Msg
+from tests.fakes import Msg
 
 CATALOG = SchemaCatalog()
 CODEC = Codec(CATALOG)

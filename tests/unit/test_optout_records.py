@@ -11,24 +11,16 @@ import json
 
 import pytest
 
-from consumer.optouts.feed import parse_optout
+from consumer.feeds.records import parse_optout
 from consumer.wire.codec import OPTOUT, Codec, SchemaCatalog, _entry, parse_schema_text
+from tests.fakes import Msg
 
 CODEC = Codec()
 
 
-class Msg:
-    def __init__(self, value: bytes | None, key: bytes | None = b"u-key", timestamp: int = 1_790_000_000_123) -> None:
-        self._value, self._key, self._timestamp = value, key, timestamp
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, self._timestamp)
+def record(value: bytes | None, key: bytes | None = b"u-key") -> Msg:
+    """An opt-out record as the feed reads it (its timestamp: when it was written)."""
+    return Msg("optouts", value, key, timestamp=1_790_000_000_123)
 
 
 def codec_with_writer(schema_id: int, change) -> Codec:
@@ -68,7 +60,7 @@ def optional_user(schema: dict) -> None:
 def test_a_plain_long_opted_out_at_is_an_opt_out():
     codec = codec_with_writer(50, plain_long)
     value = framed(50, codec, {"user_id": "u-1", "opted_out_at": 1_790_000_000_000, "source": "form"}, plain_long)
-    users, millis, result = parse_optout(codec, Msg(value, key=b"u-1"))
+    users, millis, result = parse_optout(codec, record(value, key=b"u-1"))
     assert (users, millis, result) == ([b"u-1"], 1_790_000_000_000, "applied")
 
 
@@ -76,14 +68,14 @@ def test_a_record_of_an_unexpected_shape_falls_back_to_its_key():
     codec = codec_with_writer(51, optional_user)
     value = framed(51, codec, {"user_id": None, "opted_out_at": 1_790_000_000_000, "source": "form"}, optional_user)
     # The reader (v1) cannot take a null user id: it does not resolve, the key still opts out.
-    users, millis, result = parse_optout(codec, Msg(value, key=b"u-2"))
+    users, millis, result = parse_optout(codec, record(value, key=b"u-2"))
     assert users == [b"u-2"] and millis == 1_790_000_000_123
     assert result in ("undecodable_used_key", "unexpected_used_key")
 
 
 def test_a_user_id_that_differs_from_the_key_opts_out_both():
     value = CODEC.encode(OPTOUT, {"user_id": "u-3", "opted_out_at": 1_790_000_000_000, "source": "form"})
-    users, _, result = parse_optout(CODEC, Msg(value, key=b"someone-else"))
+    users, _, result = parse_optout(CODEC, record(value, key=b"someone-else"))
     assert users == [b"u-3", b"someone-else"] and result == "applied"
 
 
@@ -97,7 +89,7 @@ def test_a_user_id_that_differs_from_the_key_opts_out_both():
     ],
 )
 def test_what_cannot_be_read_fails_closed(value, key, expected):
-    users, _, result = parse_optout(CODEC, Msg(value, key))
+    users, _, result = parse_optout(CODEC, record(value, key))
     assert (users, result) == expected
 
 
@@ -106,5 +98,5 @@ def test_a_codec_that_raises_something_unexpected_never_escapes():
         def decode(self, data, reader_name=None):  # type: ignore[no-untyped-def]
             return 3, {"user_id": 42, "opted_out_at": object()}
 
-    users, _, result = parse_optout(Odd(), Msg(b"\x00\x00\x00\x00\x03x", key=b"u-7"))
+    users, _, result = parse_optout(Odd(), record(b"\x00\x00\x00\x00\x03x", key=b"u-7"))
     assert (users, result) == ([b"u-7"], "unexpected_used_key")

@@ -162,7 +162,7 @@ def test_a_pair_of_the_same_policy_answers_twice_the_same():
 def test_the_hot_loop_never_decides_with_a_replaced_active_policy():
     """BatchProcessor keeps its PairDecider between batches; replacing the active decider rebuilds it."""
     from consumer.datapath.shadow import Shadow
-    from tests.unit.test_hostile_input import processor
+    from tests.fakes import processor
 
     proc, _ = processor(opted_out=lambda _: False)
     proc.shadow = Shadow(Decider(Policy("shadow", frozenset({"DE"}), 18, 120, True, True)))

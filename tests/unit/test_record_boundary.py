@@ -9,7 +9,8 @@ from consumer.datapath.offsets import PendingBatch, Rejected
 from consumer.wire.codec import POST, TRAINING_RECORD, Codec
 from consumer.wire.registry import RegistrySettings, RegistryUnavailable
 from rules import Source
-from tests.unit.test_hostile_input import ADULT_POST, Msg, processor, run
+from tests.fakes import Msg, processor, run
+from tests.samples import ADULT_POST
 
 
 class ExplodingCodec(Codec):

@@ -6,14 +6,13 @@ never taken for a withdrawal, which is for good)."""
 from __future__ import annotations
 
 import random
-from typing import Any
 
 import pytest
 
-from consumer.consents.feed import parse_consent
-from consumer.optouts.feed import parse_optout
+from consumer.feeds.records import parse_consent, parse_optout
 from consumer.wire.codec import CONSENT, OPTOUT, Codec, LookupDeferredError
 from consumer.wire.registry import RegistrySettings, WriterSchema
+from tests.fakes import Msg
 
 
 class CountingRegistry:
@@ -30,21 +29,8 @@ class CountingRegistry:
         return WriterSchema(text) if text else None
 
 
-class Msg:
-    def __init__(self, key: bytes | None, value: bytes | None) -> None:
-        self._key, self._value = key, value
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, 1_790_000_000_123)
-
-    def error(self) -> Any:
-        return None
+def record(value: bytes) -> Msg:
+    return Msg("optouts", value, b"u1", timestamp=1_790_000_000_123)
 
 
 def reframed(value: bytes, schema_id: int) -> bytes:
@@ -65,7 +51,7 @@ def test_a_flood_of_random_ids_costs_at_most_the_batch_bound_and_the_real_id_com
 def test_an_optout_whose_id_was_not_looked_up_opts_out_its_key():
     codec = Codec(registry=CountingRegistry())  # type: ignore[arg-type]
     optout = reframed(Codec().encode(OPTOUT, {"user_id": "u1", "opted_out_at": 0, "source": "form"}), 4242)
-    users, _, result = parse_optout(codec, Msg(b"u1", optout), lookup=False)
+    users, _, result = parse_optout(codec, record(optout), lookup=False)
     assert users == [b"u1"] and result == "undecodable_used_key"
     assert codec.registry.asked == []  # type: ignore[union-attr]
 
@@ -74,5 +60,5 @@ def test_a_consent_whose_id_was_not_looked_up_is_read_again_never_withdrawn():
     codec = Codec(registry=CountingRegistry())  # type: ignore[arg-type]
     grant = Codec().encode(CONSENT, {"user_id": "u1", "granted": True, "at": 0, "source": "dialog"})
     with pytest.raises(LookupDeferredError):
-        parse_consent(codec, Msg(b"u1", reframed(grant, 4242)), lookup=False)
-    assert parse_consent(codec, Msg(b"u1", grant), lookup=True)[1] is True  # looked up: the grant stands
+        parse_consent(codec, record(reframed(grant, 4242)), lookup=False)
+    assert parse_consent(codec, record(grant), lookup=True)[1] is True  # looked up: the grant stands

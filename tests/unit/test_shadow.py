@@ -18,12 +18,12 @@ from consumer.datapath.shadow import Shadow, by_decisions, would_add, would_remo
 from consumer.devtools.generator import StreamGenerator
 from consumer.operations.metrics import Metrics
 from consumer.operations.settings import ConfigError, load_settings
-from consumer.wire.codec import POST, SchemaCatalog
+from consumer.wire.codec import POST, Codec, SchemaCatalog
 from rules import Decider, Reason, Source, load_policy, parse_policy
+from tests.fakes import Msg, RecordingProducer, processor, run
 from tests.samples import CANDIDATE_POLICY
 from tests.samples import POST as SAMPLE_POST
 from tests.shadow_oracle import SOURCE_LABEL, decide_generated, expected_pairs
-from tests.unit.test_hostile_input import CODEC, Msg, RecordingProducer, processor, run
 
 ACTIVE = load_policy()
 CANDIDATE = parse_policy(CANDIDATE_POLICY)
@@ -92,6 +92,9 @@ def test_the_shadow_changes_nothing_the_active_policy_emits():
     assert _in_batches(plain, messages) == _in_batches(shadowed, messages)
     assert plain_out.sent == shadowed_out.sent
     assert plain.dlq_causes == shadowed.dlq_causes
+
+
+CODEC = Codec()
 
 
 def _post(post_id: str, user: str, country: str) -> bytes:

@@ -20,7 +20,7 @@ from consumer.wire.codec import AI_INTERACTION, POST, BodyError, Codec, SchemaCa
 from consumer.wire.strict_avro import StrictAvroError, validator
 from rules import Source
 from tests import samples
-from tests.unit.test_hostile_input import Msg, processor, run
+from tests.fakes import Msg, processor, run
 
 CODEC = Codec()
 ADULT_PUBLIC = {**samples.POST, "visibility": "FRIENDS"}

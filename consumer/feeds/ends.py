@@ -4,7 +4,7 @@ partitions' end offsets, each as one batched request, never one request per part
 The end offsets are one AdminClient `list_offsets` (a ListOffsets request per broker, for every
 partition that broker leads) with `OffsetSpec.latest()` and the READ_UNCOMMITTED isolation level:
 the high watermarks. READ_COMMITTED would give the last stable offsets, which stop at the first open
-transaction, so an opt-out acknowledged after it would not be waited for (consumer/optouts/feed.py).
+transaction, so an opt-out acknowledged after it would not be waited for (consumer/feeds/mirror.py).
 Asked one partition at a time (`get_watermark_offsets`, two requests each), a sync cost two round
 trips per partition: with 300 partitions behind a 25 ms link, 17 s, and no sync ever finished
 within its 1 s budget (docs/operating.md, the feeds' syncs).
@@ -22,7 +22,9 @@ from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import IsolationLevel, KafkaError, KafkaException, TopicCollection, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka.admin import OffsetSpec
+
+from consumer.operations.clients import Clients
 
 Partition = tuple[str, int]
 
@@ -36,6 +38,7 @@ class BrokerQueries:
 
     def __init__(
         self,
+        clients: Clients,
         config: dict[str, Any],
         clock: Callable[[], float] = time.monotonic,
         stopping: Callable[[], bool] = lambda: False,
@@ -45,9 +48,9 @@ class BrokerQueries:
         self.auth_error: str | None = None
         admin_config: dict[str, Any] = {k: v for k, v in config.items() if k != "group.id"}
         admin_config["error_cb"] = self._on_error
-        self.admin: AdminClient | None = AdminClient(admin_config)
+        self.admin: Any = clients.admin(admin_config)
 
-    def _client(self) -> AdminClient:
+    def _client(self) -> Any:
         if self.admin is None:
             raise FeedError("the feed is closed")
         return self.admin

@@ -1,6 +1,8 @@
-"""A feed: every partition of a topic (and of an optional ledger topic) read into an in-memory set,
-synced to the topics' end offsets before input is decided. The opt-out feed (consumer/optouts/feed.py)
-and the consent feed (consumer/consents/feed.py) are the two kinds; each says what a record does.
+"""A mirror of a compacted topic: every partition of it (and of an optional ledger topic) read into an
+in-memory set, synced to the topics' end offsets before input is decided. What a record does to the
+set is its `Applier`'s: consumer/optouts/applier.py (opt-outs into the Bloom filter, the revocations
+ledger too) and consumer/consents/applier.py (grants and withdrawals into the consent set). One
+mechanism, two appliers, by composition.
 
 A feed is assigned every partition (no consumer group: each replica needs every record) and never
 commits; its position lives in its set's snapshot. `sync()` asks the broker for the topic's
@@ -10,7 +12,7 @@ which stops at the first open transaction, so a record acknowledged after it wou
 for. Partitions the topic gains are assigned in the same sync; metadata that cannot be had is a
 failed sync (input pauses), never a silent skip.
 
-A sync costs a fixed number of requests whatever the partition count (consumer/optouts/ends.py):
+A sync costs a fixed number of requests whatever the partition count (consumer/feeds/ends.py):
 one metadata request, one ListOffsets per broker. Its deadline bounds the reading, not the asking:
 a sync that has its end offsets always consumes at least once, and one that runs out of time keeps
 them as its `pending` target. The next syncs read on towards that same target (the consumer's
@@ -25,16 +27,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
-from consumer.datapath.pseudonym import Pseudonymiser
-from consumer.operations.metrics import Metrics
-from consumer.optouts.ends import BrokerQueries, FeedError, Partition
-from consumer.optouts.filter import Offsets
+from consumer.feeds.ends import BrokerQueries, FeedError, Partition
+from consumer.operations.clients import Clients
 from consumer.wire.codec import Codec
 from consumer.wire.registry import RegistryUnavailable
+
+Offsets = dict[Partition, int]
 
 _LEDGER_METADATA_SECONDS = 30.0  # the ledger topic's partitions are checked this often
 # A request of a sync may outlast the sync's own budget by this much: on a slow link, a budget
@@ -55,51 +57,63 @@ class Target:
     ends: dict[Partition, int]
 
 
-class TopicFeed:
-    """The machinery both feeds share; a subclass applies records (`_apply_locked`) and decides what a
-    partition whose end went back means (`_ends_plausible`)."""
+class Applier(Protocol):
+    """What the records of one mirror do to its set."""
 
-    error_event = "feed_error"  # the log event of a failed sync
+    kind: str  # "optout" or "consent": the prefix of the mirror's log events
+    members: Any  # the set the records go into (what a snapshot saves)
+
+    def record(self, msg: Any, live: bool) -> bool:
+        """Apply one record (under the mirror's lock); False: read it again from this record later."""
+        ...
+
+    def batch_done(self, live: bool) -> None:
+        """The records of one consume() are applied: counts and gauges (still under the lock)."""
+        ...
+
+    def went_back(self) -> bool:
+        """A partition's end went below the mirror's position (truncated, or the topic re-created while
+        the service runs): True to read every partition again (the applier emptied its set), False
+        to read again only the partitions that went back (the set keeps what it holds)."""
+        ...
+
+    def reset(self) -> None:
+        """A snapshot's offsets cannot be used: start from an empty set."""
+        ...
+
+
+A = TypeVar("A", bound=Applier)
+
+
+class TopicMirror(Generic[A]):
+    """Every partition of `topic` (and `ledger_topic`) assigned, positioned and synced; `applier` says
+    what each record does."""
 
     def __init__(
         self,
+        clients: Clients,
         config: dict[str, Any],
         topic: str,
         ledger_topic: str | None,
-        members: Any,
+        applier: A,
         codec: Codec,
-        pseudonymiser: Pseudonymiser,
-        metrics: Metrics,
         log: Any,
         clock: Callable[[], float] = time.monotonic,
         stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.topic = topic
         self.ledger_topic = ledger_topic
-        self.filter = members
+        self.applier = applier
         self.codec = codec
-        self.pseudonym = pseudonymiser.pseudonym
-        self.metrics = metrics
         self.log = log
         self.clock = clock
         self.stopping = stopping
-        self.consumer = Consumer(
-            {
-                **config,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-                "enable.partition.eof": True,  # marks the end even when the last offsets are control records
-                # What an aborted transaction wrote is read too (see the subclasses for why that is safe).
-                "isolation.level": "read_uncommitted",
-                "fetch.wait.max.ms": 100,
-            }
-        )
-        # End offsets and metadata come from a second client that never fetches: on the feed consumer's
+        self.consumer = clients.consumer(mirror_consumer_config(config))
+        # End offsets and metadata come from a second client that never fetches: on the mirror consumer's
         # own connection they would queue behind its long-polling fetch (up to fetch.wait.max.ms each).
-        self.ends = BrokerQueries(config, clock, stopping)
+        self.ends = BrokerQueries(clients, config, clock, stopping)
         self.positions: Offsets = {}
-        # The topics read: the gating topic, then the ledger (absent for a feed without one, e.g. consents).
+        # The topics read: the gating topic, then the ledger (absent for the consents).
         self.topics = (topic,) if ledger_topic is None else (topic, ledger_topic)
         self.topic_ids: dict[str, str | None] = dict.fromkeys(self.topics)
         self.caught_up_at: float | None = None  # clock time of the end offsets last reached
@@ -108,8 +122,12 @@ class TopicFeed:
         self.pending: Target | None = None  # the end offsets of a sync that ran out of time
         self._ledger_checked = 0.0
         # Held while records are applied: a snapshot taken under it has offsets that match its set
-        # (the sync runs on its own thread, consumer/optouts/background.py).
+        # (the sync runs on its own thread, consumer/feeds/background.py).
         self.lock = threading.Lock()
+
+    @property
+    def members(self) -> Any:
+        return self.applier.members
 
     # -- start -----------------------------------------------------------------------------------
 
@@ -124,10 +142,12 @@ class TopicFeed:
         current_ids = self.ends.topic_ids(list(self.topics))
         offsets = dict(offsets or {})
         if offsets:
-            self.reset_reason = self._snapshot_problem(offsets, topic_ids or {}, current_ids, partitions)
+            self.reset_reason = snapshot_problem(
+                self.ends, self.topics, offsets, topic_ids or {}, current_ids, partitions
+            )
             if self.reset_reason is not None:
-                self.log.warning("optout_snapshot_offsets_not_used", reason=self.reset_reason)
-                self.filter = self.filter.emptied()
+                self.log.warning(f"{self.applier.kind}_snapshot_offsets_not_used", reason=self.reset_reason)
+                self.applier.reset()
                 offsets = {}
         self.topic_ids = {t: current_ids.get(t) for t in self.topics}
         every = [(t, p) for t, parts in partitions.items() for p in parts]
@@ -135,29 +155,6 @@ class TopicFeed:
         self.positions = {tp: offsets[tp] if tp in offsets else first[tp] for tp in every}
         self.consumer.assign([TopicPartition(t, p, self.positions[t, p]) for t, p in every])
         self._ledger_checked = self.clock()
-
-    def _snapshot_problem(
-        self,
-        offsets: Offsets,
-        saved_ids: dict[str, str | None],
-        current_ids: dict[str, str | None],
-        partitions: dict[str, list[int]],
-    ) -> str | None:
-        for topic, saved in saved_ids.items():
-            now = current_ids.get(topic)
-            if saved and now and saved != now:
-                return f"topic {topic} was re-created (its id changed)"
-        for topic, partition in offsets:
-            if partition not in partitions.get(topic, []):
-                return f"partition {topic}/{partition} of the snapshot no longer exists"
-        try:
-            ends = self.ends.end_offsets(list(offsets), timeout=10.0)  # one request, however many partitions
-        except FeedError as exc:
-            raise FeedError(f"cannot read the end offsets of {', '.join(self.topics)}: {exc}") from exc
-        for tp, offset in sorted(offsets.items()):
-            if offset > ends[tp]:
-                return f"the snapshot's offset of {tp[0]}/{tp[1]} is beyond its end (truncated or re-created)"
-        return None
 
     def _add_new_partitions(self, topic: str, timeout: float) -> None:
         """Partitions the topic gained since the last look are read from their beginning. Raises
@@ -168,7 +165,7 @@ class TopicFeed:
             for p in new:
                 self.positions[topic, p] = 0
             self.consumer.incremental_assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in new])
-            self.log.info("optout_partitions_added", topic=topic, partitions=new)
+            self.log.info(f"{self.applier.kind}_partitions_added", topic=topic, partitions=new)
 
     # -- sync ------------------------------------------------------------------------------------
 
@@ -182,7 +179,7 @@ class TopicFeed:
         fresh = self._ask_ends(started, deadline, everything)
         if fresh is None:
             return False
-        carried = self.pending if self.pending is not None and self._still_ahead(self.pending, fresh) else None
+        carried = self.pending if self.pending is not None and still_ahead(self.pending, fresh) else None
         confirmed = False
         consumed = False
         for target in (carried, fresh):
@@ -227,18 +224,33 @@ class TopicFeed:
         except FeedError as exc:
             self._failed(str(exc))
             return None
-        if not self._ends_plausible(ends):
+        shrunk = [tp for tp, end in ends.items() if end < self.positions.get(tp, 0)]
+        if shrunk:
+            self._read_again(shrunk)
             self.pending = None
             return None
         return Target(started, ends)
 
-    @staticmethod
-    def _still_ahead(pending: Target, fresh: Target) -> bool:
-        """An earlier target is worth reading on to only for the same partitions, none of whose ends
-        has gone back since (a re-created topic: its old offsets mean nothing)."""
-        return pending.ends.keys() == fresh.ends.keys() and all(
-            fresh.ends[tp] >= end for tp, end in pending.ends.items()
+    def _read_again(self, shrunk: list[Partition]) -> None:
+        """Partitions whose end went back (truncated, or the topic re-created while the service runs) hold
+        new records at offsets the mirror would never wait for: they are read again from their beginning
+        (all, if the applier emptied its set) and the sync fails, so input pauses meanwhile. Under the
+        lock, with the topics' new ids: a snapshot taken half-way would be resumed wrongly."""
+        self.log.warning(
+            f"{self.applier.kind}_topic_shrank_rereading",
+            topic=self.topic,
+            partitions=[f"{t}/{p}" for t, p in shrunk],
+            entries=self.applier.members.entries,
         )
+        ids = self._refreshed_ids({t for t, _ in shrunk})  # asked before the lock: a snapshot waits on it
+        with self.lock:
+            again = set(self.positions) if self.applier.went_back() else set(shrunk)
+            for tp in again:
+                self.positions[tp] = 0
+            start = {tp: OFFSET_BEGINNING if tp in again else offset for tp, offset in self.positions.items()}
+            self.consumer.assign([TopicPartition(t, p, offset) for (t, p), offset in start.items()])
+            self.topic_ids = ids
+        self._failed(f"{self.applier.kind} topic truncated or re-created: read again")
 
     def _read_to(self, target: Target, deadline: float, must_consume: bool, live: bool) -> tuple[str, bool]:
         """Consume until every partition of `target` is at its end offset, or the deadline passes
@@ -275,6 +287,33 @@ class TopicFeed:
         with self.lock:
             return self._apply_locked(messages, live)
 
+    def _apply_locked(self, messages: list[Any], live: bool) -> bool:
+        ok = True
+        again: set[Partition] = set()  # partitions to read again from a record that could not be applied now
+        record = self.applier.record
+        positions = self.positions
+        for msg in messages:
+            tp = (msg.topic(), msg.partition())
+            if tp in again:
+                continue
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    self._failed(err.name())
+                    ok = False
+                elif msg.offset() > positions.get(tp, 0):
+                    positions[tp] = msg.offset()
+                continue
+            if not record(msg, live):
+                again.add(tp)
+                self.consumer.seek(TopicPartition(tp[0], tp[1], msg.offset()))
+                self._failed("schema registry: a record's schema cannot be had now")
+                ok = False
+                continue
+            positions[tp] = msg.offset() + 1
+        self.applier.batch_done(live)
+        return ok
+
     def _refreshed_ids(self, topics: set[str]) -> dict[str, str | None]:
         """The feed's topic ids with those of `topics` asked again (a re-created topic has a new one).
         Where the broker does not say, the old id stays: a restart then reads the topic again rather
@@ -282,15 +321,9 @@ class TopicFeed:
         fresh = self.ends.topic_ids(sorted(topics))
         return {t: fresh.get(t) or old for t, old in self.topic_ids.items()}
 
-    def _apply_locked(self, messages: list[Any], live: bool) -> bool:
-        raise NotImplementedError
-
-    def _ends_plausible(self, ends: dict[Partition, int]) -> bool:
-        raise NotImplementedError
-
     def _failed(self, error: str) -> None:
         if error != self.last_error:
-            self.log.warning(self.error_event, topic=self.topic, error=error)
+            self.log.warning(f"{self.applier.kind}_feed_error", topic=self.topic, error=error)
         self.last_error = error
 
     def seconds_behind(self) -> float:
@@ -302,3 +335,52 @@ class TopicFeed:
     def close(self) -> None:
         self.consumer.close()
         self.ends.close()
+
+
+def mirror_consumer_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The mirror consumer's librdkafka configuration: no group offsets (the position lives in the
+    snapshot), the end of each partition marked, and uncommitted records read too."""
+    return {
+        **config,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": True,  # marks the end even when the last offsets are control records
+        # What an aborted transaction wrote is read too: uncommitted opt-outs can only make the
+        # filter stricter, and an uncommitted consent record is as likely a withdrawal.
+        "isolation.level": "read_uncommitted",
+        "fetch.wait.max.ms": 100,
+    }
+
+
+def snapshot_problem(
+    ends: BrokerQueries,
+    topics: tuple[str, ...],
+    offsets: Offsets,
+    saved_ids: dict[str, str | None],
+    current_ids: dict[str, str | None],
+    partitions: dict[str, list[int]],
+) -> str | None:
+    """Why a snapshot's offsets cannot be resumed (a topic re-created, a partition gone, an offset
+    beyond its partition's end: resuming would skip records), or None."""
+    for topic, saved in saved_ids.items():
+        now = current_ids.get(topic)
+        if saved and now and saved != now:
+            return f"topic {topic} was re-created (its id changed)"
+    for topic, partition in offsets:
+        if partition not in partitions.get(topic, []):
+            return f"partition {topic}/{partition} of the snapshot no longer exists"
+    try:
+        end_offsets = ends.end_offsets(list(offsets), timeout=10.0)  # one request, however many partitions
+    except FeedError as exc:
+        raise FeedError(f"cannot read the end offsets of {', '.join(topics)}: {exc}") from exc
+    for tp, offset in sorted(offsets.items()):
+        if offset > end_offsets[tp]:
+            return f"the snapshot's offset of {tp[0]}/{tp[1]} is beyond its end (truncated or re-created)"
+    return None
+
+
+def still_ahead(pending: Target, fresh: Target) -> bool:
+    """An earlier target is worth reading on to only for the same partitions, none of whose ends has
+    gone back since (a re-created topic: its old offsets mean nothing)."""
+    return pending.ends.keys() == fresh.ends.keys() and all(fresh.ends[tp] >= end for tp, end in pending.ends.items())

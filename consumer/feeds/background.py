@@ -19,7 +19,8 @@ from typing import Any, Protocol
 
 
 class Syncable(Protocol):
-    caught_up_at: float | None
+    @property
+    def caught_up_at(self) -> float | None: ...
 
     def sync(self, timeout: float, everything: bool = False) -> bool: ...
 
