@@ -86,8 +86,10 @@ demo: $(BUILT)  ## run the whole pipeline on a local Kafka with a generated stre
 test: $(BUILT) tools  ## all tests but the image's and the Spark/Flink/Java recipes': unit, integration against the real Kafka and schema registry, faults, deploy
 	$(PYTHON) -m pytest -q tests --ignore=tests/image --ignore=tests/recipes
 
-unit: $(BUILT)  ## the unit tests only (no broker)
-	$(PYTHON) -m pytest -q tests/unit
+unit: $(BUILT) tools  ## the in-process suite (no broker): pytest -m "not integration", with its coverage floors
+	$(PYTHON) -m pytest -q -m "not integration" tests --cov=consumer/service --cov=consumer/datapath \
+		--cov-report=term --cov-report=json:.coverage.json
+	$(PYTHON) -m tests.coverage_floor .coverage.json
 
 integration: $(BUILT)  ## the integration tests only
 	$(PYTHON) -m pytest -q tests/integration

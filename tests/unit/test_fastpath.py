@@ -180,7 +180,7 @@ def test_interaction_fields_equal_reference(module, record):
 
 
 @pytest.mark.parametrize("module", MODULES)
-@settings(max_examples=1500)
+@settings(max_examples=800)
 @given(record=posts | interactions, data=st.data())
 def test_mutated_bytes_are_refused_or_decoded_exactly(module, record, data):
     name = POST if "post_id" in record else AI_INTERACTION
@@ -314,7 +314,7 @@ utf8_edge_bytes = st.lists(
 
 
 @pytest.mark.parametrize("module", MODULES)
-@settings(max_examples=1500)
+@settings(max_examples=800)
 @given(text=st.binary(max_size=40) | utf8_edge_bytes)
 def test_utf8_validation_matches_python(module, text):
     value = _post_with_raw_text(module, text)

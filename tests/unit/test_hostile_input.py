@@ -45,7 +45,7 @@ def _apply(data: bytes, edits: list[tuple[int, int]]) -> bytes:
     return bytes(out)
 
 
-@settings(max_examples=1500)
+@settings(max_examples=800)
 @given(value=mutations(MINOR_AI, AI_INTERACTION))
 def test_a_mutated_minor_is_never_eligible_unless_the_mutation_made_them_a_valid_adult(value):
     proc, producer = processor()
@@ -62,7 +62,7 @@ def test_a_mutated_minor_is_never_eligible_unless_the_mutation_made_them_a_valid
         assert CODEC.decode(out, TRAINING_RECORD)[1]["record_id"] == record["interaction_id"]
 
 
-@settings(max_examples=1500)
+@settings(max_examples=800)
 @given(value=mutations(ADULT_POST, POST))
 def test_a_mutated_post_is_emitted_only_if_it_decodes_and_passes_every_rule(value):
     proc, producer = processor()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -146,10 +147,12 @@ def test_ctrl_c_while_the_registry_starts_leaves_no_process(built, project, fake
     real_sleep, sleeps = time.sleep, []
 
     def interrupted_once(seconds: float) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return real_sleep(seconds)  # another test's thread, if any: Ctrl-C reaches the main thread only
         sleeps.append(seconds)
         if len(sleeps) == 1:
             raise KeyboardInterrupt
-        real_sleep(seconds)
+        return real_sleep(seconds)
 
     monkeypatch.setattr(time, "sleep", interrupted_once)
     (tmp_path / "run").mkdir()

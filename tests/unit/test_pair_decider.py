@@ -77,7 +77,7 @@ def needs(reason: Reason, step: Reason) -> bool:
     return reason in order and order.index(reason) >= order.index(step)
 
 
-@settings(max_examples=4000, deadline=None)
+@settings(max_examples=1200, deadline=None)
 @given(
     active=policies(),
     shadow=policies(),

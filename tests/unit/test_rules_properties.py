@@ -73,7 +73,7 @@ def day(d: dt.date | None) -> int | None:
 latest = st.one_of(st.just(NO_LIMIT), created, created.map(lambda ms: ms - 1))
 
 
-@settings(max_examples=3000)
+@settings(max_examples=1500)
 @given(
     source=sources,
     public=st.booleans(),
@@ -97,7 +97,7 @@ def test_decision_matches_oracle(source, public, country, birth, created_ms, opt
     assert got == oracle(public, country, birth, created_ms, opted, latest_ms)
 
 
-@settings(max_examples=2000)
+@settings(max_examples=1000)
 @given(
     source=sources,
     public=st.booleans(),
