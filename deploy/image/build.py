@@ -310,6 +310,15 @@ def ensure_base(
     speedup.parent.mkdir(parents=True, exist_ok=True)
     speedup.write_text("# no fsync per unpacked file: images are built, not upgraded in place\nforce-unsafe-io\n")
     _run_logged(["chroot", str(rootfs), "/debootstrap/debootstrap", "--second-stage"], log, DEBOOTSTRAP_TIMEOUT)
+    _finish_rootfs(rootfs, log)
+    _import(podman, rootfs, tag, packages, suite, mirror)
+    _remove_tree(work)
+    return tag, True
+
+
+def _finish_rootfs(rootfs: Path, log: Path) -> None:
+    """The host's extra CA certificates in, and what an image does not need out: the downloaded
+    packages and apt's lists (the build stage runs apt-get update itself), like the official images."""
     cas = _host_cas()
     if cas:
         target = rootfs / "usr" / "local" / "share" / "ca-certificates"
@@ -317,12 +326,14 @@ def ensure_base(
         for ca in cas:
             shutil.copy2(ca, target / ca.name)
         _run_logged(["chroot", str(rootfs), "update-ca-certificates"], log, 120)
-    # What an image does not need: the downloaded packages and apt's lists (the build stage runs
-    # apt-get update itself), like the official images.
     for folder in (rootfs / "var" / "cache" / "apt" / "archives", rootfs / "var" / "lib" / "apt" / "lists"):
         for entry in folder.iterdir():
             if entry.is_file():
                 entry.unlink()
+
+
+def _import(podman: Podman, rootfs: Path, tag: str, packages: Sequence[str], suite: str, mirror: str) -> None:
+    """The root file system as the image `tag` (podman import of its tar stream)."""
     print(f"image: podman import -> {tag}", file=sys.stderr, flush=True)
     tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE)
     try:
@@ -350,8 +361,6 @@ def ensure_base(
         tar.wait(60)
     if result.returncode != 0 or tar.returncode != 0:
         raise ImageBuildError(f"importing the base failed (tar {tar.returncode}): {result.stderr.decode()[-2000:]}")
-    _remove_tree(work)
-    return tag, True
 
 
 def build_image(podman: Podman, base: str, tag: str = IMAGE, stream: bool = False) -> None:

@@ -29,18 +29,15 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import yaml
 from confluent_kafka.admin import (
-    AclBindingFilter,
-    AclOperation,
-    AclPermissionType,
     AdminClient,
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
-    ResourcePatternType,
     ResourceType,
 )
 
@@ -48,7 +45,7 @@ from consumer.devtools.generator import StreamGenerator
 from consumer.devtools.local_kafka import LocalKafka
 from consumer.wire.codec import POST
 from tests.deploy.prometheus_server import PrometheusServer
-from tests.faults.scenarios import CODEC, SERVICE_USER, Row, check_output, grant, secure_env, wait_for_output
+from tests.faults.scenarios import CODEC, Row, check_output, grant, revoke_optout_reads, secure_env, wait_for_output
 from tests.harness import ServiceProcess, Topics, produce
 from tests.samples import CANDIDATE_POLICY
 
@@ -172,21 +169,7 @@ def alerts_under_faults(broker: LocalKafka, workdir: Path, records: int, seed: i
         interval="1s",
         target_labels={"namespace": NAMESPACE, "pod": "training-filter-0"},
     ) as prom:
-        # 1. Clean: the stream, then a quiet while for rates to have samples; nothing fires.
-        phase = Phase("clean stream", None)
-        started = time.monotonic()
-        produce(broker.bootstrap, ((g.topic, g.key, g.value) for g in stream))
-        wait_for_output(broker.bootstrap, topics.training, stream, timeout=90)
-        service.wait_settled(60)
-        time.sleep(12)
-        phase.fired = firing(prom) | {name for name, state in active(prom).items() if state == "pending"}
-        empty = dashboard_queries_without_data(prom)
-        if phase.fired:
-            row_failures.append(f"alerts in the clean run: {sorted(phase.fired)}")
-        if empty:
-            row_failures.append(f"dashboard queries without data: {empty}")
-        phase.seconds = time.monotonic() - started
-        phases.append(phase)
+        phases.append(_clean_phase(prom, broker, topics, stream, service, row_failures))
 
         # 2. A produce failure: the broker refuses a record (a topic limit lowered under the service).
         phase = Phase("produce failure (topic limit lowered)", "TrainingFilterProduceErrors")
@@ -205,17 +188,7 @@ def alerts_under_faults(broker: LocalKafka, workdir: Path, records: int, seed: i
         # 4. The opt-out feed out for longer than the alert's 30 s threshold.
         phase = Phase("opt-out feed unreadable for 40 s", "TrainingFilterOptOutFeedStale")
         started = time.monotonic()
-        revoke = AclBindingFilter(
-            ResourceType.TOPIC,
-            topics.optouts,
-            ResourcePatternType.LITERAL,
-            f"User:{SERVICE_USER}",
-            "*",
-            AclOperation.ANY,
-            AclPermissionType.ALLOW,
-        )
-        for future in admin.delete_acls([revoke]).values():
-            future.result(30)
+        revoke_optout_reads(admin, topics)
         phases.append(_expect(prom, phase, started, 60))
         grant(admin, topics, group)
         service.wait_ready(60)
@@ -226,6 +199,37 @@ def alerts_under_faults(broker: LocalKafka, workdir: Path, records: int, seed: i
         service.stop(signal.SIGKILL)
         phases.append(_expect(prom, phase, started, 60))
 
+    return _row(broker, topics, stream, phases, row_failures), phases
+
+
+def _clean_phase(
+    prom: PrometheusServer,
+    broker: LocalKafka,
+    topics: Topics,
+    stream: list[Any],
+    service: ServiceProcess,
+    row_failures: list[str],
+) -> Phase:
+    """1. Clean: the stream, then a quiet while for rates to have samples; nothing fires, and every
+    dashboard query has data."""
+    phase = Phase("clean stream", None)
+    started = time.monotonic()
+    produce(broker.bootstrap, ((g.topic, g.key, g.value) for g in stream))
+    wait_for_output(broker.bootstrap, topics.training, stream, timeout=90)
+    service.wait_settled(60)
+    time.sleep(12)
+    phase.fired = firing(prom) | {name for name, state in active(prom).items() if state == "pending"}
+    empty = dashboard_queries_without_data(prom)
+    if phase.fired:
+        row_failures.append(f"alerts in the clean run: {sorted(phase.fired)}")
+    if empty:
+        row_failures.append(f"dashboard queries without data: {empty}")
+    phase.seconds = time.monotonic() - started
+    return phase
+
+
+def _row(broker: LocalKafka, topics: Topics, stream: list[Any], phases: list[Phase], row_failures: list[str]) -> Row:
+    """The output checked, and each phase's alerts: its own fired, no other but its consequences."""
     row = check_output("alerts under faults (real Prometheus)", broker.bootstrap, topics.training, stream, True)
     row.failures += row_failures
     earlier: set[str] = set()
@@ -238,7 +242,7 @@ def alerts_under_faults(broker: LocalKafka, workdir: Path, records: int, seed: i
             row.failures.append(f"{phase.name}: unexpected alerts {sorted(unexpected)}")
     for phase in phases:
         row.notes.append(f"{phase.name}: {', '.join(sorted(phase.fired)) or 'no alert'} ({phase.seconds:.0f} s)")
-    return row, phases
+    return row
 
 
 def _expect(prom: PrometheusServer, phase: Phase, started: float, timeout: float) -> Phase:

@@ -146,20 +146,10 @@ def _revoke_topic(admin: AdminClient, topic: str, user: str) -> None:
         future.result(30)
 
 
-def outage_scale_out_kill(broker: LocalKafka, workdir: Path, records: int, guarantee: str, seed: int = 22) -> Row:
-    """Replica A's feed goes out while it holds a fetched batch; replica B joins; A is killed.
-
-    In exactly-once mode A's transactions collect for 3 s, so one is still open when A first holds a
-    batch it cannot decide: committing the consumer's position then (or at the revoke B's joining
-    causes) would commit past the held records, and the kill would lose them.
-    """
-    topics = Topics.unique(broker.bootstrap)
-    generator, stream = _stream(topics, records, seed)
-    admin = AdminClient({"bootstrap.servers": broker.bootstrap, "log_level": 3})
-    group = f"tf-{topics.posts}"
-    grant(admin, topics, group, SERVICE_USER)
-    grant(admin, topics, group, SECOND_USER)
-    produce(broker.bootstrap, ((topics.optouts, k, v) for k, v in generator.optouts()))
+def _two_replicas(
+    broker: LocalKafka, topics: Topics, workdir: Path, group: str, guarantee: str
+) -> tuple[ServiceProcess, ServiceProcess]:
+    """Replicas A and B of one group, each with a credential (and a transactional id) of its own."""
     tag = uuid.uuid4().hex[:6]
     common = {
         **FAST_FAILOVER,
@@ -187,6 +177,24 @@ def outage_scale_out_kill(broker: LocalKafka, workdir: Path, records: int, guara
             "TF_TRANSACTIONAL_ID": f"training-filter-{tag}-b",
         },
     )
+    return first, second
+
+
+def outage_scale_out_kill(broker: LocalKafka, workdir: Path, records: int, guarantee: str, seed: int = 22) -> Row:
+    """Replica A's feed goes out while it holds a fetched batch; replica B joins; A is killed.
+
+    In exactly-once mode A's transactions collect for 3 s, so one is still open when A first holds a
+    batch it cannot decide: committing the consumer's position then (or at the revoke B's joining
+    causes) would commit past the held records, and the kill would lose them.
+    """
+    topics = Topics.unique(broker.bootstrap)
+    generator, stream = _stream(topics, records, seed)
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap, "log_level": 3})
+    group = f"tf-{topics.posts}"
+    grant(admin, topics, group, SERVICE_USER)
+    grant(admin, topics, group, SECOND_USER)
+    produce(broker.bootstrap, ((topics.optouts, k, v) for k, v in generator.optouts()))
+    first, second = _two_replicas(broker, topics, workdir, group, guarantee)
     first.start().wait_ready(90)
     third = len(stream) // 3
     produce(broker.bootstrap, ((g.topic, g.key, g.value) for g in stream[:third]))

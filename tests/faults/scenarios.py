@@ -287,17 +287,7 @@ def optout_feed_outage(
 
     # A user who is eligible so far, and who objects during the outage.
     victim = next(g for g in stream[:half] if g.expected == "eligible")
-    revoke = AclBindingFilter(
-        ResourceType.TOPIC,
-        topics.optouts,
-        ResourcePatternType.LITERAL,
-        f"User:{SERVICE_USER}",
-        "*",
-        AclOperation.ANY,
-        AclPermissionType.ALLOW,
-    )
-    for future in admin.delete_acls([revoke]).values():
-        future.result(30)
+    revoke_optout_reads(admin, topics)
     outage_started = time.monotonic()
     produce(broker.bootstrap, [(topics.optouts, victim.key, _optout_value(victim.user_id))])
     after = [generator.record("eligible", "post") for _ in range(1)]
@@ -308,13 +298,7 @@ def optout_feed_outage(
     stream = stream[:half] + [_opted_out(g) if g.user_id == victim.user_id else g for g in stream[half:]]
     after = [_opted_out(g) if g.user_id == victim.user_id else g for g in after]
 
-    paused_at = ready_failed_at = None
-    while time.monotonic() - outage_started < outage_seconds:
-        if paused_at is None and service.metric_sum("training_filter_input_paused") == 1:
-            paused_at = time.monotonic() - outage_started
-        if ready_failed_at is None and _probe(service, "/readyz") == 503:
-            ready_failed_at = time.monotonic() - outage_started
-        time.sleep(0.1)
+    paused_at, ready_failed_at = _watch_outage(service, outage_started, outage_seconds)
     emitted_during = len(read_all(broker.bootstrap, topics.training))
     time.sleep(1.0)
     emitted_later_in_outage = len(read_all(broker.bootstrap, topics.training))
@@ -344,6 +328,33 @@ def optout_feed_outage(
         else "no pause seen"
     )
     return row
+
+
+def revoke_optout_reads(admin: AdminClient, topics: Topics) -> None:
+    """The service's READ (and every other) permission on the opt-out topic taken away."""
+    revoke = AclBindingFilter(
+        ResourceType.TOPIC,
+        topics.optouts,
+        ResourcePatternType.LITERAL,
+        f"User:{SERVICE_USER}",
+        "*",
+        AclOperation.ANY,
+        AclPermissionType.ALLOW,
+    )
+    for future in admin.delete_acls([revoke]).values():
+        future.result(30)
+
+
+def _watch_outage(service: ServiceProcess, started: float, seconds: float) -> tuple[float | None, float | None]:
+    """When, after `started`, input paused and /readyz failed (None: not within `seconds`)."""
+    paused_at = ready_failed_at = None
+    while time.monotonic() - started < seconds:
+        if paused_at is None and service.metric_sum("training_filter_input_paused") == 1:
+            paused_at = time.monotonic() - started
+        if ready_failed_at is None and _probe(service, "/readyz") == 503:
+            ready_failed_at = time.monotonic() - started
+        time.sleep(0.1)
+    return paused_at, ready_failed_at
 
 
 def _optout_value(user_id: str | None) -> bytes:

@@ -10,6 +10,8 @@ import os
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -263,23 +265,23 @@ def _wait_ready(podman: build.Podman, name: str, port: int, timeout: float = 90.
     raise AssertionError(f"/readyz not 200 after {timeout}s: {_logs(podman, name)[-20:]}")
 
 
-def test_run_against_the_local_kafka_end_to_end_then_sigterm_exits_0(podman, image, container_name, kafka, tmp_path):
-    topics = Topics.unique(kafka.bootstrap)
-    generator = StreamGenerator(seed=31, users_per_pool=5, posts_topic=topics.posts, ai_topic=topics.ai)
-    eligible = generator.record("eligible", "post")
-    opted_out = generator.record("opted_out", "post")
-    malformed = generator.record("malformed", "post")
-    opted_user = opted_out.user_id or ""
-    optout = next((k, v) for k, v in generator.optouts() if k == opted_user.encode())  # the user's own opt-out
-
+def _key_file(tmp_path: Path) -> Path:
+    """The pseudonymisation key as the Secret mounts it: the container user's, read-only."""
     key = tmp_path / "key"
     key.write_bytes(HMAC_KEY + b"\n")
     os.chown(key, UID, UID)
     key.chmod(0o400)
-    port = free_port()
+    return key
+
+
+def _run_locked_down(
+    podman: Any, image: str, container_name: str, key: Path, port: int, topics: Topics, bootstrap: str
+) -> None:
+    """The image's own command (`training-filter run`) as the Deployment runs it: locked down, a
+    read-only root, the snapshot folder and /tmp as emptyDirs, the key as a read-only Secret file."""
     env = {
         **topics.env(),
-        "TF_BOOTSTRAP_SERVERS": kafka.bootstrap,
+        "TF_BOOTSTRAP_SERVERS": bootstrap,
         "TF_GROUP_ID": f"tf-image-{container_name}",
         "TF_HMAC_KEY_FILE": "/etc/training-filter/hmac/key",
         "TF_METRICS_HOST": "127.0.0.1",
@@ -304,6 +306,19 @@ def test_run_against_the_local_kafka_end_to_end_then_sigterm_exits_0(podman, ima
     for name, value in env.items():
         options += ["--env", f"{name}={value}"]
     podman.run("run", *options, image)  # the image's own command: `training-filter run`
+
+
+def test_run_against_the_local_kafka_end_to_end_then_sigterm_exits_0(podman, image, container_name, kafka, tmp_path):
+    topics = Topics.unique(kafka.bootstrap)
+    generator = StreamGenerator(seed=31, users_per_pool=5, posts_topic=topics.posts, ai_topic=topics.ai)
+    eligible = generator.record("eligible", "post")
+    opted_out = generator.record("opted_out", "post")
+    malformed = generator.record("malformed", "post")
+    opted_user = opted_out.user_id or ""
+    optout = next((k, v) for k, v in generator.optouts() if k == opted_user.encode())  # the user's own opt-out
+
+    port = free_port()
+    _run_locked_down(podman, image, container_name, _key_file(tmp_path), port, topics, kafka.bootstrap)
 
     produce(kafka.bootstrap, [(topics.optouts, *optout)])
     _wait_ready(podman, container_name, port)

@@ -26,6 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import fastavro
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
@@ -125,6 +126,43 @@ def _wait(condition, timeout: float, what: str) -> None:  # type: ignore[no-unty
         time.sleep(0.3)
 
 
+def _late_optouts(bootstrap: str, topics: Topics, eligible: list[Any], ids: dict[int, int]) -> set[str]:
+    """The first LATE_AUTHORS authors of emitted records opt out now."""
+    authors: list[str] = []
+    for r in eligible:
+        if r.user_id not in authors:
+            authors.append(r.user_id)
+        if len(authors) == LATE_AUTHORS:
+            break
+    codec = Codec()
+    optouts = []
+    for u in sorted(authors):
+        value = codec.encode(OPTOUT, {"user_id": u, "opted_out_at": 1_790_000_000_000, "source": "late"})
+        optouts.append((topics.optouts, u.encode(), _reframe(value, ids)))
+    produce(bootstrap, optouts)
+    return set(authors)
+
+
+def _aborted_transaction(bootstrap: str, topics: Topics, sample: bytes) -> int:
+    """ABORTED training records written in a transaction that is aborted: no read_committed reader may
+    see them. Returns the TrainingRecord's schema id (that of `sample`, an emitted record)."""
+    training_schema_id = int.from_bytes(sample[1:5], "big")
+    v2 = fastavro.parse_schema(json.loads((schema_dir() / "training_record.v2.avsc").read_text()))
+    template = fastavro.schemaless_reader(io.BytesIO(sample[5:]), v2, None)
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "transactional.id": f"aborter-{uuid.uuid4().hex[:8]}", "log_level": 3}
+    )
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for i in range(ABORTED):
+        body = io.BytesIO()
+        fastavro.schemaless_writer(body, v2, {**template, "record_id": f"aborted-{i}", "author_pseudonym": "f" * 64})
+        producer.produce(topics.training, b"\x00" + training_schema_id.to_bytes(4, "big") + body.getvalue(), b"f" * 64)
+    producer.flush(30)
+    producer.abort_transaction(30)
+    return training_schema_id
+
+
 def build(bootstrap: str, registry_url: str | None, workdir: Path, seed: int = 11) -> CleanStream:
     topics = Topics.unique(bootstrap)
     generator = StreamGenerator(
@@ -152,28 +190,8 @@ def build(bootstrap: str, registry_url: str | None, workdir: Path, seed: int = 1
         assert first.metric_sum("training_filter_dlq_records_total") == 0
 
         # 2. two authors of emitted records opt out
-        authors: list[str] = []
-        for r in eligible:
-            if r.user_id not in authors:
-                authors.append(r.user_id)  # type: ignore[arg-type]
-            if len(authors) == LATE_AUTHORS:
-                break
-        late = set(authors)
+        late = _late_optouts(bootstrap, topics, eligible, ids)
         late_pseudonyms = {pseudonym(u) for u in late}
-        codec = Codec()
-        produce(
-            bootstrap,
-            [
-                (
-                    topics.optouts,
-                    u.encode(),
-                    _reframe(
-                        codec.encode(OPTOUT, {"user_id": u, "opted_out_at": 1_790_000_000_000, "source": "late"}), ids
-                    ),
-                )
-                for u in sorted(late)
-            ],
-        )
         revocations_expected = len(optouts) + len(late)
         _wait(lambda: len(read_all(bootstrap, topics.revocations)) >= revocations_expected, 60, "the late revocations")
 
@@ -197,20 +215,7 @@ def build(bootstrap: str, registry_url: str | None, workdir: Path, seed: int = 1
         second.kill()
 
     # 5. an aborted transaction with records no reader may see
-    training_schema_id = int.from_bytes(clean[0].value()[1:5], "big")
-    v2 = fastavro.parse_schema(json.loads((schema_dir() / "training_record.v2.avsc").read_text()))
-    template = fastavro.schemaless_reader(io.BytesIO(clean[0].value()[5:]), v2, None)
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "transactional.id": f"aborter-{uuid.uuid4().hex[:8]}", "log_level": 3}
-    )
-    producer.init_transactions(30)
-    producer.begin_transaction()
-    for i in range(ABORTED):
-        body = io.BytesIO()
-        fastavro.schemaless_writer(body, v2, {**template, "record_id": f"aborted-{i}", "author_pseudonym": "f" * 64})
-        producer.produce(topics.training, b"\x00" + training_schema_id.to_bytes(4, "big") + body.getvalue(), b"f" * 64)
-    producer.flush(30)
-    producer.abort_transaction(30)
+    training_schema_id = _aborted_transaction(bootstrap, topics, clean[0].value())
 
     all_eligible = {r.record_id for r in eligible}
     revoked_ids = {r.record_id for r in eligible if r.user_id in late}
