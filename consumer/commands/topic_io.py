@@ -9,6 +9,7 @@ from typing import IO, Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
 from consumer.commands.jsonl import JsonRecordError, dumps, parse_line, to_avro
+from consumer.datapath.produce import produce_when_room
 from consumer.wire.codec import AI_INTERACTION, CONSENT, OPTOUT, POST, Codec, CodecError
 from consumer.wire.registry import Registry, RegistryMismatch, RegistryRefused, RegistrySettings, RegistryUnavailable
 
@@ -63,12 +64,8 @@ def produce_lines(
             print(f"line {number}: {exc}", file=errors)
             continue
         value = codec.encode(name, record)
-        while True:
-            try:
-                producer.produce(topic, value, record[key_field].encode("utf-8"), on_delivery=delivered)
-                break
-            except BufferError:
-                producer.poll(0.1)
+        key = record[key_field].encode("utf-8")
+        produce_when_room(producer, lambda: producer.poll(0.1), topic, value, key, delivered)
         sent += 1
         producer.poll(0)
     remaining = producer.flush(60)

@@ -8,7 +8,7 @@ from typing import Any
 
 def produce_when_room(
     producer: Any,
-    wait: Callable[[], None],
+    wait: Callable[[], object],
     topic: str,
     value: bytes | None,
     key: bytes | None,
