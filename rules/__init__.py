@@ -6,6 +6,7 @@ Given decoded fields and an opt-out membership test, `Decider` returns a decisio
 this package, so a privacy reviewer debugging the policy sees exactly what the service does.
 """
 
+from rules.changes import CONTENT_RETRACTIONS, PERMANENT, AccountFacts, Retraction, account_retraction, recheck
 from rules.decision import (
     DEFAULT_CLOCK_SKEW_MS,
     REASONS,
@@ -17,15 +18,21 @@ from rules.pair import PairDecider
 from rules.policy import Policy, PolicyError, default_policy_path, load_policy, parse_policy
 
 __all__ = [
+    "CONTENT_RETRACTIONS",
     "DEFAULT_CLOCK_SKEW_MS",
+    "PERMANENT",
     "REASONS",
+    "AccountFacts",
     "Decider",
     "PairDecider",
     "Policy",
     "PolicyError",
     "Reason",
+    "Retraction",
     "Source",
+    "account_retraction",
     "default_policy_path",
     "load_policy",
     "parse_policy",
+    "recheck",
 ]

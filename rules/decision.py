@@ -22,6 +22,10 @@ class Reason(StrEnum):
     UNDER_AGE = "under_age"
     OPTED_OUT = "opted_out"
     NO_CONSENT = "no_consent"
+    # The truth changed after the record was written (rules/changes.py): the record was deleted, made
+    # non-public or replaced by an edit, or its author's account was deleted.
+    CONTENT_CHANGED = "content_changed"
+    ACCOUNT_DELETED = "account_deleted"
     ELIGIBLE = "eligible"
 
 

@@ -53,7 +53,43 @@ TRAINING_RECORD_AI: dict[str, Any] = {
     "prompt": "hi",
     "response": "hello",
 }
-REVOCATION: dict[str, Any] = {"author_pseudonym": "cd" * 32, "opted_out_at": 1_767_225_600_000}
+REVOCATION: dict[str, Any] = {
+    "author_pseudonym": "cd" * 32,
+    "opted_out_at": 1_767_225_600_000,
+    "scope": "AUTHOR",
+    "reason": "opted_out",
+    "record_id": None,
+    "created_before": None,
+    "lifted": False,
+}
+# Revocation v2's other shapes: a record retracted, and an author's records before a re-grant.
+RECORD_RETRACTION: dict[str, Any] = {
+    **REVOCATION,
+    "scope": "RECORD",
+    "reason": "content_deleted",
+    "record_id": "p-1",
+}
+BOUNDED_RETRACTION: dict[str, Any] = {
+    **REVOCATION,
+    "reason": "consent_withdrawn",
+    "created_before": 1_767_312_000_000,
+}
+CONTENT_CHANGE: dict[str, Any] = {
+    "record_id": "p-1",
+    "user_id": "u-1",
+    "change": "DELETED",
+    "replaced_by": None,
+    "at": 1_767_225_600_000,
+    "source": "post_service",
+}
+ACCOUNT_CHANGE: dict[str, Any] = {
+    "user_id": "u-1",
+    "deleted": False,
+    "birth_date": 11_000,
+    "country": "DE",
+    "at": 1_767_225_600_000,
+    "source": "support_correction",
+}
 
 # A candidate policy for the shadow tests and the shadow benchmark: a higher minimum age (21), France
 # and Germany out, Switzerland and the United Kingdom in.

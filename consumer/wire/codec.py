@@ -43,11 +43,13 @@ POST = "platform.content.v1.Post"
 AI_INTERACTION = "platform.content.v1.AiInteraction"
 OPTOUT = "platform.privacy.v1.OptOut"
 CONSENT = "platform.privacy.v1.Consent"
+CONTENT_CHANGE = "platform.content.v1.ContentChange"
+ACCOUNT_CHANGE = "platform.accounts.v1.AccountChange"
 TRAINING_RECORD = "platform.training.v2.TrainingRecord"  # what the service writes
 TRAINING_RECORD_V1 = (
     "platform.training.v1.TrainingRecord"  # retired (catalog id 4): text was a union of a string and a record
 )
-REVOCATION = "platform.training.v1.Revocation"
+REVOCATION = "platform.training.v1.Revocation"  # version 2 (catalog id 10) written; version 1 (id 5) read too
 OUTPUTS = (TRAINING_RECORD, REVOCATION)
 
 

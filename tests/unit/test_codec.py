@@ -8,8 +8,10 @@ import struct
 import pytest
 
 from consumer.wire.codec import (
+    ACCOUNT_CHANGE,
     AI_INTERACTION,
     CONSENT,
+    CONTENT_CHANGE,
     OPTOUT,
     POST,
     REVOCATION,
@@ -33,11 +35,11 @@ UTC = dt.UTC
 def as_decoded(record):
     """What fastavro returns for our logical types."""
     out = dict(record)
-    for key in ("author_birth_date", "user_birth_date"):
+    for key in ("author_birth_date", "user_birth_date", "birth_date"):
         if out.get(key) is not None:
             out[key] = dt.date(1970, 1, 1) + dt.timedelta(days=out[key])
-    for key in ("created_at", "opted_out_at"):
-        if key in out:
+    for key in ("created_at", "opted_out_at", "at", "created_before"):
+        if out.get(key) is not None:
             out[key] = dt.datetime.fromtimestamp(out[key] / 1000, UTC)
     return out
 
@@ -51,6 +53,10 @@ def as_decoded(record):
         (TRAINING_RECORD, samples.TRAINING_RECORD),
         (TRAINING_RECORD, samples.TRAINING_RECORD_AI),
         (REVOCATION, samples.REVOCATION),
+        (REVOCATION, samples.RECORD_RETRACTION),
+        (REVOCATION, samples.BOUNDED_RETRACTION),
+        (CONTENT_CHANGE, samples.CONTENT_CHANGE),
+        (ACCOUNT_CHANGE, samples.ACCOUNT_CHANGE),
     ],
 )
 def test_every_schema_round_trips_with_framing(name, record):
@@ -73,6 +79,9 @@ def test_catalog_ids_are_the_documented_ones():
         (5, REVOCATION),
         (6, TRAINING_RECORD),
         (7, CONSENT),
+        (8, CONTENT_CHANGE),
+        (9, ACCOUNT_CHANGE),
+        (10, REVOCATION),
     ]
 
 
@@ -139,7 +148,17 @@ def test_every_field_has_a_doc_and_the_contract_names():
             "source_partition",
             "source_offset",
         ],
-        REVOCATION: ["author_pseudonym", "opted_out_at"],
+        REVOCATION: [
+            "author_pseudonym",
+            "opted_out_at",
+            "scope",
+            "reason",
+            "record_id",
+            "created_before",
+            "lifted",
+        ],
+        CONTENT_CHANGE: ["record_id", "user_id", "change", "replaced_by", "at", "source"],
+        ACCOUNT_CHANGE: ["user_id", "deleted", "birth_date", "country", "at", "source"],
     }
     for name, fields in expected.items():
         schema = catalog.by_name(name).parsed
@@ -217,3 +236,20 @@ def test_every_dead_letter_cause_is_a_declared_metric_label():
 
     details = {cls.detail for cls in subclasses(CodecError)} | {"undecidable", "output_rejected"}
     assert details == set(DLQ_CAUSES)
+
+
+@pytest.mark.parametrize("retraction", [samples.REVOCATION, samples.RECORD_RETRACTION, samples.BOUNDED_RETRACTION])
+def test_a_version_1_reader_reads_every_version_2_retraction_as_a_revocation(retraction):
+    """Revocation v2 keeps v1's record name and adds fields with defaults: a reader holding only the v1
+    schema resolves it and sees the pseudonym and the time (and purges the author: the safe side)."""
+    import io
+
+    import fastavro
+
+    v1 = next(e for e in SchemaCatalog().entries() if e.id == 5).parsed
+    data = CODEC.encode(REVOCATION, retraction)
+    assert data[1:5] == (10).to_bytes(4, "big")
+    read = fastavro.schemaless_reader(io.BytesIO(data[5:]), CODEC.catalog.by_name(REVOCATION).parsed, v1)
+    assert read == as_decoded(
+        {"author_pseudonym": retraction["author_pseudonym"], "opted_out_at": retraction["opted_out_at"]}
+    )

@@ -165,7 +165,8 @@ def _wrong_values(kind: Any) -> list[Any]:
     text_ok = kind == "string" or (isinstance(kind, list) and "string" in kind)
     if not text_ok:
         wrong.append(SECRET)
-    if kind != "long" and not (isinstance(kind, dict) and kind.get("logicalType") == "timestamp-millis"):
+    branches = kind if isinstance(kind, list) else [kind]
+    if not any(b == "long" or (isinstance(b, dict) and b.get("logicalType") == "timestamp-millis") for b in branches):
         wrong.append(471_147_114_711)
     return wrong
 
@@ -191,6 +192,8 @@ def _sample(name: str) -> dict[str, Any]:
         "platform.privacy.v1.Consent": {"user_id": "u", "granted": True, "at": 0, "source": "s"},
         "platform.training.v2.TrainingRecord": samples.TRAINING_RECORD,
         "platform.training.v1.Revocation": samples.REVOCATION,
+        "platform.content.v1.ContentChange": samples.CONTENT_CHANGE,
+        "platform.accounts.v1.AccountChange": samples.ACCOUNT_CHANGE,
         "platform.training.v1.TrainingRecord": {
             **samples.TRAINING_RECORD,
             "source": "AI_INTERACTION",
