@@ -343,10 +343,11 @@ def _start(states: StateFile, kind: type[Supervised]) -> int:
 
 def _run(kind: type[Supervised]) -> int:
     """In the foreground until Ctrl-C, SIGTERM or SIGHUP, then `cleanup`."""
-    with kind() as proc:
+    with kind() as proc, contextlib.suppress(KeyboardInterrupt):
+        # The address first tells the caller it may stop us: a signal from then on must end in cleanup,
+        # not escape between the print and the wait (a race a loaded machine loses).
         print(proc.address, flush=True)
         print(f"log: {proc.log_path} (Ctrl-C stops it)", file=sys.stderr, flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            while proc.running:
-                time.sleep(1)
+        while proc.running:
+            time.sleep(1)
     return 0

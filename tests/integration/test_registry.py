@@ -20,8 +20,10 @@ from fastavro.schema import to_parsing_canonical_form
 
 from consumer.operations.settings import DEFAULT_TOPICS
 from consumer.wire.codec import (
+    ACCOUNT_CHANGE,
     AI_INTERACTION,
     CONSENT,
+    CONTENT_CHANGE,
     OPTOUT,
     POST,
     REVOCATION,
@@ -42,19 +44,22 @@ TOPIC_OF = {
     TRAINING_RECORD: DEFAULT_TOPICS.training,
     REVOCATION: DEFAULT_TOPICS.revocations,
     CONSENT: "privacy.consents.v1",  # TF_CONSENT_TOPIC has no default; the README's example name
+    CONTENT_CHANGE: "content.changes.v1",  # docs/retractions.md's names
+    ACCOUNT_CHANGE: "accounts.changes.v1",
 }
 
 
 def project_schemas() -> list[tuple[str, str]]:
-    """(full name, schema text) of every avro/*.avsc in use (not the retired TrainingRecord v1), in the
-    order of avro/catalog.json."""
+    """(full name, schema text) of every avro/*.avsc in use, in the order of avro/catalog.json: the newest
+    version of each record name (Revocation v2, not v1), and not the retired TrainingRecord v1."""
     directory = schema_dir()
     catalog = json.loads((directory / "catalog.json").read_text())
     assert {Path(item["file"]).name for item in catalog["schemas"]} == {p.name for p in directory.glob("*.avsc")}
+    newest = {item["name"]: item for item in catalog["schemas"] if item["name"] != TRAINING_RECORD_V1}
     return [
         (item["name"], (directory / item["file"]).read_text())
         for item in catalog["schemas"]
-        if item["name"] != TRAINING_RECORD_V1
+        if newest.get(item["name"]) is item
     ]
 
 
@@ -93,7 +98,8 @@ def test_a_fresh_registry_gives_the_project_schemas_ids_from_1(fresh_registry):
         subject = f"{TOPIC_OF[name]}-value"
         ids[subject] = sr.register_schema(subject, Schema(text, "AVRO"))
     print(f"\nids assigned by a fresh registry: {ids}")
-    assert list(ids.values()) == [1, 2, 3, 4, 5, 6]
+    assert list(ids.values()) == list(range(1, len(TOPIC_OF) + 1))
+    assert len(ids) == len(TOPIC_OF) == 8
     assert sorted(sr.get_subjects()) == sorted(ids)
 
     texts = dict(project_schemas())

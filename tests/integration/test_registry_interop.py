@@ -247,7 +247,7 @@ def test_a_read_only_credential_over_tls_with_basic_auth(
     admin = SchemaRegistryClient(
         {"url": proxy.url, "basic.auth.user.info": "admin:admin-pw", "ssl.ca.location": str(tls_files.ca)}
     )
-    for topic, file in ((topics.training, "training_record.v2.avsc"), (topics.revocations, "revocation.v1.avsc")):
+    for topic, file in ((topics.training, "training_record.v2.avsc"), (topics.revocations, "revocation.v2.avsc")):
         admin.register_schema(f"{topic}-value", Schema(normalised((schema_dir() / file).read_text()), "AVRO"))
     password = tmp_path / "registry-password"
     password.write_text("svc-pw\n")

@@ -44,7 +44,7 @@ pytestmark = pytest.mark.integration
 
 def avsc(name: str) -> str:
     files = {POST: "post.v1.avsc", OPTOUT: "optout.v1.avsc", TRAINING_RECORD: "training_record.v2.avsc"}
-    files[REVOCATION] = "revocation.v1.avsc"
+    files[REVOCATION] = "revocation.v2.avsc"
     return (schema_dir() / files[name]).read_text()
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from consumer.devtools import local_kafka
+
 
 @pytest.fixture
 def fake_java(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], Path]:
@@ -22,6 +24,10 @@ def fake_java(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str]
         java.chmod(0o755)
         monkeypatch.delenv("JAVA_HOME", raising=False)
         monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+        # No jars either: on a fresh machine Maven would run the fake `java` and fail.
+        jars = tmp_path / "fake-kafka-jars"
+        jars.mkdir(exist_ok=True)
+        monkeypatch.setattr(local_kafka, "ensure_jars", lambda *_: jars)
         return java
 
     return install
