@@ -53,7 +53,14 @@ class Topics(TopicNames):
         broker whose cleaner looks often (the fault broker). `input_config`: for the input topics."""
         tag = uuid.uuid4().hex[:10]
         topics = cls(
-            f"posts-{tag}", f"ai-{tag}", f"optouts-{tag}", f"training-{tag}", f"revocations-{tag}", f"dlq-{tag}"
+            f"posts-{tag}",
+            f"ai-{tag}",
+            f"optouts-{tag}",
+            f"training-{tag}",
+            f"revocations-{tag}",
+            f"dlq-{tag}",
+            f"content-changes-{tag}",
+            f"account-changes-{tag}",
         )
         specs = service_topics(topics, partitions=partitions)
         for spec in specs:
@@ -72,6 +79,8 @@ class Topics(TopicNames):
             "TF_TRAINING_TOPIC": self.training,
             "TF_REVOCATIONS_TOPIC": self.revocations,
             "TF_DLQ_TOPIC": self.dlq,
+            "TF_CONTENT_CHANGES_TOPIC": self.content_changes,
+            "TF_ACCOUNT_CHANGES_TOPIC": self.account_changes,
         }
 
     def input_topic(self, source: str) -> str:

@@ -24,6 +24,8 @@ TOPICS = {
     "TF_TRAINING_TOPIC": ("training", 2),
     "TF_REVOCATIONS_TOPIC": ("revocations", 2),
     "TF_DLQ_TOPIC": ("dlq", 1),
+    "TF_CONTENT_CHANGES_TOPIC": ("content-changes", 2),
+    "TF_ACCOUNT_CHANGES_TOPIC": ("account-changes", 2),
 }
 
 

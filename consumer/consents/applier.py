@@ -13,12 +13,13 @@ offset order, so the latest record of a user wins, as after compaction. The dire
   runs) empties the set and the topic is read again from its beginning: consents the topic no longer
   holds do not stay granted.
 
-Under an opt-in active policy a withdrawal also keeps its user out at once (`keep_out`, into the opt-out
-filter, wired by consumer/service/assemble.py): records are applied in offset order per partition only,
-and a user whose grant and withdrawal sit in different partitions (the topic grew, so the key maps
-elsewhere) may have the grant read last. With the withdrawal in the opt-out filter the opt-out check
-turns that user away whatever the read order. When only the shadow candidate is opt-in there is no
-`keep_out`: the active policy's output must not change.
+A user who withdrew and granted again is eligible only for what they wrote from the new grant on,
+and a grant older than the latest withdrawal is put in its place (the two can sit in different
+partitions, if the topic grew, and be read in either order): consumer/consents/history.py. Under an
+opt-in active policy the mirror also reads the `consent/` retractions back from the revocations topic
+(the ledger), so that a withdrawal compaction removed from the consent topic is still known.
+A withdrawal is not put in the opt-out filter (it would be for good, and a re-grant could not count),
+except one the history has no room for (`keep_out`, counted: fail closed).
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from collections.abc import Callable
 from typing import Any
 
 from consumer.consents.fingerprints import ConsentSet
+from consumer.consents.history import ConsentHistory
 from consumer.datapath.pseudonym import Pseudonymiser
 from consumer.feeds.mirror import TopicMirror
 from consumer.feeds.records import parse_consent
 from consumer.operations.clients import Clients
 from consumer.operations.metrics import Metrics
-from consumer.wire.codec import Codec, LookupDeferredError
+from consumer.wire.codec import REVOCATION, Codec, LookupDeferredError
 from consumer.wire.registry import RegistryRefused, RegistryUnavailable
 
 
@@ -42,42 +44,75 @@ class ConsentApplier:
     def __init__(
         self,
         members: ConsentSet,
+        history: ConsentHistory,
         codec: Codec,
         pseudonymiser: Pseudonymiser,
         metrics: Metrics,
         keep_out: Callable[[list[bytes]], None] | None = None,
+        ledger_topic: str | None = None,
     ) -> None:
         self.members = members
+        self.history = history
         self.codec = codec
         self.pseudonym = pseudonymiser.pseudonym
         self.metrics = metrics
         self.keep_out = keep_out
+        self.ledger_topic = ledger_topic
         self._results: dict[str, int] = {}
-        self._withdrawn: list[bytes] = []
+        self._kept_out: list[bytes] = []
         self._refused_before = members.refused
 
     def record(self, msg: Any, live: bool) -> bool:
+        if msg.topic() == self.ledger_topic:
+            result = self._ledger(msg)
+            if result:
+                self._results[result] = self._results.get(result, 0) + 1
+            return True
         try:
-            users, granted, _, result = parse_consent(self.codec, msg, lookup=False)
+            users, granted, at_ms, result = parse_consent(self.codec, msg, lookup=False)
         except (RegistryUnavailable, RegistryRefused, LookupDeferredError):
-            return False  # read again: a withdrawal is for good, never inferred from a look-up put off
-        pseudonyms = [self.pseudonym(user_id) for user_id in users]
-        if granted:
-            for p in pseudonyms:
-                self.members.add(p)
-        else:
-            for p in pseudonyms:
-                self.members.remove(p)
-            self._withdrawn += pseudonyms
+            return False  # read again: a withdrawal is never inferred from a look-up put off
+        for pseudonym in (self.pseudonym(user_id) for user_id in users):
+            if granted:
+                if self.history.grant(pseudonym, at_ms):
+                    self.members.add(pseudonym)
+                else:
+                    result = "stale_grant_ignored"
+                continue
+            self.members.remove(pseudonym)
+            if not self.history.withdraw(pseudonym, at_ms):
+                self._kept_out.append(pseudonym)
+                result = "history_full_kept_out"
         self._results[result] = self._results.get(result, 0) + 1
         return True
 
+    def _ledger(self, msg: Any) -> str | None:
+        """A retraction on the revocations topic: only the `consent/` ones say anything of consents."""
+        key = msg.key()
+        if not key or not key.startswith(b"consent/") or msg.value() is None:
+            return None
+        pseudonym = key[len(b"consent/") :]
+        try:
+            _, record = self.codec.decode(msg.value(), REVOCATION, lookup=False)
+            bound = record["created_before"]
+            at_ms = int(record["opted_out_at"].timestamp() * 1000)
+        except Exception:  # our own output, unreadable: taken for the withdrawal it most likely is
+            bound, at_ms = None, int(msg.timestamp()[1])
+        if bound is None:
+            fits = self.history.withdrawal_retracted(pseudonym, at_ms, pseudonym in self.members)
+            result = "ledger_withdrawal"
+        else:
+            fits = self.history.regrant_retracted(pseudonym, int(bound.timestamp() * 1000))
+            result = "ledger_regrant"
+        if not fits:
+            self._kept_out.append(pseudonym)
+            return "history_full_kept_out"
+        return result
+
     def batch_done(self, live: bool) -> None:
-        if self._withdrawn and self.keep_out is not None:
-            # Before this set's lock is let go: a snapshot of the consents taken after it is matched by
-            # an opt-out snapshot (taken after it, consumer/service/upkeep.py) that holds them.
-            self.keep_out(self._withdrawn)
-        self._withdrawn = []
+        if self._kept_out and self.keep_out is not None:
+            self.keep_out(self._kept_out)
+        self._kept_out = []
         consents = self.members
         if consents.refused > self._refused_before:
             self._results["refused_full"] = consents.refused - self._refused_before
@@ -92,11 +127,13 @@ class ConsentApplier:
 
     def went_back(self) -> bool:
         self.members.clear()
+        self.history.clear()
         self.metrics.consent_entries.set(0)
         return True  # read the whole topic again: consents it no longer holds must not stay granted
 
     def reset(self) -> None:
         self.members = self.members.emptied()
+        self.history.clear()
 
 
 def consent_mirror(
@@ -104,13 +141,30 @@ def consent_mirror(
     config: dict[str, Any],
     topic: str,
     members: ConsentSet,
+    history: ConsentHistory,
     codec: Codec,
     pseudonymiser: Pseudonymiser,
     metrics: Metrics,
     log: Any,
     keep_out: Callable[[list[bytes]], None] | None = None,
     stopping: Callable[[], bool] = lambda: False,
+    ledger_topic: str | None = None,
 ) -> TopicMirror[ConsentApplier]:
-    """The consent topic mirrored into `members` (not started); `keep_out`: see the module docstring."""
-    applier = ConsentApplier(members, codec, pseudonymiser, metrics, keep_out)
-    return TopicMirror(clients, config, topic, None, applier, codec, log, stopping=stopping)
+    """The consent topic (and, under an opt-in active policy, the `consent/` retractions of
+    `ledger_topic`) mirrored into `members` and `history` (not started); `keep_out`: see the module
+    docstring."""
+    applier = ConsentApplier(members, history, codec, pseudonymiser, metrics, keep_out, ledger_topic)
+    return TopicMirror(clients, config, topic, ledger_topic, applier, codec, log, stopping=stopping)
+
+
+def history_query(mirror: TopicMirror[ConsentApplier]) -> Callable[[bytes, int, str, int, int], bool | None]:
+    """What the retraction emitter asks of a grant it handles (consumer/changes/retractions.py): did this
+    user withdraw before `at_ms`? None while the mirror has not read the topic that far (ask again)."""
+
+    def withdrew_before(pseudonym: bytes, at_ms: int, topic: str, partition: int, offset: int) -> bool | None:
+        with mirror.lock:
+            if mirror.positions.get((topic, partition), 0) <= offset:
+                return None
+            return mirror.applier.history.withdrew_before(pseudonym, at_ms)
+
+    return withdrew_before

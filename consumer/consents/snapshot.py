@@ -1,5 +1,6 @@
 """The consent set's snapshot file: the format of the opt-out filter's (consumer/optouts/filter.py: one
-JSON header line, then the body, written atomically), with the table's 64-bit words as the body.
+JSON header line, then the body, written atomically), with the table's 64-bit words as the body,
+followed by the consent history (consumer/consents/history.py) as one JSON array.
 
 The header records the capacity and table size, the byte order, the entries, a BLAKE2b digest, the
 HMAC key's check value, the topic's id and the feed's next offset per partition. A snapshot that
@@ -19,13 +20,20 @@ from typing import Any
 import orjson
 
 from consumer.consents.fingerprints import ConsentSet, slots_for
+from consumer.consents.history import ConsentHistory
 from consumer.optouts.filter import LoadedSnapshot, Offsets, SnapshotError, offsets_by_topic
 
-FORMAT = 1
+FORMAT = 2  # 2: the history after the table
 KIND = "consent-set"
 
 
-def header(consents: ConsentSet, offsets: Offsets, topic_ids: dict[str, str | None], key_check: str) -> dict[str, Any]:
+def header(
+    consents: ConsentSet,
+    history: ConsentHistory,
+    offsets: Offsets,
+    topic_ids: dict[str, str | None],
+    key_check: str,
+) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "kind": KIND,
@@ -33,6 +41,8 @@ def header(consents: ConsentSet, offsets: Offsets, topic_ids: dict[str, str | No
         "capacity": consents.capacity,
         "slots": consents.slots,
         "entries": consents.entries,
+        "history": len(history),
+        "history_capacity": history.capacity,
         "key_check": key_check,
         "topic_ids": dict(sorted(topic_ids.items())),
         "offsets": offsets_by_topic(offsets, topic_ids),
@@ -40,13 +50,15 @@ def header(consents: ConsentSet, offsets: Offsets, topic_ids: dict[str, str | No
     }
 
 
-def body(consents: ConsentSet) -> bytes:
-    """A copy of the table, taken on the loop's thread so that a background write sees one instant."""
-    return consents.table().tobytes()
+def body(consents: ConsentSet, history: ConsentHistory) -> bytes:
+    """A copy of the table and the history, taken under the mirror's lock so that a background write
+    sees one instant."""
+    return consents.table().tobytes() + orjson.dumps(list(history.rows()))
 
 
-def load(path: Path, capacity: int, topics: list[str], key_check: str) -> LoadedSnapshot:
-    """The consent set and feed offsets saved in `path`, or SnapshotError saying why it cannot be used."""
+def load(path: Path, capacity: int, history_capacity: int, topics: list[str], key_check: str) -> LoadedSnapshot:
+    """The consent set, its history (`extra`) and the feed offsets saved in `path`, or SnapshotError
+    saying why they cannot be used."""
     slots = slots_for(capacity)
     expected = {
         "format": FORMAT,
@@ -54,7 +66,7 @@ def load(path: Path, capacity: int, topics: list[str], key_check: str) -> Loaded
         "byteorder": sys.byteorder,
         "capacity": capacity,
         "slots": slots,
-        "length": slots * 8,
+        "history_capacity": history_capacity,
     }
     try:
         with path.open("rb") as handle:
@@ -70,14 +82,24 @@ def load(path: Path, capacity: int, topics: list[str], key_check: str) -> Loaded
                 raise SnapshotError("snapshot was made with another pseudonymisation key")
             table = array("Q", [0]) * slots
             view = memoryview(table).cast("B")
-            if handle.readinto(view) != len(view) or handle.read(1):
+            if handle.readinto(view) != len(view):
+                raise SnapshotError("snapshot is truncated")
+            rest = handle.read()
+            if len(view) + len(rest) != head.get("length"):
                 raise SnapshotError("snapshot is truncated or too long")
     except FileNotFoundError as exc:
         raise SnapshotError("no snapshot file") from exc
     except (OSError, orjson.JSONDecodeError) as exc:
         raise SnapshotError(f"unreadable snapshot: {type(exc).__name__}") from exc
-    if hashlib.blake2b(view, digest_size=32).hexdigest() != head.get("blake2b"):
+    digest = hashlib.blake2b(view, digest_size=32)
+    digest.update(rest)
+    if digest.hexdigest() != head.get("blake2b"):
         raise SnapshotError("snapshot digest does not match its contents")
+    try:
+        history = ConsentHistory.from_rows(history_capacity, orjson.loads(rest))
+    except (ValueError, TypeError) as exc:
+        raise SnapshotError(f"snapshot history does not parse: {type(exc).__name__}") from exc
     consents = ConsentSet(capacity, table, int(head["entries"]))
     offsets = {(t, int(p)): int(o) for t, parts in head["offsets"].items() for p, o in parts.items()}
-    return LoadedSnapshot(consents, offsets, dict(head["topic_ids"]), float(head.get("saved_at", 0.0)))  # type: ignore[arg-type]
+    saved_at = float(head.get("saved_at", 0.0))
+    return LoadedSnapshot(consents, offsets, dict(head["topic_ids"]), saved_at, history)  # type: ignore[arg-type]

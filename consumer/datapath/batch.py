@@ -18,6 +18,8 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 
+from consumer.changes.guard import ChangeGuard
+from consumer.datapath.change_pass import SECOND_LOOKS, ChangePass
 from consumer.datapath.dead_letters import DeadLetterWriter
 from consumer.datapath.offsets import PendingBatch, Provenance
 from consumer.datapath.output_limits import DEFAULT_MAX_VALUE_BYTES, OutputLimits, producer_max_bytes
@@ -34,6 +36,7 @@ from rules import DEFAULT_CLOCK_SKEW_MS, Decider, Reason, Source
 
 ELIGIBLE = Reason.ELIGIBLE
 MALFORMED = Reason.MALFORMED
+
 
 __all__ = ["BatchProcessor", "InvalidFields", "Route"]
 
@@ -64,8 +67,13 @@ class BatchProcessor:
         shadow: Shadow | None = None,
         clock_skew_ms: int = DEFAULT_CLOCK_SKEW_MS,
         clock: Callable[[], float] = time.time,
+        changes: ChangeGuard | None = None,
     ) -> None:
         self.decider = decider
+        # The change set's checks of what a policy admits (consumer/changes/guard.py); None: no change set.
+        self.changes = changes
+        self._change_pass = ChangePass(changes, decider, shadow, pseudonymiser, opted_out, consented)
+        self._change_sets = (changes.stopped, changes.accounts, changes.bounds) if changes else (None, {}, {})
         self.shadow = shadow  # a candidate policy, decided beside the active one and only counted
         self._shadow_pass = ShadowPass()
         self.codec = codec
@@ -140,17 +148,19 @@ class BatchProcessor:
         produce, training_topic, delivered = self.producer.produce, self.training_topic, batch.delivered
         max_bytes, exhausted, eligible, parts = self.limits.input_max, self.refused.attempts, ELIGIBLE, self.parts
         build, header, country_memo = fastpath.training_record_of, self.header, parts.countries
+        changes, (stopped, accounts, bounds) = self._change_pass, self._change_sets
         # fmt: on
         last: dict[tuple[str, int], int] = {}
         counts: dict[Reason, int] = {}
         run_topic, run_partition, run_offset, route, provenance, produced = None, -1, -1, None, b"", 0
+        fields: Any
         for msg in messages:
             if msg.error() is not None:
                 self.consumer_errors.append(msg)  # events, not records: the service counts and logs them
                 continue
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
             if partition != run_partition or topic != run_topic:  # a new run: flush the one before
-                self._end_run(run_topic, run_partition, run_offset, route, last, counts, tally)
+                _end_run(run_topic, run_partition, run_offset, route, last, counts, tally)
                 run_topic, run_partition = topic, partition
                 route, provenance = self.routes.get(topic), parts.provenance(topic, partition)
             run_offset = offset
@@ -160,50 +170,47 @@ class BatchProcessor:
                 self.refused.letter(msg, route.source, batch)
                 continue
             value = msg.value()
-            fields = None
-            if value is not None and len(value) <= max_bytes and value[:5] in route.fast_headers:
-                try:  # noqa: SIM105 - contextlib.suppress would cost a context manager a record
-                    fields = route.fast_decode(value)
-                except FastPathMiss:
-                    pass
-            if fields is None:
-                fields = self._read(msg, value, route, batch, tally)
-                if fields is None:
+            try:  # the fast path, unless the value is not plain v1 (FastPathMiss: the reference path's answer)
+                if value is None or len(value) > max_bytes or value[:5] not in route.fast_headers:
+                    raise FastPathMiss
+                fields = route.fast_decode(value)
+            except FastPathMiss:
+                if (fields := self._read(msg, value, route, batch, tally)) is None:
                     continue  # a dead letter
             # fields: (id end, user id, birth day, country, public, spans..., created ms, split) as fastpath reads them
             reason = decide(
                 route.source, fields[4], fields[3], fields[2], fields[8], latest, fields[1], opted_out, consented
             )
+            shadow = None
             if differ is not None:  # with a shadow policy, `decide` answers (active, shadow)
                 reason, shadow = reason
                 if shadow is not reason:
                     differ.append((route.source, reason, shadow))
-            counts[reason] = counts.get(reason, 0) + 1
+            if reason is not eligible and accounts and reason in SECOND_LOOKS:
+                reason = changes.second_look(route.source, reason, fields, latest, differ, shadow)
             if reason is not eligible:
+                counts[reason] = counts.get(reason, 0) + 1
                 continue
             if fields[0] is None:  # the reference path: build from the record written as v1
-                value = self._as_v1(msg, route, fields, batch, tally)
-                if value is None:
-                    counts[reason] -= 1  # a dead letter after all: counted malformed instead
-                    if differ is not None and shadow is not reason:
-                        differ.pop()
-                    continue
+                if (value := self._as_v1(msg, route, fields, batch, tally, differ, shadow)) is None:
+                    continue  # a dead letter after all: counted malformed instead
                 fields = route.fast_decode(value)
             pseudonym = pseudonym_of(fields[1])
+            if stopped is not None and (stopped(value[5 : fields[0]]) or pseudonym in accounts or pseudonym in bounds):
+                refusal = changes.refusal(route.source, value, fields, pseudonym, latest, differ, shadow)
+                if refusal is not None:
+                    counts[refusal] = counts.get(refusal, 0) + 1
+                    continue
+            counts[eligible] = counts.get(eligible, 0) + 1
             country = country_memo.get(fields[3]) or parts.country(fields[3])
             out = build(header, value, fields, country, pseudonym, provenance, offset)
             produced += 1
             try:
                 produce(training_topic, out, pseudonym, -1, delivered)
-            except BufferError:
-                batch.outstanding += produced
-                produced = 0
-                produce_when_room(self.producer, self.on_backpressure, training_topic, out, pseudonym, delivered)
-            except KafkaException as exc:
-                produced -= 1
-                self.refused.at_once(exc, msg, route.source, batch)
+            except (BufferError, KafkaException) as exc:
+                produced = self._produce_failed(exc, produced, batch, msg, route, out, pseudonym)
         batch.outstanding += produced
-        self._end_run(run_topic, run_partition, run_offset, route, last, counts, tally)
+        _end_run(run_topic, run_partition, run_offset, route, last, counts, tally)
         if differ is not None and self.shadow is not None:
             self._shadow_pass.end(self.shadow, tally)
         return [(t, p, o) for (t, p), o in last.items()]
@@ -216,26 +223,6 @@ class BatchProcessor:
             return self.decider.decide, None, self.latest_ms
         pair = self._shadow_pass.decider(self.decider, self.shadow)  # never one of an active policy replaced
         return pair.decide, self._shadow_pass.begin(tally), self.latest_ms
-
-    @staticmethod
-    def _end_run(
-        topic: str | None,
-        partition: int,
-        offset: int,
-        route: Route | None,
-        last: dict[tuple[str, int], int],
-        counts: dict[Reason, int],
-        tally: dict[tuple[Source, str], int],
-    ) -> None:
-        """A run of one partition's records is over: its last offset, and its decisions into the tally."""
-        if topic is None:
-            return
-        last[topic, partition] = offset
-        if route is not None:
-            for reason, count in counts.items():
-                key = (route.source, reason)
-                tally[key] = tally.get(key, 0) + count
-        counts.clear()
 
     # -- the reference path and dead letters -------------------------------------------------------
 
@@ -256,17 +243,38 @@ class BatchProcessor:
         return None
 
     def _as_v1(
-        self, msg: Any, route: Route, fields: tuple[Any, ...], batch: PendingBatch, tally: dict[tuple[Source, str], int]
+        self,
+        msg: Any,
+        route: Route,
+        fields: tuple[Any, ...],
+        batch: PendingBatch,
+        tally: dict[tuple[Source, str], int],
+        differ: list[Pair] | None,
+        shadow: Any,
     ) -> bytes | None:
         """An eligible record of the reference path written as v1, for the one builder; None when v1
-        cannot hold it (a dead letter: never an output half-checked)."""
+        cannot hold it (a dead letter: never an output half-checked, and no longer a shadow difference)."""
         try:
             value = self.reader.as_v1(route, fields[10])
             route.fast_decode(value)
             return value
         except Exception as exc:
             self._undecidable(msg, route, exc, batch, tally)
+            if differ is not None and shadow is not ELIGIBLE:
+                differ.pop()
             return None
+
+    def _produce_failed(
+        self, exc: Exception, produced: int, batch: PendingBatch, msg: Any, route: Route, out: bytes, key: bytes
+    ) -> int:
+        """The queue is full (wait for room) or the broker refused the record for good (the refused
+        outputs take it): the batch's count of records produced but not yet added to it."""
+        if isinstance(exc, BufferError):
+            batch.outstanding += produced
+            produce_when_room(self.producer, self.on_backpressure, self.training_topic, out, key, batch.delivered)
+            return 0
+        self.refused.at_once(exc, msg, route.source, batch)  # type: ignore[arg-type]
+        return produced - 1
 
     def _undecidable(
         self, msg: Any, route: Route, exc: Exception, batch: PendingBatch, tally: dict[tuple[Source, str], int]
@@ -283,3 +291,23 @@ class BatchProcessor:
         tally[key] = tally.get(key, 0) + 1
         refused_before = (msg.topic(), msg.partition(), msg.offset()) in self.refused.attempts
         self.dead_letters.malformed(msg, route.source, cause, batch, truncate=refused_before)
+
+
+def _end_run(
+    topic: str | None,
+    partition: int,
+    offset: int,
+    route: Route | None,
+    last: dict[tuple[str, int], int],
+    counts: dict[Reason, int],
+    tally: dict[tuple[Source, str], int],
+) -> None:
+    """A run of one partition's records is over: its last offset, and its decisions into the tally."""
+    if topic is None:
+        return
+    last[topic, partition] = offset
+    if route is not None:
+        for reason, count in counts.items():
+            key = (route.source, reason)
+            tally[key] = tally.get(key, 0) + count
+    counts.clear()

@@ -31,6 +31,9 @@ def service_topics(names: TopicNames = DEFAULT_TOPICS, partitions: int = 4) -> l
         TopicSpec(names.training, partitions, large),
         # Revocations are permanent, so that a reader starting late still purges.
         TopicSpec(names.revocations, 1, {"cleanup.policy": "compact", **forever}),
+        # The change topics are registers too (docs/retractions.md): compacted by record and user id.
+        TopicSpec(names.content_changes, 1, {"cleanup.policy": "compact", **forever}),
+        TopicSpec(names.account_changes, 1, {"cleanup.policy": "compact", **forever}),
         # The DLQ holds the original values, which are personal data: a bounded retention (14 days).
         TopicSpec(names.dlq, 1, {"retention.ms": str(14 * 24 * 3600 * 1000), **large}),
     ]

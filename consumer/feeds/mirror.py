@@ -100,8 +100,11 @@ class TopicMirror(Generic[A]):
         log: Any,
         clock: Callable[[], float] = time.monotonic,
         stopping: Callable[[], bool] = lambda: False,
+        also: tuple[str, ...] = (),
     ) -> None:
         self.topic = topic
+        # Topics read and waited for like `topic` (the change mirror reads two: consumer/changes/).
+        self.gating = (topic, *also)
         self.ledger_topic = ledger_topic
         self.applier = applier
         self.codec = codec
@@ -113,8 +116,8 @@ class TopicMirror(Generic[A]):
         # own connection they would queue behind its long-polling fetch (up to fetch.wait.max.ms each).
         self.ends = BrokerQueries(clients, config, clock, stopping)
         self.positions: Offsets = {}
-        # The topics read: the gating topic, then the ledger (absent for the consents).
-        self.topics = (topic,) if ledger_topic is None else (topic, ledger_topic)
+        # The topics read: the gating topics, then the ledger (absent for the consents and the changes).
+        self.topics = self.gating if ledger_topic is None else (*self.gating, ledger_topic)
         self.topic_ids: dict[str, str | None] = dict.fromkeys(self.topics)
         self.caught_up_at: float | None = None  # clock time of the end offsets last reached
         self.last_error: str | None = None
@@ -205,13 +208,14 @@ class TopicMirror(Generic[A]):
     def _ask_ends(self, started: float, deadline: float, everything: bool) -> Target | None:
         """The partitions (new ones assigned) and their end offsets, as a target; None (the failure
         recorded) if they cannot be had or show the topic shrank."""
-        gating = set(self.topics) if everything else {self.topic}
+        gating = set(self.topics) if everything else set(self.gating)
 
         def budget() -> float:
             return max(_REQUEST_SECONDS_AT_LEAST, deadline - self.clock())
 
         try:
-            self._add_new_partitions(self.topic, budget())
+            for topic in self.gating:
+                self._add_new_partitions(topic, budget())
             if self.ledger_topic is not None and (
                 everything or started - self._ledger_checked > _LEDGER_METADATA_SECONDS
             ):
@@ -242,7 +246,9 @@ class TopicMirror(Generic[A]):
             partitions=[f"{t}/{p}" for t, p in shrunk],
             entries=self.applier.members.entries,
         )
-        ids = self._refreshed_ids({t for t, _ in shrunk})  # asked before the lock: a snapshot waits on it
+        ids = refreshed_ids(
+            self.ends, self.topic_ids, {t for t, _ in shrunk}
+        )  # asked before the lock: a snapshot waits on it
         with self.lock:
             again = set(self.positions) if self.applier.went_back() else set(shrunk)
             for tp in again:
@@ -314,13 +320,6 @@ class TopicMirror(Generic[A]):
         self.applier.batch_done(live)
         return ok
 
-    def _refreshed_ids(self, topics: set[str]) -> dict[str, str | None]:
-        """The feed's topic ids with those of `topics` asked again (a re-created topic has a new one).
-        Where the broker does not say, the old id stays: a restart then reads the topic again rather
-        than resume a snapshot it cannot tell apart from the old topic's."""
-        fresh = self.ends.topic_ids(sorted(topics))
-        return {t: fresh.get(t) or old for t, old in self.topic_ids.items()}
-
     def _failed(self, error: str) -> None:
         if error != self.last_error:
             self.log.warning(f"{self.applier.kind}_feed_error", topic=self.topic, error=error)
@@ -384,3 +383,11 @@ def still_ahead(pending: Target, fresh: Target) -> bool:
     """An earlier target is worth reading on to only for the same partitions, none of whose ends has
     gone back since (a re-created topic: its old offsets mean nothing)."""
     return pending.ends.keys() == fresh.ends.keys() and all(fresh.ends[tp] >= end for tp, end in pending.ends.items())
+
+
+def refreshed_ids(ends: BrokerQueries, topic_ids: dict[str, str | None], topics: set[str]) -> dict[str, str | None]:
+    """A feed's topic ids with those of `topics` asked again (a re-created topic has a new one). Where
+    the broker does not say, the old id stays: a restart then reads the topic again rather than
+    resume a snapshot it cannot tell apart from the old topic's."""
+    fresh = ends.topic_ids(sorted(topics))
+    return {t: fresh.get(t) or old for t, old in topic_ids.items()}

@@ -1,6 +1,6 @@
 """The privacy topics' records as the service reads them: an opt-out (`parse_optout`) and a consent
 grant or withdrawal (`parse_consent`). Used by the mirrors' appliers and by the revocation emitter
-(consumer/optouts/revocations.py), which revokes both; here so that neither side imports the other.
+(consumer/changes/retractions.py), which retracts both; here so that neither side imports the other.
 
 Each fails closed in its own direction: an opt-out that cannot be read still opts out its key (the user
 id, by contract); a consent that cannot be read withdraws (a consent is never inferred), but one whose

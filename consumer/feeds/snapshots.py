@@ -28,10 +28,12 @@ class Snapshots:
         key_check: str,
         metrics: Metrics,
         log: Any,
+        changes_path: Path | None = None,
     ) -> None:
         self.feeds = feeds
         self.path = optout_path
         self.consent_path = consent_path if feeds.consents is not None else None
+        self.changes_path = changes_path if feeds.changes is not None else None
         self.interval = interval
         self.key_check = key_check
         self.metrics = metrics
@@ -41,7 +43,7 @@ class Snapshots:
 
     @property
     def wanted(self) -> bool:
-        return self.path is not None or self.consent_path is not None
+        return self.path is not None or self.consent_path is not None or self.changes_path is not None
 
     def due(self, now: float) -> None:
         if self.wanted and now - self.last >= self.interval:
@@ -67,17 +69,23 @@ class Snapshots:
 
     def _jobs(self) -> list[Job]:
         """Each snapshot's offsets and set of one moment, taken under its mirror's lock (the mirrors sync
-        on their own thread). The consents first: under an opt-in policy a withdrawal goes into the
-        opt-out filter as it is read (consumer/consents/applier.py), so every withdrawal within the
-        consent snapshot's offsets is in the opt-out snapshot taken after it."""
+        on their own thread). The opt-out filter's last: a deleted account goes into it as its change is
+        read (consumer/changes/applier.py), so every deletion within the change snapshot's offsets is in
+        the opt-out snapshot taken after it."""
         jobs: list[Job] = []
+        changes = self.feeds.changes
+        if self.changes_path is not None and changes is not None and changes.caught_up_at is not None:
+            with changes.lock:
+                header = changes.members.header(dict(changes.positions), changes.topic_ids, self.key_check)
+                jobs.append(("change", self.changes_path, header, changes.members.snapshot_bytes()))
         consents = self.feeds.consents
         if self.consent_path is not None and consents is not None and consents.caught_up_at is not None:
             with consents.lock:
+                members, history = consents.members, consents.applier.history
                 header = consent_snapshot.header(
-                    consents.members, dict(consents.positions), consents.topic_ids, self.key_check
+                    members, history, dict(consents.positions), consents.topic_ids, self.key_check
                 )
-                jobs.append(("consent", self.consent_path, header, consent_snapshot.body(consents.members)))
+                jobs.append(("consent", self.consent_path, header, consent_snapshot.body(members, history)))
         if self.path is not None:
             optouts = self.feeds.optouts
             with optouts.lock:

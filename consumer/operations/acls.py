@@ -25,7 +25,15 @@ def required_acls(
     acls = []
     # The consent topic (TF_CONSENT_TOPIC) only where a policy is opt-in; it is read like the opt-out
     # topic, by assignment (consumer/feeds/mirror.py), so it needs no group of its own.
-    read = (topics.posts, topics.ai, topics.optouts, *((consent_topic,) if consent_topic else ()))
+    # The change topics likewise, by the change mirror; and by the "-revocations" group, which retracts.
+    read = (
+        topics.posts,
+        topics.ai,
+        topics.optouts,
+        topics.content_changes,
+        topics.account_changes,
+        *((consent_topic,) if consent_topic else ()),
+    )
     for topic in read:
         acls += [Acl("TOPIC", topic, "LITERAL", "READ"), Acl("TOPIC", topic, "LITERAL", "DESCRIBE")]
     for topic in (topics.training, topics.revocations, topics.dlq):

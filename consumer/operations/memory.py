@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from consumer.changes.changeset import ACCOUNT_BYTES
 from consumer.consents.fingerprints import slots_for
+from consumer.consents.history import USER_BYTES
 from consumer.optouts.filter import bloom_bytes
 
 MIB = 1 << 20
@@ -165,7 +167,23 @@ class MemoryBudget:
                 lambda c: bloom_bytes(c, s.optout_fp_rate),
                 f"a Bloom filter at {s.optout_fp_rate:g}",
                 "opt-out filter",
-            )
+            ),
+            Table(
+                "TF_CHANGES_CAPACITY",
+                s.changes_capacity,
+                2 if s.changes_snapshot_path is not None else 1,
+                lambda c: bloom_bytes(c, s.changes_fp_rate),
+                f"a Bloom filter at {s.changes_fp_rate:g}",
+                "stopped records",
+            ),
+            Table(
+                "TF_ACCOUNT_CORRECTIONS_CAPACITY",
+                s.account_corrections_capacity,
+                2 if s.changes_snapshot_path is not None else 1,
+                lambda c: c * ACCOUNT_BYTES,
+                f"corrected accounts at {ACCOUNT_BYTES} bytes each",
+                "corrected accounts",
+            ),
         ]
         if s.consent_topic is not None:
             tables.append(
@@ -178,6 +196,16 @@ class MemoryBudget:
                     "consent set",
                 )
             )
+            tables.append(
+                Table(
+                    "TF_CONSENT_WITHDRAWALS_CAPACITY",
+                    s.consent_withdrawals_capacity,
+                    2 if s.consent_snapshot_path is not None else 1,
+                    lambda c: c * USER_BYTES,
+                    f"a consent history at {USER_BYTES} bytes a user",
+                    "consent history",
+                )
+            )
         return cls(limit, source, tuple(tables), producer_queue_bytes, consumer_queue_bytes * fetching_consumers)
 
     @property
@@ -186,8 +214,6 @@ class MemoryBudget:
 
     def fields(self) -> dict[str, Any]:
         """The budget as one structured log line."""
-        by_var = {t.var: t for t in self.tables}
-        optout, consent = by_var.get("TF_OPTOUT_CAPACITY"), by_var.get("TF_CONSENT_CAPACITY")
         one = {t.var: t.bytes_for(t.capacity) for t in self.tables}
         return {
             "limit_bytes": self.limit,
@@ -195,7 +221,8 @@ class MemoryBudget:
             "need_bytes": self.need,
             "optout_filter_bytes": one.get("TF_OPTOUT_CAPACITY", 0),
             "consent_set_bytes": one.get("TF_CONSENT_CAPACITY", 0),
-            "snapshot_copies_bytes": sum(one[t.var] * (t.copies - 1) for t in (optout, consent) if t is not None),
+            "change_set_bytes": one.get("TF_CHANGES_CAPACITY", 0) + one.get("TF_ACCOUNT_CORRECTIONS_CAPACITY", 0),
+            "snapshot_copies_bytes": sum(one[t.var] * (t.copies - 1) for t in self.tables),
             "producer_queue_bytes": self.producer_queue,
             "consumer_queues_bytes": self.consumer_queues,
             "baseline_bytes": self.baseline,

@@ -20,7 +20,7 @@ from typing import Any, Generic, Literal, TypeVar, cast, overload
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from rules import REASONS, Source
+from rules import REASONS, Retraction, Source
 
 NS = "training_filter"
 M = TypeVar("M", Counter, Gauge, Histogram)
@@ -53,6 +53,7 @@ OPTOUT_RESULTS = (
     "registry_unavailable_used_key",
     "undecodable_dropped",
     "revocation_applied",
+    "revocation_not_permanent",
     "revocation_used_key",
     "revocation_tombstone_ignored",
 )
@@ -65,7 +66,27 @@ CONSENT_RESULTS = (
     "unexpected_withdrawn",
     "undecodable_dropped",
     "refused_full",
+    "stale_grant_ignored",
+    "history_full_kept_out",
+    "ledger_withdrawal",
+    "ledger_regrant",
 )
+CHANGE_RESULTS = (
+    "record_stopped",
+    "record_key_mismatch",
+    "record_undecodable_used_key",
+    "record_deferred_used_key",
+    "record_undecodable_dropped",
+    "record_tombstone_ignored",
+    "account_corrected",
+    "account_deleted",
+    "account_refused_full",
+    "account_undecodable",
+    "account_key_mismatch",
+    "account_undecodable_dropped",
+    "account_tombstone_ignored",
+)
+RETRACTIONS = tuple(str(r) for r in Retraction)
 BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 SHADOW = "with TF_SHADOW_POLICY_FILE only"
 
@@ -218,9 +239,33 @@ class MetricTable:
     consent_records = counter(
         "consent_feed_records_total", "Consent topic records read, by result.", {"result": CONSENT_RESULTS}
     )
+    # The change side (docs/retractions.md): every replica's change set, mirrored from the change topics.
+    change_records = counter(
+        "change_feed_records_total", "Change topic records read, by result.", {"result": CHANGE_RESULTS}
+    )
+    change_entries = gauge(
+        "change_set_entries",
+        "Record ids stopped by a content change, and accounts with corrected facts, in the change set.",
+        {"set": ("records", "accounts")},
+    )
+    change_capacity = gauge(
+        "change_set_capacity", "What the change set is sized for.", {"set": ("records", "accounts")}
+    )
+    change_bytes = gauge("change_set_bytes", "Memory of the change set (the Bloom filter, and the accounts estimated).")
+    change_fp_rate = gauge(
+        "change_set_false_positive_rate",
+        "Estimated false-positive rate of the stopped records at the current number of entries.",
+    )
+    change_propagation = histogram(
+        "change_propagation_seconds",
+        "From a change record's timestamp (its producer's send time) to its being applied to the change set; "
+        "every record fetched after that is decided with it. Live changes only.",
+        (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+    )
     revocations = counter(
         "revocations_total",
-        "Revocations emitted (one per opt-out record, and under an opt-in policy one per consent withdrawal).",
+        "Retractions emitted (Revocation v2 on the revocations topic), by reason: docs/retractions.md.",
+        {"reason": RETRACTIONS},
     )
     snapshots = counter(
         "optout_snapshots_total",
@@ -266,6 +311,11 @@ FEED_LAGS: dict[str, Declared[Gauge]] = {
         "Seconds since the consent feed was last confirmed caught up with the topic's end.",
         {"gates_input": ("true", "false")},
         when="where a consent topic is read; computed at each scrape",
+    ),
+    "change": gauge(
+        "change_feed_lag_seconds",
+        "Seconds since the change feed was last confirmed caught up with both change topics' ends.",
+        when="computed at each scrape",
     ),
 }
 

@@ -78,7 +78,7 @@ class Setting:
 
 @dataclass(frozen=True)
 class TopicNames:
-    """The six topics the service touches, with their default names (TF_*_TOPIC override them)."""
+    """The topics the service touches, with their default names (TF_*_TOPIC override them)."""
 
     posts: str = "posts.v1"
     ai: str = "ai-interactions.v1"
@@ -86,6 +86,8 @@ class TopicNames:
     training: str = "training.eligible.v1"
     revocations: str = "training.revocations.v1"
     dlq: str = "training-filter.dlq.v1"
+    content_changes: str = "content.changes.v1"
+    account_changes: str = "accounts.changes.v1"
 
 
 DEFAULT_TOPICS = TopicNames()
@@ -106,6 +108,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TRAINING_TOPIC", DEFAULT_TOPICS.training, "output topic of TrainingRecord", Topic()),
     Setting("REVOCATIONS_TOPIC", DEFAULT_TOPICS.revocations, "output topic of Revocation", Topic()),
     Setting("DLQ_TOPIC", DEFAULT_TOPICS.dlq, "dead-letter topic for undecodable input", Topic()),
+    Setting(
+        "CONTENT_CHANGES_TOPIC",
+        DEFAULT_TOPICS.content_changes,
+        "compacted topic of ContentChange records (key = record id): deletions, visibility changes, edits",
+        Topic(),
+    ),
+    Setting(
+        "ACCOUNT_CHANGES_TOPIC",
+        DEFAULT_TOPICS.account_changes,
+        "compacted topic of AccountChange records (key = user id): deleted accounts, corrected facts",
+        Topic(),
+    ),
     Setting(
         "HMAC_KEY_FILE",
         "",
@@ -223,6 +237,36 @@ SETTINGS: tuple[Setting, ...] = (
         "is disk traffic only; at least daily, so that a restart does not re-read more than a day of opt-outs",
     ),
     Setting(
+        "CHANGES_CAPACITY",
+        "10000000",
+        "record ids with a content change the change set's Bloom filter is sized for",
+        Integer(1, 2**53, "records"),
+        why="the filter takes 3.6 bytes a record id at 1e-6 (36 MiB for 10 million): the real bound is the memory "
+        "budget that start-up checks; 2^53 keeps the size computations exact",
+    ),
+    Setting(
+        "CHANGES_FP_RATE",
+        "1e-6",
+        "the change set's false-positive rate at capacity (a false positive withholds a record that never changed)",
+        Number(1e-12, 0.01),
+        why="as TF_OPTOUT_FP_RATE: below 1e-12 the look-up slows for no practical gain; above 1 % more than one "
+        "eligible record in 100 is withheld",
+    ),
+    Setting(
+        "ACCOUNT_CORRECTIONS_CAPACITY",
+        "100000",
+        "accounts with corrected facts the change set holds; a correction beyond it keeps its account out",
+        Integer(1, 2**40, "accounts"),
+        why="each takes about 300 bytes (a Python dict entry: 30 MB for the default): corrections are rare; the real "
+        "bound is the memory budget that start-up checks",
+    ),
+    Setting(
+        "CHANGES_SNAPSHOT_PATH",
+        "",
+        "file for the change set snapshot (empty: no snapshots; written with the opt-out one)",
+        WriteFile(),
+    ),
+    Setting(
         "CONSENT_TOPIC",
         "",
         'required when the policy or the shadow policy is opt-in (consent_model = "opt_in"), else unset: '
@@ -237,6 +281,15 @@ SETTINGS: tuple[Setting, ...] = (
         why="the set takes 8 bytes a slot, 1.25 to 2.5 slots a consent (128 MiB for 10 million): the real bound is "
         "the memory budget that start-up checks (the container's memory limit, or the machine's memory); 2^53 "
         "keeps the size computations exact",
+    ),
+    Setting(
+        "CONSENT_WITHDRAWALS_CAPACITY",
+        "100000",
+        "users who withdrew consent the consent history holds (to honour a re-grant from its time on); a "
+        "withdrawal beyond it keeps its user out for good",
+        Integer(1, 2**40, "users"),
+        why="each takes about 250 bytes (two Python dict entries: 25 MB for the default, 250 MB for a million): "
+        "the real bound is the memory budget that start-up checks",
     ),
     Setting(
         "CONSENT_SNAPSHOT_PATH",
@@ -413,6 +466,8 @@ class Settings:
     training_topic: str
     revocations_topic: str
     dlq_topic: str
+    content_changes_topic: str
+    account_changes_topic: str
     hmac_key: bytes = field(repr=False)
     policy: Policy
     processing_guarantee: str
@@ -427,8 +482,13 @@ class Settings:
     optout_max_lag_seconds: float
     optout_snapshot_path: Path | None
     optout_snapshot_interval_seconds: float
+    changes_capacity: int
+    changes_fp_rate: float
+    account_corrections_capacity: int
+    changes_snapshot_path: Path | None
     consent_topic: str | None
     consent_capacity: int
+    consent_withdrawals_capacity: int
     consent_snapshot_path: Path | None
     revocations_start: str
     metrics_host: str
@@ -554,6 +614,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         policy=policy,
         shadow_policy=shadow_policy,
         optout_snapshot_path=snapshots["optout_snapshot_path"],
+        changes_snapshot_path=snapshots["changes_snapshot_path"],
         consent_topic=consent_topic,
         consent_snapshot_path=snapshots["consent_snapshot_path"] if consent_topic else None,
         kafka_common=kafka_settings.scope(passthrough, "common"),
@@ -564,7 +625,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     )
 
 
-_SNAPSHOTS = ("optout_snapshot_path", "consent_snapshot_path")
+_SNAPSHOTS = ("optout_snapshot_path", "changes_snapshot_path", "consent_snapshot_path")
 
 
 def load_registry_settings(env: Mapping[str, str] | None = None) -> RegistrySettings | None:

@@ -98,9 +98,15 @@ ENV_FILES: tuple[EnvFile, ...] = (
                 "On the pod's emptyDir: a restarted container loads the filter instead of re-reading the whole "
                 "opt-out topic.",
             ),
+            given(
+                "TF_CHANGES_SNAPSHOT_PATH",
+                "/var/lib/training-filter/changes.snapshot",
+                "Beside the opt-out snapshot, on the same emptyDir: a restarted container loads the change set "
+                "instead of re-reading both change topics.",
+            ),
             pin(
                 "OPTOUT_CAPACITY",
-                "The pod's memory (448 MiB requested, 640 MiB limit) and snapshot volume are sized for the "
+                "The pod's memory (448 MiB requested, 704 MiB limit) and snapshot volume are sized for the "
                 "filter at this capacity (tests/deploy/test_pod_memory_budget.py).",
             ),
             pin("OPTOUT_FP_RATE", "With TF_OPTOUT_CAPACITY, it sizes the filter (36 MiB) the pod is sized for."),

@@ -1,12 +1,13 @@
 """What an opt-out record does: its user's pseudonym goes into the Bloom filter, for good.
 
 The opt-out mirror (consumer/feeds/mirror.py) reads two topics into the filter: the opt-out topic
-and the service's own revocations topic, keyed by pseudonym, one record per opt-out ever seen (the
-ledger). So an objection is never withdrawn, by any replica: a tombstone on the opt-out topic is
-counted (and alerted on) but applies nothing, and once compaction has removed the opt-out and its
-tombstone, a replica that rebuilds its filter from the topics still finds the user through the
-revocation. An opt-out of an aborted transaction still filters its user: uncommitted data can only
-make the filter stricter. A partition that went back is read again without emptying the filter.
+and the service's own revocations topic, whose permanent retractions (one per opt-out ever seen, and
+one per deleted account: the ledger) it adds too. So an objection is never withdrawn, by any
+replica: a tombstone on the opt-out topic is counted (and alerted on) but applies nothing, and once
+compaction has removed the opt-out and its tombstone, a replica that rebuilds its filter from the
+topics still finds the user through the revocation. An opt-out of an aborted transaction still
+filters its user: uncommitted data can only make the filter stricter. A partition that went back is
+read again without emptying the filter.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from consumer.operations.clients import Clients
 from consumer.operations.metrics import Metrics
 from consumer.optouts.filter import OptOutFilter
 from consumer.wire.codec import REVOCATION, Codec
+from rules import PERMANENT
+
+_PERMANENT = frozenset(str(r) for r in PERMANENT)
 
 _UNEXPECTED_LOGGED_AT_MOST = 10
 
@@ -97,17 +101,32 @@ class OptOutApplier:
         self.members = self.members.emptied()
 
     def _revoked_pseudonym(self, msg: Any) -> tuple[list[bytes], str]:
-        """The pseudonym of a record of the revocations topic (its key, by contract, if the value
-        does not decode)."""
+        """The pseudonym a retraction of the revocations topic keeps out for good: only a permanent one
+        (an opt-out, a deleted account: rules.PERMANENT) of a whole author; the others (a withdrawal a
+        re-grant may end, a corrected account, a record) are the change set's and the consent
+        history's. A version 1 value reads as an opt-out. A value that does not decode goes by its key
+        (`<pseudonym>`, `account/<pseudonym>` or `consent/<pseudonym>`: fail closed)."""
         value = msg.value()
         if value is None:
             return [], "revocation_tombstone_ignored"
         try:
             _, record = self.codec.decode(value, REVOCATION, lookup=False)
+            permanent = (
+                record["reason"] in _PERMANENT
+                and record["scope"] == "AUTHOR"
+                and record["created_before"] is None
+                and not record["lifted"]
+            )
+            if not permanent:
+                return [], "revocation_not_permanent"
             return [record["author_pseudonym"].encode("ascii")], "revocation_applied"
         except Exception:
-            key = msg.key()
-            return ([key], "revocation_used_key") if key else ([], "undecodable_dropped")
+            key = msg.key() or b""
+            for prefix in (b"account/", b"consent/"):
+                key = key.removeprefix(prefix)
+            if len(key) == 64:
+                return [key], "revocation_used_key"
+            return [], "undecodable_dropped"
 
     def _note_unexpected(self, msg: Any) -> None:
         """A decoded opt-out of a shape the contract does not describe: logged (where, never what),

@@ -138,10 +138,11 @@ def write_snapshot(path: Path, header: dict[str, Any], body: bytes) -> None:
 
 @dataclass(frozen=True)
 class LoadedSnapshot:
-    filter: OptOutFilter
+    filter: OptOutFilter  # or the set a feed keeps (a consent set, a change set)
     offsets: Offsets
     topic_ids: dict[str, str | None]
     saved_at: float
+    extra: Any = None  # what else the snapshot held (the consent history)
 
 
 def load_snapshot(path: Path, capacity: int, fp_rate: float, topics: list[str], key_check: str) -> LoadedSnapshot:

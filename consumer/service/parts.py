@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from consumer.changes.retractions import RetractionEmitter
 from consumer.datapath.batch import BatchProcessor
 from consumer.datapath.delivery import Delivery
 from consumer.feeds.background import BackgroundSync
@@ -13,7 +14,6 @@ from consumer.feeds.feeds import Feeds
 from consumer.feeds.snapshots import Snapshots
 from consumer.operations.metrics import Metrics
 from consumer.operations.settings import Settings
-from consumer.optouts.revocations import RevocationEmitter
 from consumer.service.rebalances import Rebalances
 from consumer.service.state import State
 from consumer.wire.codec import Codec
@@ -32,7 +32,7 @@ class Parts:
     producer: Any  # the output producer (training records, dead letters)
     delivery: Delivery  # when an input offset may be committed
     processor: BatchProcessor  # the hot loop
-    revocations: RevocationEmitter
+    revocations: RetractionEmitter
     snapshots: Snapshots
     rebalances: Rebalances  # the input consumer's rebalance callbacks
 

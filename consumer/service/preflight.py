@@ -28,11 +28,11 @@ from typing import Any, NamedTuple
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
+from consumer.changes.retractions import REVOCATION_QUEUE_KBYTES
 from consumer.datapath.output_limits import HEADROOM, OutputLimits
 from consumer.operations import kafka_settings
 from consumer.operations.memory import MemoryBudget, memory_limit
 from consumer.operations.settings import ConfigError, Settings, load_settings
-from consumer.optouts.revocations import REVOCATION_QUEUE_KBYTES
 from consumer.service.client_configs import (
     OWN_PROPERTIES,
     input_consumer_config,

@@ -212,6 +212,9 @@ class Harness:
         self.revocations_topic = self.topic("revocations", 1, {"cleanup.policy": "compact"})
         self._build_optouts(opted)
         self.empty_topic = self.topic("bench-ai", 1)
+        # Empty change topics every run shares: the change mirror gates input as in production.
+        compact = {"cleanup.policy": "compact"}
+        self.changes_topics = (self.topic("content-changes", 1, compact), self.topic("account-changes", 1, compact))
 
     def _generate_input(self) -> StreamGenerator:
         log(f"generating {self.args.records} posts")

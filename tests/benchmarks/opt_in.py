@@ -19,6 +19,7 @@ from typing import Any
 
 from consumer.consents import snapshot as consent_snapshot
 from consumer.consents.fingerprints import ConsentSet
+from consumer.consents.history import ConsentHistory
 from consumer.datapath.pseudonym import Pseudonymiser
 from consumer.optouts.filter import write_snapshot
 from consumer.wire.codec import CONSENT, Codec
@@ -28,6 +29,7 @@ from tests.benchmarks.service import alternating_runs
 
 OPT_IN_POLICY = "deploy/kubernetes/components/opt-in-consent/opt-in-policy.toml"
 CAPACITY = 10_000_000
+WITHDRAWALS_CAPACITY = 100_000  # TF_CONSENT_WITHDRAWALS_CAPACITY's default: the snapshot must match it
 
 
 def run(h: Harness, repetitions: int) -> dict[str, Any]:
@@ -67,8 +69,9 @@ def opt_in_env(h: Harness, entries: int) -> dict[str, str]:
         consents.bulk_insert(random_words(n), random_words(n))
     snapshot = h.work / "consents.snapshot"
     key_check = Pseudonymiser(h.key.hex().encode()).key_check()
-    header = consent_snapshot.header(consents, {(topic, 0): len(granted)}, {topic: None}, key_check)
-    write_snapshot(snapshot, header, consent_snapshot.body(consents))
+    history = ConsentHistory(WITHDRAWALS_CAPACITY)
+    header = consent_snapshot.header(consents, history, {(topic, 0): len(granted)}, {topic: None}, key_check)
+    write_snapshot(snapshot, header, consent_snapshot.body(consents, history))
     return {
         "TF_POLICY_FILE": str(policy),
         "TF_CONSENT_TOPIC": topic,

@@ -48,7 +48,7 @@ def proxied_broker() -> LocalKafka:
 
 def _topics(bootstrap: str, optout_partitions: int) -> Topics:
     tag = uuid.uuid4().hex[:10]
-    names = ("posts", "ai", "optouts", "training", "revocations", "dlq")
+    names = ("posts", "ai", "optouts", "training", "revocations", "dlq", "content-changes", "account-changes")
     topics = Topics(*(f"{name}-{tag}" for name in names))
     specs = [
         dataclasses.replace(s, partitions=optout_partitions) if s.name == topics.optouts else s

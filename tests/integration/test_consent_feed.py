@@ -17,6 +17,7 @@ from confluent_kafka.admin import AdminClient
 from consumer.consents import snapshot as consent_snapshot
 from consumer.consents.applier import consent_mirror
 from consumer.consents.fingerprints import ConsentSet
+from consumer.consents.history import ConsentHistory
 from consumer.datapath.pseudonym import Pseudonymiser
 from consumer.devtools.topics import TopicSpec, ensure_topics
 from consumer.feeds.mirror import TopicMirror
@@ -38,6 +39,7 @@ def make_consent_feed(kafka: Any, topic: str, keep_out: Any = None) -> TopicMirr
         {"bootstrap.servers": kafka.bootstrap, "group.id": "unused", "log_level": 3},
         topic,
         ConsentSet(10_000),
+        ConsentHistory(10_000),
         CODEC,
         PSEUDONYMISER,
         Metrics(),
@@ -102,8 +104,11 @@ def write(kafka: Any, topic: str, records: list[tuple[int, str, bool]]) -> None:
 def save(feed: TopicMirror[Any], path: Path) -> None:
     """What the service's Snapshots.write saves of the consent feed (consumer/service/upkeep.py)."""
     with feed.lock:
-        header = consent_snapshot.header(feed.members, dict(feed.positions), feed.topic_ids, PSEUDONYMISER.key_check())
-        body = consent_snapshot.body(feed.members)
+        history = feed.applier.history
+        header = consent_snapshot.header(
+            feed.members, history, dict(feed.positions), feed.topic_ids, PSEUDONYMISER.key_check()
+        )
+        body = consent_snapshot.body(feed.members, history)
     write_snapshot(path, header, body)
 
 
@@ -128,12 +133,13 @@ def test_a_snapshot_after_a_recreation_still_tells_the_next_recreation_apart(kaf
     saved_ids = dict(feed.topic_ids)
 
     recreate(kafka, consent_topic, [(p, f"third-{p}-{i}", True) for p in (0, 1) for i in range(3)])
-    loaded = consent_snapshot.load(path, 10_000, [consent_topic], PSEUDONYMISER.key_check())
+    loaded = consent_snapshot.load(path, 10_000, 10_000, [consent_topic], PSEUDONYMISER.key_check())
     restarted = consent_mirror(
         KafkaClients(),
         {"bootstrap.servers": kafka.bootstrap, "group.id": "unused", "log_level": 3},
         consent_topic,
         loaded.filter,  # type: ignore[arg-type]
+        loaded.extra,
         CODEC,
         PSEUDONYMISER,
         Metrics(),

@@ -18,6 +18,7 @@ import pytest
 from consumer.commands.check import run_check
 from consumer.consents import fingerprints as compiled_or_not
 from consumer.consents import snapshot
+from consumer.consents.history import ConsentHistory
 from consumer.datapath.pseudonym import Pseudonymiser
 from consumer.feeds.feeds import Feeds
 from consumer.feeds.records import parse_consent
@@ -219,32 +220,41 @@ def test_snapshot_round_trip_and_what_makes_one_unusable(tmp_path):
         s.add(pseudonym(i))
     for i in range(0, 300, 3):
         s.remove(pseudonym(i))
+    history = ConsentHistory(50)
+    history.withdraw(pseudonym(0), 1_000)
+    history.withdraw(pseudonym(1), 2_000)
+    assert history.grant(pseudonym(1), 3_000)
     path = tmp_path / "consents.snapshot"
     write_snapshot(
         path,
-        snapshot.header(s, {("consents", 0): 301, ("consents", 1): 7}, {"consents": "id"}, KEY_CHECK),
-        snapshot.body(s),
+        snapshot.header(s, history, {("consents", 0): 301, ("consents", 1): 7}, {"consents": "id"}, KEY_CHECK),
+        snapshot.body(s, history),
     )
-    loaded = snapshot.load(path, 1000, ["consents"], KEY_CHECK)
+    loaded = snapshot.load(path, 1000, 50, ["consents"], KEY_CHECK)
     got = loaded.filter
     assert got.entries == 200 and loaded.offsets == {("consents", 0): 301, ("consents", 1): 7}
     assert [pseudonym(i) in got for i in range(300)] == [i % 3 != 0 for i in range(300)]
+    # The history comes back as it was: who withdrew when, and since when a re-grant counts.
+    assert loaded.extra.withdrawn == {pseudonym(0): 1_000, pseudonym(1): 2_000}
+    assert loaded.extra.since == {pseudonym(1): 3_000}
+    with pytest.raises(SnapshotError, match="history_capacity"):
+        snapshot.load(path, 1000, 60, ["consents"], KEY_CHECK)
     with pytest.raises(SnapshotError, match="capacity"):
-        snapshot.load(path, 2000, ["consents"], KEY_CHECK)
+        snapshot.load(path, 2000, 50, ["consents"], KEY_CHECK)
     with pytest.raises(SnapshotError, match="pseudonymisation key"):
-        snapshot.load(path, 1000, ["consents"], "other")
+        snapshot.load(path, 1000, 50, ["consents"], "other")
     with pytest.raises(SnapshotError, match="topics"):
-        snapshot.load(path, 1000, ["other"], KEY_CHECK)
+        snapshot.load(path, 1000, 50, ["other"], KEY_CHECK)
     data = bytearray(path.read_bytes())
     data[-1] ^= 1
     path.write_bytes(bytes(data))
     with pytest.raises(SnapshotError, match="digest"):
-        snapshot.load(path, 1000, ["consents"], KEY_CHECK)
+        snapshot.load(path, 1000, 50, ["consents"], KEY_CHECK)
     path.write_bytes(bytes(data[:-8]))
     with pytest.raises(SnapshotError, match="truncated"):
-        snapshot.load(path, 1000, ["consents"], KEY_CHECK)
+        snapshot.load(path, 1000, 50, ["consents"], KEY_CHECK)
     with pytest.raises(SnapshotError, match="no snapshot"):
-        snapshot.load(tmp_path / "absent", 1000, ["consents"], KEY_CHECK)
+        snapshot.load(tmp_path / "absent", 1000, 50, ["consents"], KEY_CHECK)
 
 
 # -- consent records -------------------------------------------------------------------------------

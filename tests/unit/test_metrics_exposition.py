@@ -66,7 +66,7 @@ def running() -> Metrics:
     m.consent_bytes.set(134_217_728)
     m.consent_false_admission.set(1e-12)
     m.consent_records.labels("granted").inc(10)
-    m.revocations.inc(4)
+    m.revocations.labels("opted_out").inc(4)
     m.snapshots.labels("save", "ok").inc()
     m.snapshot_seconds.labels("save").set(0.5)
     m.last_processed.set(1_700_000_000)

@@ -48,10 +48,11 @@ def settings_table() -> str:
 
 def _exposed_metrics() -> tuple[Metrics, Metrics]:
     """A registry as a fresh process has it, and one with every family given a series, as the running
-    service gives them: the build info, a partition's lag, both feeds' lag, the shadow's counts."""
+    service gives them: the build info, a partition's lag, every feed's lag, the shadow's counts."""
     fresh, running = Metrics(), Metrics()
     running.feed_lag(lambda: 0.0)
     running.feed_lag(lambda: 0.0, "consent", {"gates_input": "true"})
+    running.feed_lag(lambda: 0.0, "change")
     running.info.labels("0.1.0", "policy", "at-least-once", "compiled").set(1)
     running.set_consumer_lag({("posts.v1", 0): 0})
     running.shadow_sink("candidate")

@@ -1,0 +1,183 @@
+"""The hot loop's own cost per record: `BatchProcessor.process` over a generated stream, no broker.
+
+A measuring script, not a test. The producer is a stub that acknowledges at once, so what is timed is
+decoding, deciding, building and the producer call, per input record (malformed records excluded).
+
+- Time (default): the median of `--repeat` passes in µs a record, with the minimum and maximum.
+- `--instructions`: instructions a record under valgrind's callgrind, the difference of a run with
+  two passes and one with one pass (start-up cancels out). Deterministic and much less dependent on
+  the machine than time: the figure to compare two versions by.
+- `--against DIR`: the same measurement of another checkout of this repository (e.g. a `git worktree`
+  of an older commit), interleaved with this one, and the ratio.
+
+    .venv/bin/python -m tests.benchmarks.hot_loop [--records 100000] [--repeat 7] [--instructions] [--against DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class _Msg:
+    __slots__ = ("_k", "_o", "_p", "_t", "_v")
+
+    def __init__(self, topic: str, partition: int, offset: int, value: bytes, key: bytes) -> None:
+        self._t, self._p, self._o, self._v, self._k = topic, partition, offset, value, key
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return self._t
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+    def value(self) -> bytes:
+        return self._v
+
+    def key(self) -> bytes:
+        return self._k
+
+    def headers(self) -> None:
+        return None
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 0)
+
+
+class _Producer:
+    def produce(self, topic: str, value: Any = None, key: Any = None, partition: int = -1, on_delivery: Any = None):
+        on_delivery(None, None)
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+
+def write_stream(path: Path, records: int) -> None:
+    """The stream every checkout measures: generated once, here, so that all decide the same records."""
+    from consumer.devtools.generator import StreamGenerator
+
+    gen = StreamGenerator(seed=3, users_per_pool=2000)
+    stream = [(g.topic, g.value, g.key) for g in gen.stream(records) if g.expected != "malformed"]
+    path.write_bytes(pickle.dumps({"stream": stream, "optouts": [key for key, _ in gen.optouts()]}))
+
+
+def passes(path: Path, repeat: int) -> list[float]:
+    """µs a record of each of `repeat` passes over the stream in `path` (run in this checkout's code)."""
+    from consumer.datapath.batch import BatchProcessor
+    from consumer.datapath.offsets import PendingBatch
+    from consumer.datapath.pseudonym import Pseudonymiser
+    from consumer.optouts.filter import OptOutFilter
+    from consumer.wire.codec import Codec
+    from rules import Decider, load_policy
+
+    data = pickle.loads(path.read_bytes())
+    msgs = sorted(
+        (_Msg(topic, i % 6, i, value, key) for i, (topic, value, key) in enumerate(data["stream"])),
+        key=lambda m: (m._p, m._o),
+    )
+    optouts = OptOutFilter(1_000_000, 1e-6)
+    pseudonymiser = Pseudonymiser(b"k" * 32)
+    for key in data["optouts"]:
+        optouts.add(pseudonymiser.pseudonym(key))
+    processor = BatchProcessor(
+        decider=Decider(load_policy()),
+        codec=Codec(),
+        pseudonymiser=pseudonymiser,
+        opted_out=lambda user: bool(optouts.contains(pseudonymiser.pseudonym(user))),
+        producer=_Producer(),
+        training_topic="training",
+        dlq_topic="dlq",
+        posts_topic="posts.v1",
+        ai_interactions_topic="ai-interactions.v1",
+        on_backpressure=lambda: None,
+    )
+    out = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        for i in range(0, len(msgs), 2000):
+            processor.process(msgs[i : i + 2000], PendingBatch(), {})
+        out.append((time.perf_counter() - started) / len(msgs) * 1e6)
+    return out
+
+
+def _child(repo: Path, args: list[str], valgrind: bool = False) -> str:
+    # This file, run with the other checkout's code first on the path (it need not have this script).
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", *args]
+    if valgrind:
+        command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command]
+    env = {**os.environ, "PYTHONPATH": str(repo), "PYTHONSAFEPATH": "1"}
+    done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=3600, check=True)
+    return done.stdout + done.stderr
+
+
+def instructions(repo: Path, stream: Path) -> float:
+    """Instructions a record: (a run of two passes) minus (a run of one), divided by the records."""
+    counts = []
+    for repeat in (2, 1):
+        out = _child(repo, ["--stream", str(stream), "--repeat", str(repeat)], valgrind=True)
+        counts.append(int(re.search(r"Collected : (\d+)", out).group(1)))  # type: ignore[union-attr]
+        done = int(re.search(r"records=(\d+)", out).group(1))  # type: ignore[union-attr]
+    return (counts[0] - counts[1]) / done
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--instructions", action="store_true", help="count instructions under callgrind")
+    parser.add_argument("--against", type=Path, help="another checkout to measure in the same run")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--stream", type=Path, help=argparse.SUPPRESS)
+    a = parser.parse_args()
+    if a.child:
+        runs = passes(a.stream, a.repeat)
+        count = len(pickle.loads(a.stream.read_bytes())["stream"])
+        print(f"records={count} " + " ".join(f"{r:.4f}" for r in runs))
+        return
+    repos = [ROOT] + ([a.against.resolve()] if a.against else [])
+    with tempfile.TemporaryDirectory() as folder:
+        stream = Path(folder) / "stream.pickle"
+        write_stream(stream, min(a.records, 20_000) if a.instructions else a.records)
+        per = measure(repos, stream, a.instructions, a.repeat)
+    if a.against:
+        print(f"ratio (this / against): {per[ROOT] / per[a.against.resolve()]:.3f}")
+
+
+def measure(repos: list[Path], stream: Path, count_instructions: bool, repeat: int) -> dict[Path, float]:
+    """Each checkout's figure (printed): instructions a record, or the median µs a record."""
+    if count_instructions:
+        per = {repo: instructions(repo, stream) for repo in repos}
+        for repo, value in per.items():
+            print(f"{repo}: {value:,.0f} instructions a record")
+        return per
+    times: dict[Path, list[float]] = {repo: [] for repo in repos}
+    for _ in range(repeat):  # interleaved: both see the same load
+        for repo in repos:
+            times[repo].append(float(_child(repo, ["--stream", str(stream), "--repeat", "1"]).split()[-1]))
+    for repo, runs in times.items():
+        print(
+            f"{repo}: median {statistics.median(runs):.3f} µs a record "
+            f"(min {min(runs):.3f}, max {max(runs):.3f}, {len(runs)} runs)"
+        )
+    return {repo: statistics.median(runs) for repo, runs in times.items()}
+
+
+if __name__ == "__main__":
+    main()
