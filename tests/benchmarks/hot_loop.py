@@ -9,8 +9,12 @@ decoding, deciding, building and the producer call, per input record (malformed 
   the machine than time: the figure to compare two versions by.
 - `--against DIR`: the same measurement of another checkout of this repository (e.g. a `git worktree`
   of an older commit), interleaved with this one, and the ratio.
+- `--changes`: this checkout with and without a change set (issue 22: the goal is under 5 % more per
+  record), interleaved, and the ratio. The set holds `--stopped` record ids and `--corrected` accounts
+  that the stream does not contain, as in production, where almost every record passes the check.
 
-    .venv/bin/python -m tests.benchmarks.hot_loop [--records 100000] [--repeat 7] [--instructions] [--against DIR]
+    .venv/bin/python -m tests.benchmarks.hot_loop [--records 100000] [--repeat 7] [--instructions]
+        [--against DIR | --changes [--stopped 1000000] [--corrected 100000]]
 """
 
 from __future__ import annotations
@@ -78,8 +82,24 @@ def write_stream(path: Path, records: int) -> None:
     path.write_bytes(pickle.dumps({"stream": stream, "optouts": [key for key, _ in gen.optouts()]}))
 
 
-def passes(path: Path, repeat: int) -> list[float]:
-    """µs a record of each of `repeat` passes over the stream in `path` (run in this checkout's code)."""
+def change_guard(stopped: int, corrected: int) -> Any:
+    """A change set of `stopped` record ids and `corrected` accounts none of the stream's records has."""
+    from consumer.changes.changeset import ChangeSet
+    from consumer.changes.guard import ChangeGuard
+    from rules import AccountFacts
+
+    changes = ChangeSet(max(stopped, 1), 1e-6, max(corrected, 1))
+    for i in range(stopped):
+        changes.stop(f"gone-{i:012d}")
+    facts = AccountFacts(deleted=False, birth_day=0, country="DE")
+    for i in range(corrected):
+        changes.correct(f"{i:064x}".encode(), facts)
+    return ChangeGuard(changes)
+
+
+def passes(path: Path, repeat: int, changes: tuple[int, int] | None = None) -> list[float]:
+    """µs a record of each of `repeat` passes over the stream in `path` (run in this checkout's code);
+    `changes`: (stopped, corrected) for a change set, None for none."""
     from consumer.datapath.batch import BatchProcessor
     from consumer.datapath.offsets import PendingBatch
     from consumer.datapath.pseudonym import Pseudonymiser
@@ -107,6 +127,7 @@ def passes(path: Path, repeat: int) -> list[float]:
         posts_topic="posts.v1",
         ai_interactions_topic="ai-interactions.v1",
         on_backpressure=lambda: None,
+        **({"changes": change_guard(*changes)} if changes is not None else {}),
     )
     out = []
     for _ in range(repeat):
@@ -118,6 +139,7 @@ def passes(path: Path, repeat: int) -> list[float]:
 
 
 def _child(repo: Path, args: list[str], valgrind: bool = False) -> str:
+    """The figures of one child process: `repo`'s code over the stream (see `--child`)."""
     # This file, run with the other checkout's code first on the path (it need not have this script).
     command = [sys.executable, str(Path(__file__).resolve()), "--child", *args]
     if valgrind:
@@ -127,11 +149,11 @@ def _child(repo: Path, args: list[str], valgrind: bool = False) -> str:
     return done.stdout + done.stderr
 
 
-def instructions(repo: Path, stream: Path) -> float:
+def instructions(repo: Path, stream: Path, extra: tuple[str, ...] = ()) -> float:
     """Instructions a record: (a run of two passes) minus (a run of one), divided by the records."""
     counts = []
     for repeat in (2, 1):
-        out = _child(repo, ["--stream", str(stream), "--repeat", str(repeat)], valgrind=True)
+        out = _child(repo, ["--stream", str(stream), "--repeat", str(repeat), *extra], valgrind=True)
         counts.append(int(re.search(r"Collected : (\d+)", out).group(1)))  # type: ignore[union-attr]
         done = int(re.search(r"records=(\d+)", out).group(1))  # type: ignore[union-attr]
     return (counts[0] - counts[1]) / done
@@ -143,40 +165,54 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--instructions", action="store_true", help="count instructions under callgrind")
     parser.add_argument("--against", type=Path, help="another checkout to measure in the same run")
+    parser.add_argument("--changes", action="store_true", help="with and without a change set, and the ratio")
+    parser.add_argument("--stopped", type=int, default=1_000_000, help="record ids in the change set")
+    parser.add_argument("--corrected", type=int, default=100_000, help="corrected accounts in the change set")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--stream", type=Path, help=argparse.SUPPRESS)
     a = parser.parse_args()
     if a.child:
-        runs = passes(a.stream, a.repeat)
+        runs = passes(a.stream, a.repeat, (a.stopped, a.corrected) if a.changes else None)
         count = len(pickle.loads(a.stream.read_bytes())["stream"])
         print(f"records={count} " + " ".join(f"{r:.4f}" for r in runs))
         return
-    repos = [ROOT] + ([a.against.resolve()] if a.against else [])
+    # Each variant: a label, the checkout, and the child's extra arguments.
+    variants = [("this", ROOT, ())]
+    if a.against:
+        variants.append(("against", a.against.resolve(), ()))
+    if a.changes:
+        variants = [("without", ROOT, ()), ("with", ROOT, ("--changes", "--stopped", str(a.stopped)))]
+        variants[1] = (variants[1][0], ROOT, (*variants[1][2], "--corrected", str(a.corrected)))
     with tempfile.TemporaryDirectory() as folder:
         stream = Path(folder) / "stream.pickle"
         write_stream(stream, min(a.records, 20_000) if a.instructions else a.records)
-        per = measure(repos, stream, a.instructions, a.repeat)
+        per = measure(variants, stream, a.instructions, a.repeat)
     if a.against:
-        print(f"ratio (this / against): {per[ROOT] / per[a.against.resolve()]:.3f}")
+        print(f"ratio (this / against): {per['this'] / per['against']:.3f}")
+    if a.changes:
+        print(f"ratio (with a change set / without): {per['with'] / per['without']:.3f}")
 
 
-def measure(repos: list[Path], stream: Path, count_instructions: bool, repeat: int) -> dict[Path, float]:
-    """Each checkout's figure (printed): instructions a record, or the median µs a record."""
+def measure(
+    variants: list[tuple[str, Path, tuple[str, ...]]], stream: Path, count_instructions: bool, repeat: int
+) -> dict[str, float]:
+    """Each variant's figure (printed): instructions a record, or the median µs a record."""
     if count_instructions:
-        per = {repo: instructions(repo, stream) for repo in repos}
-        for repo, value in per.items():
-            print(f"{repo}: {value:,.0f} instructions a record")
+        per = {label: instructions(repo, stream, extra) for label, repo, extra in variants}
+        for (label, repo, _), value in zip(variants, per.values(), strict=True):
+            print(f"{label} ({repo}): {value:,.0f} instructions a record")
         return per
-    times: dict[Path, list[float]] = {repo: [] for repo in repos}
-    for _ in range(repeat):  # interleaved: both see the same load
-        for repo in repos:
-            times[repo].append(float(_child(repo, ["--stream", str(stream), "--repeat", "1"]).split()[-1]))
-    for repo, runs in times.items():
+    times: dict[str, list[float]] = {label: [] for label, _, _ in variants}
+    for _ in range(repeat):  # interleaved: every variant sees the same load
+        for label, repo, extra in variants:
+            out = _child(repo, ["--stream", str(stream), "--repeat", "1", *extra])
+            times[label].append(float(out.split()[-1]))
+    for (label, repo, _), runs in zip(variants, times.values(), strict=True):
         print(
-            f"{repo}: median {statistics.median(runs):.3f} µs a record "
+            f"{label} ({repo}): median {statistics.median(runs):.3f} µs a record "
             f"(min {min(runs):.3f}, max {max(runs):.3f}, {len(runs)} runs)"
         )
-    return {repo: statistics.median(runs) for repo, runs in times.items()}
+    return {label: statistics.median(runs) for label, runs in times.items()}
 
 
 if __name__ == "__main__":
