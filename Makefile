@@ -83,8 +83,12 @@ tools: $(addprefix $(TOOLS_BIN)/,$(GO_TOOLS)) $(NPM_STAMP)  ## build the deploy-
 demo: $(BUILT)  ## run the whole pipeline on a local Kafka with a generated stream
 	$(PYTHON) -m consumer.cli demo
 
+# Two workers (pytest-xdist), each test file on one: most tests wait on the broker, not the CPU.
+# TEST_WORKERS=0 runs them in this process, one after the other.
+TEST_WORKERS ?= 2
+
 test: $(BUILT) tools  ## all tests but the image's and the Spark/Flink/Java recipes': unit, integration against the real Kafka and schema registry, faults, deploy
-	$(PYTHON) -m pytest -q tests --ignore=tests/image --ignore=tests/recipes
+	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests --ignore=tests/image --ignore=tests/recipes
 
 unit: $(BUILT) tools  ## the in-process suite (no broker): pytest -m "not integration", with its coverage floors
 	$(PYTHON) -m pytest -q -m "not integration" tests --cov=consumer/service --cov=consumer/datapath \

@@ -19,13 +19,14 @@ from typing import Any
 
 import orjson
 from confluent_kafka import Producer
+from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.datapath.pseudonym import Pseudonymiser
 from consumer.wire import fastpath
 from consumer.wire.codec import POST, Codec
 from rules import Decider, Reason, Source, load_policy
 from tests.benchmarks.harness import HARNESS_CPU, NO_LIMIT, PIPELINE_CPU, Harness, log, summarise
-from tests.benchmarks.propagation import OptOutOffer, propagation_quantiles
+from tests.benchmarks.propagation import ChangeOffer, OptOutOffer, propagation_quantiles, retraction_latency
 from tests.benchmarks.service import scrape_text, start_service
 
 
@@ -52,16 +53,22 @@ def latency(h: Harness, kind: str, rate: float, eligible: list[bool]) -> dict[st
     process, port, sink = _start_pipeline(h, kind, source, total)
     arrivals_file = h.work / f"arrivals-{kind}.json"
     reader = _start_reader(h, sink, outputs_expected, seconds, arrivals_file)
-    optouts = None
+    optouts = changes = None
     if kind == "training-filter":
         optouts = OptOutOffer(h.bootstrap, h.optouts_topic, per_second=20)
+        changes = ChangeOffer(h.bootstrap, h.changes_topics[0], per_second=20)
         optouts.start()
+        changes.start()
     sent = offer(h.bootstrap, source, values, rate)
-    propagation = None
-    if optouts is not None:
+    propagation = retracted = memory = None
+    if optouts is not None and changes is not None:
         optouts.stop()
+        changes.stop()
         time.sleep(1)  # the last opt-outs are applied within the feed's idle sync
-        propagation = propagation_quantiles(scrape_text(port), optouts.sent)
+        text = scrape_text(port)
+        propagation = propagation_quantiles(text, optouts.sent)
+        memory = change_set_memory(text)
+        retracted = retraction_latency(h.bootstrap, h.revocations_topic, changes.ids)
     reader.wait(seconds + 120)
     if kind == "training-filter":
         process.send_signal(signal.SIGTERM)
@@ -73,7 +80,22 @@ def latency(h: Harness, kind: str, rate: float, eligible: list[bool]) -> dict[st
     result["offered_records_per_second"] = rate
     if propagation is not None:
         result["optout_propagation"] = propagation
+    if retracted is not None:
+        result["change_to_retraction"] = retracted
+        result["change_set"] = memory
     return result
+
+
+def change_set_memory(metrics_text: str) -> dict[str, float]:
+    """The change set's bytes and capacities as the service reports them (its gauges)."""
+    wanted = {"training_filter_change_set_bytes", "training_filter_change_set_capacity"}
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name in wanted:
+                label = sample.labels.get("set")
+                out[sample.name.removeprefix("training_filter_") + (f"_{label}" if label else "")] = sample.value
+    return out
 
 
 def _start_pipeline(h: Harness, kind: str, source: str, total: int) -> tuple[subprocess.Popen[Any], int, str]:

@@ -18,6 +18,7 @@ from consumer.devtools.local_kafka import LocalKafka
 from consumer.devtools.local_registry import LocalRegistry
 from tests.faults import (
     alert_scenarios,
+    change_scenarios,
     optout_scenarios,
     output_scenarios,
     registry_scenarios,
@@ -64,6 +65,11 @@ def run_all(broker: LocalKafka, workdir: Path, size: dict[str, int], registry_ur
         lambda: registry_scenarios.nameless_schema(broker, workdir, registry_url, records // 2),
         lambda: registry_scenarios.one_id_refused(broker, workdir, registry_url, records // 2),
         lambda: registry_scenarios.id_registered_late(broker, workdir, registry_url, records // 2),
+        lambda: change_scenarios.kill_nine_in_a_retraction_burst(broker, workdir, records, kills, "at-least-once"),
+        lambda: change_scenarios.kill_nine_in_a_retraction_burst(broker, workdir, records, kills, "exactly-once"),
+        lambda: change_scenarios.rebalance_with_changes(broker, workdir, records, "at-least-once"),
+        lambda: change_scenarios.rebalance_with_changes(broker, workdir, records, "exactly-once"),
+        lambda: change_scenarios.change_feed_outage(broker, workdir, records),
         lambda: _alerts(broker, workdir, records),
     ]
     rows = []

@@ -6,6 +6,7 @@ import pytest
 
 from tests.faults import (
     alert_scenarios,
+    change_scenarios,
     optout_scenarios,
     output_scenarios,
     registry_scenarios,
@@ -99,3 +100,19 @@ def test_each_alert_fires_under_its_fault_on_a_real_prometheus(broker, tmp_path)
 )
 def test_registry_answers_never_stop_stall_or_lose(broker, registry, tmp_path, scenario):
     check(scenario(broker, tmp_path, registry.url, SHORT["records"] // 2))
+
+
+# -- issue 22: a reader's table against the truth ----------------------------------------------------
+
+
+@pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
+def test_kill_nine_in_a_retraction_burst_leaves_the_reader_the_truth(broker, tmp_path, guarantee):
+    check(change_scenarios.kill_nine_in_a_retraction_burst(broker, tmp_path, SHORT["records"] // 2, 3, guarantee))
+
+
+def test_a_rebalance_while_changes_arrive_leaves_the_reader_the_truth(broker, tmp_path):
+    check(change_scenarios.rebalance_with_changes(broker, tmp_path, SHORT["records"] // 2, "exactly-once"))
+
+
+def test_a_change_feed_outage_pauses_input_and_loses_no_change(broker, tmp_path):
+    check(change_scenarios.change_feed_outage(broker, tmp_path, SHORT["records"] // 2))

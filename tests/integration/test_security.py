@@ -70,8 +70,9 @@ def test_no_user_id_birth_date_text_or_key_in_any_log_line_or_metric(kafka, topi
 
 
 def _allowed_label_values(topics: Topics) -> set[str]:
+    from consumer.operations.metric_table import CHANGE_RESULTS
     from consumer.operations.metrics import CONSENT_RESULTS, DLQ_CAUSES, OPTOUT_RESULTS, OUTPUTS
-    from rules import REASONS, Source, load_policy
+    from rules import REASONS, Retraction, Source, load_policy
 
     return (
         {str(r) for r in REASONS}
@@ -80,6 +81,9 @@ def _allowed_label_values(topics: Topics) -> set[str]:
         | set(DLQ_CAUSES)
         | set(OPTOUT_RESULTS)
         | set(CONSENT_RESULTS)
+        | set(CHANGE_RESULTS)
+        | {str(r) for r in Retraction}
+        | {"records", "accounts"}
         | {
             "assign",
             "revoke",

@@ -159,7 +159,8 @@ def test_a_snapshot_restart_keeps_consents_and_withdrawals(kafka, topics, new_se
     second = new_service(**env).start()
     second.wait_ready()
     loaded = [line for line in second.log_lines() if line.get("event") == "consent_snapshot_loaded"]
-    assert loaded and loaded[0]["entries"] == 1 and loaded[0]["partitions"] == 2
+    # Three partitions: the consent topic's two and the revocations topic's one (its consent/ retractions).
+    assert loaded and loaded[0]["entries"] == 1 and loaded[0]["partitions"] == 3
     produce(kafka.bootstrap, [(topics.posts, u.encode(), post(f"{u}-post", u)) for u in ("u1", "u2", "u3")])
     second.wait_processed(3)
     second.wait_settled()
