@@ -61,11 +61,12 @@ def _check(args: argparse.Namespace) -> int:
         except PolicyError as exc:
             print(f"training-filter check: --compare: {exc}", file=sys.stderr)
             return 2
-    if args.optouts is not None and not args.optouts.is_file():
-        print(f"training-filter check: --optouts {args.optouts}: no such file", file=sys.stderr)
+    problem = _check_files(args)
+    if problem is not None:
+        print(f"training-filter check: {problem}", file=sys.stderr)
         return 2
-    if args.consents is not None and not args.consents.is_file():
-        print(f"training-filter check: --consents {args.consents}: no such file", file=sys.stderr)
+    ok, args.hmac_key = _hmac_key(args)
+    if not ok:
         return 2
     from consumer.commands.jsonl import JsonRecordError, epoch_ms
 
@@ -79,6 +80,44 @@ def _check(args: argparse.Namespace) -> int:
         return 2
     args.latest_ms = now_ms + int(args.clock_skew_seconds * 1000)
     return main_check(args)
+
+
+_RECORD_OPTIONS = ("optouts", "consents", "compare", "content_changes", "account_changes")
+
+
+def _check_files(args: argparse.Namespace) -> str | None:
+    """What is wrong with check's file options, or None."""
+    changes = args.source in ("content_change", "account_change")
+    for name in _RECORD_OPTIONS:
+        path = getattr(args, name)
+        option = "--" + name.replace("_", "-")
+        if path is not None and changes:
+            return f"{option} applies to --source post or ai_interaction, not to change events"
+        if path is not None and name != "compare" and not path.is_file():
+            return f"{option} {path}: no such file"
+    if args.hmac_key_file is not None and not changes:
+        return "--hmac-key-file applies to --source content_change or account_change"
+    return None
+
+
+def _hmac_key(args: argparse.Namespace) -> tuple[bool, bytes | None]:
+    """(ok, the pseudonymisation key or None): --hmac-key-file, else TF_HMAC_KEY_FILE or TF_HMAC_KEY as
+    the service reads them. Only change events need it; a key that is set but wrong is exit status 2."""
+    from consumer.operations.settings_sources import hmac_key
+
+    if args.source not in ("content_change", "account_change"):
+        return True, None
+    option = args.hmac_key_file
+    path = str(option) if option is not None else os.environ.get("TF_HMAC_KEY_FILE", "")
+    inline = "" if option is not None else os.environ.get("TF_HMAC_KEY", "")
+    if not path and not inline:
+        return True, None
+    problems: list[str] = []
+    key = hmac_key(path, inline, problems)
+    for problem in problems:
+        where = problem.replace("TF_HMAC_KEY_FILE=", "--hmac-key-file ") if option is not None else problem
+        print(f"training-filter check: {where}", file=sys.stderr)
+    return not problems, key if not problems else None
 
 
 def _bootstrap(args: argparse.Namespace) -> str | None:
@@ -160,10 +199,36 @@ def _add_check(sub: Any) -> None:
         help="decide JSON Lines records from standard input with the policy (a debugger for reviewers)",
         description="Reads JSON Lines on standard input, one record a line with the Avro field names "
         "(dates YYYY-MM-DD; timestamps ISO-8601 with an offset or epoch milliseconds), and prints one "
-        'JSON object {"id": ..., "decision": ...} per line, in order. Exits 0 after all input.',
+        'JSON object {"id": ..., "decision": ...} per line, in order. Exits 0 after all input. With '
+        "--source content_change or account_change the lines are change events, and each prints the "
+        'retraction the service writes for it, {"key": ..., "value": ...} (exit status 1 if a line is not '
+        "a valid change).",
     )
     check.add_argument(
-        "--source", required=True, choices=["post", "ai_interaction"], help="which record type the lines hold"
+        "--source",
+        required=True,
+        choices=["post", "ai_interaction", "content_change", "account_change"],
+        help="which record type the lines hold",
+    )
+    check.add_argument(
+        "--content-changes",
+        type=Path,
+        metavar="FILE",
+        help="JSON Lines of ContentChange (as produce takes them): the records they name are content_changed",
+    )
+    check.add_argument(
+        "--account-changes",
+        type=Path,
+        metavar="FILE",
+        help="JSON Lines of AccountChange (the last line of a user wins, a deletion is final): records are "
+        "decided with the accounts' facts, as the service decides them",
+    )
+    check.add_argument(
+        "--hmac-key-file",
+        type=Path,
+        metavar="FILE",
+        help="change events: the pseudonymisation key, to print exact retraction keys and pseudonyms "
+        "(default: TF_HMAC_KEY_FILE or TF_HMAC_KEY as the service reads them; none: printed as null)",
     )
     check.add_argument("--optouts", type=Path, help="file with one opted-out user id a line")
     check.add_argument(
@@ -221,11 +286,15 @@ def build_parser() -> argparse.ArgumentParser:
         "produce",
         help="publish JSON Lines from standard input as framed Avro records",
         description="Reads JSON Lines (the same form as `check`) and publishes each as a framed Avro value, "
-        "keyed by its user id. Lines that are not valid records are reported by number on stderr and skipped "
-        "(exit status 1). TF_KAFKA_* settings apply (e.g. SASL/TLS).",
+        "keyed by its user id (a content change: by its record id). Lines that are not valid records are "
+        "reported by number on stderr and skipped (exit status 1). TF_KAFKA_* settings apply (e.g. SASL/TLS).",
     )
     produce.add_argument("--topic", required=True)
-    produce.add_argument("--source", required=True, choices=["post", "ai_interaction", "optout", "consent"])
+    produce.add_argument(
+        "--source",
+        required=True,
+        choices=["post", "ai_interaction", "optout", "consent", "content_change", "account_change"],
+    )
     produce.add_argument("--bootstrap-servers", help="default: TF_BOOTSTRAP_SERVERS")
     produce.set_defaults(func=_produce)
 

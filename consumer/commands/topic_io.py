@@ -8,6 +8,7 @@ from typing import IO, Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
+from consumer.commands.change_lines import CHANGE_SOURCES, require_ids
 from consumer.commands.jsonl import JsonRecordError, dumps, parse_line, to_avro
 from consumer.datapath.produce import produce_when_room
 from consumer.wire.codec import AI_INTERACTION, CONSENT, OPTOUT, POST, Codec, CodecError
@@ -18,6 +19,7 @@ SOURCES = {
     "ai_interaction": (AI_INTERACTION, "user_id"),
     "optout": (OPTOUT, "user_id"),
     "consent": (CONSENT, "user_id"),
+    **CHANGE_SOURCES,  # keyed by their subject: the record id, the user id (docs/retractions.md)
 }
 
 
@@ -30,8 +32,9 @@ def produce_lines(
     extra_config: dict[str, str] | None = None,
     registry: RegistrySettings | None = None,
 ) -> int:
-    """Publish each JSON line as a framed Avro value keyed by its user id. Bad lines are reported
-    on stderr by line number (never their content) and skipped; exit status 1 if there were any.
+    """Publish each JSON line as a framed Avro value keyed by its user id (a content change: by its
+    record id). Bad lines are reported on stderr by line number (never their content) and skipped;
+    exit status 1 if there were any.
 
     With a registry, the schema's id is the registry's: registered under `<topic>-value` (as a
     producer's serializer would), or with auto-registration off, the subject's latest version."""
@@ -59,6 +62,7 @@ def produce_lines(
             continue
         try:
             record = to_avro(parse_line(line), schema)
+            require_ids(source, record)
         except JsonRecordError as exc:
             bad += 1
             print(f"line {number}: {exc}", file=errors)

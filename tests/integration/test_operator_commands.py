@@ -172,6 +172,35 @@ ROUND_TRIP = {
         {"user_id": "u1", "granted": True, "at": "2026-12-01T09:00:00Z", "source": "consent_dialog"},
         {"user_id": "u1", "granted": False, "at": 1_796_202_000_000, "source": "settings"},
     ],
+    "content_change": [
+        {
+            "record_id": "p1",
+            "user_id": "u1",
+            "change": "DELETED",
+            "at": "2026-12-01T09:00:00Z",
+            "source": "post_service",
+        },
+        {
+            "record_id": "p2",
+            "user_id": "u1",
+            "change": "EDITED",
+            "replaced_by": "p3",
+            "at": 1_796_202_000_000,
+            "source": "post_service",
+        },
+        {"record_id": "i1", "user_id": "u2", "change": "MADE_NON_PUBLIC", "at": -1, "source": "chat_history"},
+    ],
+    "account_change": [
+        {"user_id": "u1", "deleted": True, "country": "DE", "at": "2026-12-01T09:00:00Z", "source": "account_deletion"},
+        {
+            "user_id": "u2",
+            "deleted": False,
+            "birth_date": "2008-02-29",
+            "country": "el",
+            "at": "2026-12-01T10:00:00.5+01:00",
+            "source": "support_correction",
+        },
+    ],
 }
 
 
