@@ -5,16 +5,20 @@ Pages: README.md and every docs/**/*.md. What counts as an example, in fenced bl
 
 - a shell command `training-filter check|produce ... --source X` (or `.venv/bin/training-filter`)
   whose input is in the docs: `echo '<JSON>' |` (with or without `| tr -d '\\n'`), a here-document
-  (`<<'EOF'`), or `< FILE` followed by a block of JSON records (the file's content). A command fed
-  by another program (`tail ... | produce`) or shown without input shows no JSON: not an example;
+  (`<<'EOF'`), `< FILE` of a file a here-document wrote above it on the page, or `< FILE` followed
+  by a block of JSON records (the file's content). A command fed by another program (`tail ... |
+  produce`) or shown without input shows no JSON: not an example;
 - the JSON lines after a `check` command, in its block or in the next block: the decisions it
-  prints (and after them, for `--compare`, the table it prints on standard error);
-- a block of JSON records with no command before it: an example of the source whose schema fits.
+  prints (and after them, for `--compare`, the table it prints on standard error), or for change
+  events (`--source content_change|account_change`) the retractions, `{"key": ..., "value": ...}`;
+- a block of JSON records with no command before it, or a here-document written to a file
+  (`cat > FILE <<'END'`): an example of the source whose schema fits.
 
-Files an example names (`--policy`, `--compare`, `--optouts`, `--consents`) are the docs block whose
-first line is a comment naming them (`# candidate-policy.toml: ...`), else the repository's file.
-Every JSON object in a shell or data block must belong to an example: `ExampleError` otherwise, so
-that an example the tests cannot run is a failure, never silently skipped.
+Files an example names (`--policy`, `--compare`, `--optouts`, `--consents`, `--content-changes`,
+`--account-changes`) are the docs block whose first line is a comment naming them
+(`# candidate-policy.toml: ...`), or a here-document written to them (`cat > FILE <<'END'`), else
+the repository's file. Every JSON object in a shell or data block must belong to an example:
+`ExampleError` otherwise, so that an example the tests cannot run is a failure, never silently skipped.
 """
 
 from __future__ import annotations
@@ -33,8 +37,16 @@ SHELL = {"bash", "sh", "shell", "console", "zsh"}
 DATA = {"", "json", "jsonl", "ndjson", "jsonlines", "text"}
 _FENCE = re.compile(r"^ {0,3}(```+|~~~+)\s*([\w+-]*)")
 _NAMED_FILE = re.compile(r"^#\s*([\w./-]+\.\w+)\b")
+_WRITTEN_FILE = re.compile(r"^\s*cat\s*>\s*([\w./-]+)\s*$")
 # The fields that tell a record's source: its id field.
-SOURCE_IDS = {"post_id": "post", "interaction_id": "ai_interaction", "opted_out_at": "optout", "granted": "consent"}
+SOURCE_IDS = {
+    "post_id": "post",
+    "interaction_id": "ai_interaction",
+    "opted_out_at": "optout",
+    "granted": "consent",
+    "change": "content_change",
+    "deleted": "account_change",
+}
 
 
 class ExampleError(AssertionError):
@@ -89,14 +101,27 @@ def blocks(path: Path) -> list[Block]:
 
 
 def named_files() -> dict[str, str]:
-    """File name -> content, for the blocks that start with a comment naming their file."""
+    """File name -> content, for the blocks that start with a comment naming their file and the
+    here-documents written to a file (`cat > FILE <<'END'`)."""
     files: dict[str, str] = {}
     for page in pages():
         for block in blocks(page):
             match = _NAMED_FILE.match(block.text)
             if match:
                 files[match.group(1)] = block.text + "\n"
+            if block.info in SHELL:
+                files.update(written_files(block.text))
     return files
+
+
+def written_files(text: str) -> dict[str, str]:
+    """File name -> content of a shell block's `cat > FILE <<'END'` here-documents."""
+    out = {}
+    for line, heredoc in logical_lines(text):
+        match = _WRITTEN_FILE.match(line)
+        if match and heredoc is not None:
+            out[match.group(1)] = heredoc
+    return out
 
 
 def file_text(name: str, where: str) -> str:
@@ -246,7 +271,8 @@ def source_of(record: dict[str, Any]) -> str | None:
 
 
 def _is_decision(item: dict[str, Any]) -> bool:
-    return "decision" in item and "id" in item
+    """What `check` prints for a line: a decision, or for a change event its retraction or error."""
+    return ("decision" in item and "id" in item) or set(item) == {"key", "value"} or set(item) == {"error"}
 
 
 # -- the examples ------------------------------------------------------------------------------------
@@ -262,6 +288,7 @@ def examples(paths: list[Path] | None = None) -> list[Example]:
 def page_examples(page: list[Block]) -> list[Example]:
     found: list[Example] = []
     pending: Example | None = None  # the last command of the previous block, if its output or input may follow
+    written: dict[str, str] = {}  # the files the page's here-documents wrote so far
     for block in page:
         if block.info in SHELL:
             pending = None
@@ -273,9 +300,18 @@ def page_examples(page: list[Block]) -> list[Example]:
                         raise ExampleError(f"{block.where}: a JSON line that is no command's output")
                     pending.decisions = [*(pending.decisions or []), item]
                     continue
+                target = _WRITTEN_FILE.match(line)
+                if target and heredoc is not None:
+                    written[target.group(1)] = heredoc
+                    pending = None
+                    if heredoc.lstrip().startswith("{"):  # a file of records: an example of their source
+                        _place(block, json_items(heredoc)[0], "", None, found)
+                    continue
                 cmd = command(line, heredoc, f"{block.where} (command {commands + 1} of the block)")
                 if cmd is not None:
                     commands += 1
+                    if cmd.stdin is None and cmd.stdin_file in written:  # `< FILE` of a file written above
+                        cmd.stdin = written[cmd.stdin_file].encode()
                     pending = _example(cmd)
                     found.append(pending)
         elif block.info in DATA:

@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from consumer.commands.change_lines import CHANGE_SOURCES
 from consumer.commands.check import comparison_table, run_check
 from consumer.commands.jsonl import parse_line, to_avro
 from consumer.commands.topic_io import SOURCES
@@ -45,7 +46,7 @@ def _policy(example: Example, option: str):
 
 def run_check_example(example: Example, tmp_path: Path) -> tuple[list[dict], str]:
     files = {}
-    for option in ("--optouts", "--consents"):
+    for option in ("--optouts", "--consents", "--content-changes", "--account-changes"):
         name = example.option(option)
         if name is not None:
             files[option] = tmp_path / Path(name).name
@@ -60,6 +61,8 @@ def run_check_example(example: Example, tmp_path: Path) -> tuple[list[dict], str
         files.get("--consents"),
         _policy(example, "--compare"),
         stderr,
+        content_changes=files.get("--content-changes"),
+        account_changes=files.get("--account-changes"),
     )
     assert code == 0, example.where
     return [orjson.loads(line) for line in stdout.getvalue().splitlines()], stderr.getvalue()
@@ -72,6 +75,8 @@ def test_every_check_example_prints_what_the_docs_show(example, tmp_path):
     if example.decisions is not None:
         assert decisions == example.decisions, example.where
         assert table == example.stderr or not example.stderr, example.where
+    elif example.source in CHANGE_SOURCES:  # no output shown: then the example is at least a valid change
+        assert not [d for d in decisions if "error" in d], example.where
     else:  # no output shown: then the example is at least a valid record
         assert Reason.MALFORMED not in {d["decision"] for d in decisions}, example.where
 
@@ -157,6 +162,46 @@ def test_the_finder_reads_every_form_an_example_takes(tmp_path):
     ]
     assert found[0].lines == [b'{"post_id":"p1","author_id":"u1",  "author_country":"SE"}']
     assert orjson.loads(found[3].lines[0])["granted"] is True
+
+
+CHANGES_PAGE = """\
+```bash
+cat > content-changes.jsonl <<'END'
+{"record_id":"p1","user_id":"u1","change":"DELETED","at":0,"source":"s"}
+END
+cat > notes.txt <<'END'
+not JSON, not an example
+END
+training-filter check --source post --content-changes content-changes.jsonl < posts.jsonl
+training-filter check --source account_change <<'END'
+{"user_id":"u1","deleted":true,"country":"DE","at":0,"source":"s"}
+END
+{"key":null,"value":{"reason":"account_deleted"}}
+{"error":"missing required field 'at'"}
+training-filter check --source content_change < content-changes.jsonl
+```
+"""
+
+
+def test_the_finder_reads_change_files_and_the_retractions_check_prints(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text(CHANGES_PAGE)
+    found = doc_examples.examples([page])
+    assert [(e.command, e.source, len(e.lines or []), e.decisions) for e in found] == [
+        ("records", "content_change", 1, None),  # the file's records: valid, and produced on the broker
+        ("check", "post", 0, None),
+        (
+            "check",
+            "account_change",
+            1,
+            [{"key": None, "value": {"reason": "account_deleted"}}, {"error": "missing required field 'at'"}],
+        ),
+        ("check", "content_change", 1, None),  # its input: the file written above
+    ]
+    assert found[1].option("--content-changes") == "content-changes.jsonl"
+    written = doc_examples.written_files(doc_examples.blocks(page)[0].text)
+    assert written["content-changes.jsonl"].startswith('{"record_id":"p1"')
+    assert set(written) == {"content-changes.jsonl", "notes.txt"}
 
 
 @pytest.mark.parametrize(
