@@ -140,6 +140,31 @@ def _tail(args: argparse.Namespace) -> int:
     return tail(bootstrap, args.topic, args.max, args.timeout, sys.stdout.buffer, _kafka_extras(), registry)
 
 
+def _dlq_replay(args: argparse.Namespace) -> int:
+    from consumer.commands.dlq_replay import main_replay
+
+    return main_replay(args, sys.stdout, sys.stderr)
+
+
+def _add_dlq(sub: Any) -> None:
+    """`training-filter dlq replay`: the dead letters decided again (consumer/commands/dlq_replay.py)."""
+    dlq = sub.add_parser("dlq", help="the dead-letter topic: `dlq replay` decides its letters again")
+    actions = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    replay = actions.add_parser(
+        "replay",
+        help="decide the dead letters under today's policy and feeds; write the eligible ones to the training topic",
+        description="Reads the DLQ with a consumer group of its own (TF_GROUP_ID plus -dlq-replay) from where the "
+        "last replay stopped, decides each letter as the service would now (policy, opt-outs, changes, consents), "
+        "and writes the eligible ones to the training topic with their original provenance, in transactions "
+        "that commit the group's offsets: a second replay, or one started again after a kill, emits nothing "
+        "twice. The rest stay in the DLQ. Progress on standard error, a summary on standard output. "
+        "Configured by the service's TF_* variables (see `training-filter run --help`).",
+    )
+    replay.add_argument("--dry-run", action="store_true", help="decide and count only: write and commit nothing")
+    replay.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    replay.set_defaults(func=_dlq_replay)
+
+
 def _demo(args: argparse.Namespace) -> int:
     try:
         from consumer.devtools.demo import run_demo
@@ -241,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--timeout", type=float, default=5.0, help="stop after this many seconds without a record")
     tail.add_argument("--bootstrap-servers", help="default: TF_BOOTSTRAP_SERVERS")
     tail.set_defaults(func=_tail)
+
+    _add_dlq(sub)
 
     demo = sub.add_parser(
         "demo",
