@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import orjson
 import pytest
 
 from consumer.wire.codec import OPTOUT, POST, REVOCATION, TRAINING_RECORD, Codec
-from tests.harness import HMAC_KEY, Topics, produce, pseudonym, read_all
+from tests.harness import HMAC_KEY, Topics, produce, pseudonym, read_all, wait_for_progress
 from tests.samples import POST as SAMPLE
 
 pytestmark = pytest.mark.integration
@@ -139,7 +138,7 @@ def test_a_backfill_killed_midway_and_run_again_emits_nothing_twice(kafka, topic
     with errors.open("wb") as err:
         first = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=err)
         try:
-            _wait_for_progress(errors, first, at_least=300)
+            wait_for_progress(errors, first, "backfill", at_least=300)
         finally:
             first.send_signal(signal.SIGKILL)
             first.wait(10)
@@ -153,15 +152,3 @@ def test_a_backfill_killed_midway_and_run_again_emits_nothing_twice(kafka, topic
     assert len(keys) == 2000 and set(keys.values()) == {1}, "every newly refused record retracted once"
     assert {k.split(b"/")[1] for k in keys} == {b"u-25", b"u-26"}
     print(f"\nkilled after {committed} of 2000 retractions committed; the second run read {summary['records']}")
-
-
-def _wait_for_progress(errors: Path, process: subprocess.Popen[bytes], at_least: int, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, errors.read_text(errors="replace")[-3000:]
-        for line in errors.read_text(errors="replace").splitlines():
-            if line.startswith("backfill: ") and " of " in line:
-                if int(line.split(": ", 1)[1].split(" of ")[0].replace(",", "")) >= at_least:
-                    return
-        time.sleep(0.05)
-    raise AssertionError(f"no progress to {at_least}: {errors.read_text(errors='replace')[-3000:]}")

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import pytest
 from consumer.datapath.dead_letters import dead_letter_headers
 from consumer.wire.codec import OPTOUT, POST, TRAINING_RECORD, Codec
 from consumer.wire.registry import Registry, RegistrySettings
-from tests.harness import HMAC_KEY, Topics, produce, read_all
+from tests.harness import HMAC_KEY, Topics, produce, read_all, wait_for_progress
 from tests.integration.test_registry_interop import avsc, encode, post, serializer
 from tests.samples import POST as SAMPLE_POST
 
@@ -131,7 +130,7 @@ def test_a_replay_killed_midway_and_started_again_emits_nothing_twice(kafka, top
             stderr=err,
         )
         try:
-            _wait_for_progress(errors, first, at_least=300)
+            wait_for_progress(errors, first, "dlq replay", at_least=300)
         finally:
             first.send_signal(signal.SIGKILL)
             first.wait(10)
@@ -155,17 +154,3 @@ def _produce_with_headers(bootstrap: str, records: list[tuple[str, bytes, bytes,
         producer.produce(topic, value, key, headers=headers)
         producer.poll(0)
     assert producer.flush(60) == 0
-
-
-def _wait_for_progress(errors: Path, process: subprocess.Popen[bytes], at_least: int, timeout: float = 90) -> None:
-    """Until the replay's progress line says it has committed `at_least` records."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, errors.read_text(errors="replace")[-3000:]
-        for line in errors.read_text(errors="replace").splitlines():
-            if line.startswith("dlq replay: ") and " of " in line:
-                done = int(line.split(": ", 1)[1].split(" of ")[0].replace(",", ""))
-                if done >= at_least:
-                    return
-        time.sleep(0.05)
-    raise AssertionError(f"no progress to {at_least}: {errors.read_text(errors='replace')[-3000:]}")
