@@ -28,20 +28,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-import orjson
-
 from consumer.changes import retractions
 from consumer.commands.backfill_scope import Scope, input_ranges, provenance, scope_of
 from consumer.commands.check import comparison_table
 from consumer.commands.decide_again import DecidingParts, Diverted, assemble_deciding
-from consumer.commands.guarded import UsageError, guarded
-from consumer.commands.progress import Progress
+from consumer.commands.guarded import UsageError, guarded, report
 from consumer.commands.transactional_pass import DryRun, TransactionalPass
 from consumer.datapath.batch import BatchProcessor
 from consumer.datapath.offsets import PendingBatch, Provenance
 from consumer.datapath.produce import produce_when_room
 from consumer.datapath.shadow import Pair, by_decisions
-from consumer.feeds.ends import BrokerQueries
 from consumer.operations import logs
 from consumer.operations.clients import Clients, KafkaClients
 from consumer.operations.settings import Settings, load_settings
@@ -179,15 +175,9 @@ def backfill(
     consumer = parts.pass_consumer(group)
     try:
         run, batches, not_retained = _pass(parts, scope, group, consumer, dry_run)
-        progress = Progress("backfill" + (" (dry run)" if dry_run else ""), run.begin(), err)
-        finished = run.run(batches, progress)
-        progress.finish()
+        finished = run.run_showing(batches, "backfill" + (" (dry run)" if dry_run else ""), err)
         summary = _summary(s, scope, group, batches.totals, run, dry_run, finished, not_retained)
-        out.write(orjson.dumps(summary).decode() + "\n" if as_json else describe(summary))
-        out.flush()
-        if not finished:
-            err.write("training-filter backfill: stopped before the end: run the same command again to go on\n")
-        return 0 if finished else 1
+        return report("backfill", summary, describe(summary), as_json, out, err)
     finally:
         consumer.close()
         parts.close()
@@ -197,7 +187,7 @@ def _pass(
     parts: DecidingParts, scope: Scope, group: str, consumer: Any, dry_run: bool
 ) -> tuple[TransactionalPass, Backfill, int]:
     s = parts.settings
-    queries = BrokerQueries(parts.clients, {"bootstrap.servers": s.bootstrap_servers, **s.kafka_common})
+    queries = parts.queries()
     wanted = None
     if scope.from_training:
         ranges, wanted = provenance(scope, queries, consumer, parts.codec, s.training_topic, s.input_topics)

@@ -25,6 +25,7 @@ from consumer.datapath.delivery import ExactlyOnce
 from consumer.datapath.output_limits import OutputLimits
 from consumer.datapath.pseudonym import Pseudonymiser
 from consumer.datapath.refused import RefusalHandler
+from consumer.feeds.ends import BrokerQueries
 from consumer.feeds.feeds import Feeds
 from consumer.operations.clients import Clients
 from consumer.operations.metrics import Metrics
@@ -104,6 +105,11 @@ class DecidingParts:
         s = dataclasses.replace(self.settings, processing_guarantee="exactly-once", transactional_id=transactional_id)
         config = producer_config(s, self.limits, producer_max_for(s), self.builder.kafka_log)
         return client(self.clients.producer, Producer, config, f"{transactional_id} producer", s)
+
+    def queries(self) -> BrokerQueries:
+        """A client for the topics' partitions and offsets (no group, never fetches)."""
+        s = self.settings
+        return BrokerQueries(self.clients, {"bootstrap.servers": s.bootstrap_servers, **s.kafka_common})
 
     def close(self) -> None:
         close_quietly(self.log, self.feeds.close)

@@ -20,16 +20,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-import orjson
-
 from consumer.commands.decide_again import DecidingParts, Diverted, assemble_deciding
-from consumer.commands.guarded import guarded
+from consumer.commands.guarded import guarded, report
 from consumer.commands.offset_ranges import whole
-from consumer.commands.progress import Progress
 from consumer.commands.transactional_pass import DryRun, TransactionalPass
 from consumer.datapath.batch import BatchProcessor
 from consumer.datapath.offsets import PendingBatch
-from consumer.feeds.ends import BrokerQueries
 from consumer.operations import logs
 from consumer.operations.clients import Clients, KafkaClients
 from consumer.operations.settings import Settings, load_settings
@@ -145,7 +141,6 @@ class Replay:
 
     def decide(self, prepared: tuple[list[Letter], ReplayCounts], batch: PendingBatch) -> ReplayCounts:
         letters, counts = prepared
-        counts = dataclasses.replace(counts, refused=Counter(), undecodable=Counter())
         self.diverted.take()  # what an aborted batch kept before
         tally: dict[Any, int] = {}
         self.processor.process(letters, batch, tally)
@@ -182,17 +177,10 @@ def replay(
     group = f"{s.group_id}-dlq-replay"
     consumer = parts.pass_consumer(group)
     try:
-        queries = BrokerQueries(clients, {"bootstrap.servers": s.bootstrap_servers, **s.kafka_common})
-        run, batches = _pass(parts, group, consumer, whole(queries, [s.dlq_topic]).spans, dry_run)
-        progress = Progress("dlq replay" + (" (dry run)" if dry_run else ""), run.begin(), err)
-        finished = run.run(batches, progress)
-        progress.finish()
+        run, batches = _pass(parts, group, consumer, whole(parts.queries(), [s.dlq_topic]).spans, dry_run)
+        finished = run.run_showing(batches, "dlq replay" + (" (dry run)" if dry_run else ""), err)
         summary = _summary(s, group, batches.totals, run, dry_run, finished)
-        out.write(orjson.dumps(summary).decode() + "\n" if as_json else describe(summary))
-        out.flush()
-        if not finished:
-            err.write("training-filter dlq replay: stopped before the end: run it again to go on where it stopped\n")
-        return 0 if finished else 1
+        return report("dlq replay", summary, describe(summary), as_json, out, err)
     finally:
         consumer.close()
         parts.close()

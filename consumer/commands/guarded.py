@@ -12,7 +12,9 @@ import signal
 import threading
 import traceback
 from collections.abc import Callable
-from typing import IO
+from typing import IO, Any
+
+import orjson
 
 from consumer.commands.transactional_pass import PassError
 from consumer.datapath.delivery import FatalDeliveryError
@@ -47,3 +49,14 @@ def guarded(command: str, err: IO[str], body: Callable[[State], int], state: Sta
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
+
+
+def report(command: str, summary: dict[str, Any], text: str, as_json: bool, out: IO[str], err: IO[str]) -> int:
+    """The summary on standard output (`text`, or `summary` as one JSON object); the exit status: 0 when the
+    command reached its end, 1 when it was stopped before (run again, it goes on)."""
+    out.write(orjson.dumps(summary).decode() + "\n" if as_json else text)
+    out.flush()
+    if summary["finished"]:
+        return 0
+    err.write(f"training-filter {command}: stopped before the end: run the same command again to go on\n")
+    return 1

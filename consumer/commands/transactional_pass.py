@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
@@ -152,6 +152,13 @@ class TransactionalPass:
         return sum(min(self.next[tp], self.spans[tp].end) - self.first[tp] for tp in self.spans)
 
     # -- the batches ---------------------------------------------------------------------------------
+
+    def run_showing(self, batches: Batches, what: str, err: IO[str]) -> bool:
+        """`begin`, then `run` with its progress on `err`, and the last progress line."""
+        progress = Progress(what, self.begin(), err)
+        finished = self.run(batches, progress)
+        progress.finish()
+        return finished
 
     def run(self, batches: Batches, progress: Progress | None = None) -> bool:
         """Every range to its end, batch by batch; True when done, False when stopped before."""

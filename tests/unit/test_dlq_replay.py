@@ -160,3 +160,33 @@ def test_a_configuration_error_exits_2_and_names_the_variable(monkeypatch, capsy
     assert (
         "training-filter dlq replay: invalid configuration: TF_BOOTSTRAP_SERVERS is required" in capsys.readouterr().err
     )
+
+
+def test_a_stop_asked_for_midway_commits_the_batch_in_hand_and_the_next_run_goes_on():
+    kafka = make_kafka()
+    _, records = stream(300)
+    eligible = letters_of(records, "eligible", 6)
+    for i, g in enumerate(eligible):
+        letter(kafka, g, i)
+    state = State()
+
+    class StopAfterCommit(FakeProducer):
+        def commit_transaction(self, timeout: float = -1) -> None:
+            super().commit_transaction(timeout)
+            state.request_stop()  # SIGTERM while the first batch was being committed
+
+    class Clients(FakeClients):
+        def producer(self, config: dict[str, Any]) -> FakeProducer:
+            made = (StopAfterCommit if "transactional.id" in config else FakeProducer)(self.kafka, config)
+            self.made.append(made)
+            return made
+
+    out, err = io.StringIO(), io.StringIO()
+    code = replay(settings(TF_BATCH_SIZE="4"), False, True, out, err, Clients(kafka), state, RecordingLog())
+    assert code == 1 and "stopped before the end: run the same command again to go on" in err.getvalue()
+    first = orjson.loads(out.getvalue())
+    assert (first["finished"], first["replayed"]) == (False, 4)
+    assert len(emitted(kafka)) == 4, "the batch in hand was committed"
+    summary, _ = run_replay(kafka, TF_BATCH_SIZE="4")
+    assert (summary["resumed"], summary["replayed"]) == (True, 2)
+    assert sorted(r["record_id"] for r in emitted(kafka)) == sorted(g.record_id for g in eligible)
