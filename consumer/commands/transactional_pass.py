@@ -162,16 +162,19 @@ class TransactionalPass:
 
     def run(self, batches: Batches, progress: Progress | None = None) -> bool:
         """Every range to its end, batch by batch; True when done, False when stopped before."""
-        while self.pending and not self.stopping():
+        stopped = False
+        while self.pending and not stopped:
             messages = self._fetch()
-            if messages and not self._batch(batches, messages):
-                break
+            # A stop ends the run between batches; the batch fetched last, maybe the last of a range, is
+            # not committed then: the run is not finished even if every range was fetched to its end.
+            stopped = self.stopping() or (bool(messages) and not self._batch(batches, messages))
             if progress is not None:
                 progress.update(self.read())
         self.delivery.shutdown(self.commit_timeout)
-        if not self.pending:
-            self.next.update({tp: max(self.next[tp], span.end) for tp, span in self.spans.items()})
-        return not self.pending
+        if stopped:
+            return False
+        self.next.update({tp: max(self.next[tp], span.end) for tp, span in self.spans.items()})
+        return True
 
     def _batch(self, batches: Batches, messages: list[Any]) -> bool:
         """Decide one batch and commit it; False when a stop came first (nothing of it committed)."""
