@@ -31,7 +31,7 @@ from typing import IO, Any
 from consumer.changes import retractions
 from consumer.commands.backfill_scope import Scope, input_ranges, provenance, scope_of
 from consumer.commands.check import comparison_table
-from consumer.commands.decide_again import DecidingParts, Diverted, assemble_deciding
+from consumer.commands.decide_again import DecidingParts, Diverted, assemble_deciding, cause_of
 from consumer.commands.guarded import UsageError, guarded, report
 from consumer.commands.transactional_pass import DryRun, TransactionalPass
 from consumer.datapath.batch import BatchProcessor
@@ -135,7 +135,7 @@ class Backfill:
                 r = self.codec.decode_own(value, TRAINING_RECORD)
                 admitted[r["source_topic"], r["source_partition"], r["source_offset"]] = (r["record_id"], key, value)
             elif counts is not None:
-                counts.undecodable[_cause(headers)] += 1
+                counts.undecodable[cause_of(headers)] += 1
         return admitted, dict(processor.shadow.totals) if processor.shadow is not None else {}
 
     def _retract(self, batch: PendingBatch, record_id: str, pseudonym: bytes, at_ms: int, lifted: bool) -> None:
@@ -150,10 +150,6 @@ class Backfill:
             return
         batch.expect()
         produce_when_room(producer, lambda: producer.poll(0.05), topic, value, key, batch.delivered)
-
-
-def _cause(headers: list[tuple[str, bytes]] | None) -> str:
-    return dict(headers or []).get("tf.cause", b"unknown").decode("utf-8", "replace")
 
 
 def backfill(

@@ -179,3 +179,8 @@ class Diverted:
     def take(self) -> list[Output]:
         kept, self.kept = self.kept, []
         return kept
+
+
+def cause_of(headers: list[tuple[str, bytes]] | None) -> str:
+    """The `tf.cause` of a dead letter the batch processor wrote (kept by `Diverted`)."""
+    return dict(headers or []).get("tf.cause", b"unknown").decode("utf-8", "replace")

@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from consumer.commands.decide_again import DecidingParts, Diverted, assemble_deciding
+from consumer.commands.decide_again import DecidingParts, Diverted, assemble_deciding, cause_of
 from consumer.commands.guarded import guarded, report
 from consumer.commands.offset_ranges import whole
 from consumer.commands.transactional_pass import DryRun, TransactionalPass
@@ -153,8 +153,7 @@ class Replay:
         for topic, _value, _key, headers in self.diverted.take():
             if topic != self.dlq_topic:
                 continue  # a dry run keeps the training records too: counted as replayed already
-            cause = dict(headers or []).get("tf.cause", b"unknown").decode("utf-8", "replace")
-            counts.undecodable[cause] += 1
+            counts.undecodable[cause_of(headers)] += 1
         return counts
 
     def committed(self, decided: ReplayCounts) -> None:
