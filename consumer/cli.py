@@ -179,6 +179,78 @@ def _tail(args: argparse.Namespace) -> int:
     return tail(bootstrap, args.topic, args.max, args.timeout, sys.stdout.buffer, _kafka_extras(), registry)
 
 
+def _dlq_replay(args: argparse.Namespace) -> int:
+    from consumer.commands.dlq_replay import main_replay
+
+    return main_replay(args, sys.stdout, sys.stderr)
+
+
+def _add_dlq(sub: Any) -> None:
+    """`training-filter dlq replay`: the dead letters decided again (consumer/commands/dlq_replay.py)."""
+    dlq = sub.add_parser("dlq", help="the dead-letter topic: `dlq replay` decides its letters again")
+    actions = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    replay = actions.add_parser(
+        "replay",
+        help="decide the dead letters under today's policy and feeds; write the eligible ones to the training topic",
+        description="Reads the DLQ with a consumer group of its own (TF_GROUP_ID plus -dlq-replay) from where the "
+        "last replay stopped, decides each letter as the service would now (policy, opt-outs, changes, consents), "
+        "and writes the eligible ones to the training topic with their original provenance, in transactions "
+        "that commit the group's offsets: a second replay, or one started again after a kill, emits nothing "
+        "twice. The rest stay in the DLQ. Progress on standard error, a summary on standard output. "
+        "Configured by the service's TF_* variables (see `training-filter run --help`).",
+    )
+    replay.add_argument("--dry-run", action="store_true", help="decide and count only: write and commit nothing")
+    replay.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    replay.set_defaults(func=_dlq_replay)
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from consumer.commands.backfill import main_backfill
+
+    return main_backfill(args, sys.stdout, sys.stderr)
+
+
+def _add_backfill(sub: Any) -> None:
+    """`training-filter backfill`: history decided again under a new policy (consumer/commands/backfill.py)."""
+    backfill = sub.add_parser(
+        "backfill",
+        help="decide a range of the input under a new policy; retract what it newly refuses (and --admit the rest)",
+        description="Decides every record of a range of the input topics (default: all they retain; or by time, "
+        "by offsets, or the input records the clean topic names) under the active policy and under --policy, with "
+        "today's opt-outs, changes and consents, and writes a policy/<record_id> retraction (Revocation v2, reason "
+        "policy_changed) for each record the new policy newly refuses; with --admit, also the records it newly "
+        "admits, each after a lifted retraction of its key. Runs in transactions that commit its position: run "
+        "the same command again after a kill and it goes on, emitting nothing twice. Progress (records, rate, "
+        "ETA) on standard error; a summary and the comparison table of `check --compare` on standard output. "
+        "Configured by the service's TF_* variables (see `training-filter run --help`).",
+    )
+    backfill.add_argument("--policy", required=True, metavar="NEW.toml", help="the new policy TOML")
+    backfill.add_argument(
+        "--admit", action="store_true", help="also write the records the new policy newly admits to the training topic"
+    )
+    backfill.add_argument(
+        "--dry-run", action="store_true", help="decide and print the comparison only: write and commit nothing"
+    )
+    backfill.add_argument(
+        "--since", metavar="TIME", help="only records from this time on (ISO-8601 with an offset, or epoch ms)"
+    )
+    backfill.add_argument("--until", metavar="TIME", help="only records before this time")
+    backfill.add_argument(
+        "--offsets",
+        action="append",
+        metavar="TOPIC:PARTITION:FIRST-LAST",
+        help="only these offsets of an input partition (repeat for more partitions); instead of --since/--until",
+    )
+    backfill.add_argument(
+        "--from-training",
+        action="store_true",
+        help="only the input records the training topic names in its provenance (--since/--until then select "
+        "the training topic's records); retractions only, not with --admit",
+    )
+    backfill.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    backfill.set_defaults(func=_backfill)
+
+
 def _demo(args: argparse.Namespace) -> int:
     try:
         from consumer.devtools.demo import run_demo
@@ -310,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--timeout", type=float, default=5.0, help="stop after this many seconds without a record")
     tail.add_argument("--bootstrap-servers", help="default: TF_BOOTSTRAP_SERVERS")
     tail.set_defaults(func=_tail)
+
+    _add_dlq(sub)
+    _add_backfill(sub)
 
     demo = sub.add_parser(
         "demo",

@@ -375,6 +375,10 @@ class FakeConsumer:
             self.positions[tp.topic, tp.partition] = self._start(tp)
             self._eof_sent.discard((tp.topic, tp.partition))
 
+    def unassign(self) -> None:
+        self.positions = {}
+        self.paused = set()
+
     def incremental_unassign(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.positions.pop((tp.topic, tp.partition), None)
@@ -502,6 +506,16 @@ class FakeConsumer:
 
     def list_topics(self, topic: str | None = None, timeout: float = -1) -> _ClusterMetadata:
         return _metadata(self.kafka, topic)
+
+    def offsets_for_times(self, partitions: list[TopicPartition], timeout: float = -1) -> list[TopicPartition]:
+        """The first offset whose timestamp is at or after each partition's offset field (a time), else -1."""
+        out = []
+        with self.kafka.lock:
+            for tp in partitions:
+                log = self.kafka.topics[tp.topic].partitions[tp.partition]
+                found = next((r.offset for r in log if r.timestamp >= tp.offset), -1)
+                out.append(TopicPartition(tp.topic, tp.partition, found))
+        return out
 
     def close(self) -> None:
         if self.closed:

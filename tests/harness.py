@@ -288,3 +288,19 @@ def read_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Any]:
         return out
     finally:
         consumer.close()
+
+
+def wait_for_progress(
+    errors: Path, process: subprocess.Popen[bytes], command: str, at_least: int, timeout: float = 90
+) -> None:
+    """Until an operator command's progress line on standard error (`<command>: N of M records, ...`,
+    consumer/commands/progress.py) says it has done `at_least` records."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, errors.read_text(errors="replace")[-3000:]
+        for line in errors.read_text(errors="replace").splitlines():
+            head, _, rest = line.partition(": ")
+            if head == command and " of " in rest and int(rest.split(" of ")[0].replace(",", "")) >= at_least:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"{command} did not get to {at_least}: {errors.read_text(errors='replace')[-3000:]}")

@@ -56,15 +56,17 @@ class FeedBuilder:
         self.stopping = stopping
         self.optout_restored_at: float | None = None  # saved_at of the opt-out snapshot resumed, if any
 
-    def feeds(self) -> Feeds:
+    def feeds(self, consents_gate: bool | None = None) -> Feeds:
         """The opt-out and change mirrors (both gate input), and the consent mirror under an opt-in policy
-        (active: it gates too; only the shadow's: read, but neither gating nor keeping anyone out)."""
+        (active: it gates too; only the shadow's: read, but neither gating nor keeping anyone out).
+        `consents_gate`: whether the consents gate, when not the active policy's model says so (a backfill
+        deciding under a new opt-in policy needs them as current as the opt-outs)."""
         s = self.settings
         optouts, applier = self.optout_mirror()
         keep_out = revoker(optouts.lock, applier)
         changes = self.change_mirror(keep_out)
         consents = None
-        opt_in = s.policy.consent_model == "opt_in"
+        opt_in = s.policy.consent_model == "opt_in" if consents_gate is None else consents_gate
         if s.consent_topic is not None:
             consents = self.consent_mirror(s.consent_topic, keep_out if opt_in else None, opt_in)
         sync_timeout = min(1.0, s.optout_max_lag_seconds / 2)

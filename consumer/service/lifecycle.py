@@ -17,6 +17,7 @@ from typing import Any
 
 from consumer.datapath.delivery import FatalDeliveryError
 from consumer.feeds.ends import FeedError
+from consumer.feeds.feeds import Feeds
 from consumer.operations.metrics import Metrics
 from consumer.operations.settings import ConfigError, Settings
 from consumer.service.parts import Parts
@@ -79,7 +80,12 @@ def prepare_writes(codec: Codec, settings: Settings, state: State, metrics: Metr
 
 def catch_up(parts: Parts) -> None:
     """Read the feeds' topics to their end before any input: readiness stays false until then."""
-    feeds, state, log = parts.feeds, parts.state, parts.log
+    catch_up_feeds(parts.feeds, parts.state, parts.metrics, parts.log)
+
+
+def catch_up_feeds(feeds: Feeds, state: State, metrics: Metrics, log: Any) -> None:
+    """`catch_up` of the feeds alone: also what the operator commands that decide records again wait for
+    (consumer/commands/decide_again.py), so that they decide under today's opt-outs, changes and consents."""
     started = time.monotonic()
     while not state.stopping:
         state.tick()
@@ -99,7 +105,7 @@ def catch_up(parts: Parts) -> None:
             partitions=len(feeds.consents.positions),
             gates_input=feeds.gate,  # False: only the shadow policy is opt-in
         )
-    parts.metrics.optout_ready.set(1)
+    metrics.optout_ready.set(1)
 
 
 def subscribe(parts: Parts) -> None:

@@ -484,3 +484,21 @@ def test_the_output_topics_take_the_largest_output(overlay):
     topics = {t["metadata"]["name"]: t for t in kinds(render(overlay), "KafkaTopic")}
     for name in ("training.eligible.v1", "training-filter.dlq.v1"):
         assert int(topics[name]["spec"]["config"]["max.message.bytes"]) == REQUIRED_TOPIC_BYTES, name
+
+
+# The DLQ holds original input values (personal data) for as long as it keeps them: long enough for an
+# operator to fix the cause and `training-filter dlq replay` (docs/operating.md), no longer.
+DLQ_RETENTION_MAX_MS = 30 * 86_400_000
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_dlq_retention_is_bounded(overlay):
+    docs = render(overlay)
+    name = generated(docs, "ConfigMap", "training-filter")["data"].get("TF_DLQ_TOPIC", "training-filter.dlq.v1")
+    (topic,) = [t for t in kinds(docs, "KafkaTopic") if t["spec"].get("topicName", t["metadata"]["name"]) == name]
+    config = topic["spec"].get("config", {})
+    policies = set(str(config.get("cleanup.policy", "delete")).replace(" ", "").split(","))
+    assert "delete" in policies, f"{name}: cleanup.policy {config.get('cleanup.policy')!r} never deletes by age"
+    assert "retention.ms" in config, f"{name}: no retention.ms (the broker's default applies, which may be -1)"
+    retention = int(config["retention.ms"])
+    assert 0 < retention <= DLQ_RETENTION_MAX_MS, f"{name}: retention.ms {retention} is not within 30 days"
