@@ -114,7 +114,7 @@ def decode_inputs(framer: Framer, records: Iterable[Generated]) -> dict[str, dic
 
 def pick(records: list[Generated], values: dict[str, dict[str, Any]], late: int) -> Scenario:
     """Distinct subjects, the same for the same stream: users with eligible records (two roles need
-    eligible records on two days or more), then eligible posts of other users."""
+    eligible records on three days or more), then eligible posts of other users."""
     eligible = [g for g in records if g.expected == "eligible"]
     by_user: dict[str, list[Generated]] = {}
     for g in eligible:
@@ -215,7 +215,7 @@ def early_events(
 
 
 def late_events(s: Scenario, framer: Framer, topics: Any, consent_topic: str) -> tuple[Events, list[Message]]:
-    """The changes after the records were emitted (their retractions: `LATE_RETRACTIONS`)."""
+    """The changes after the records were emitted (their retractions: `late_retractions`)."""
     events = Events(optouts=set(s.late))
     edit = s.edit()
     events.records.append(edit)
