@@ -1,21 +1,25 @@
-"""A known clean topic for the recipes, written by the real service.
+"""A known clean topic for the recipes, written by the real service, and the truth it must come to.
 
-What a reader of `training.eligible.v1` meets, all of it on purpose:
+What a reader of `training.eligible.v1` and `training.revocations.v1` meets, all of it on purpose:
 
-1. **at-least-once output**: a first service instance (at-least-once) decides a generated stream of posts
-   and AI interactions (eligible, private, minors, outside the region, unknown age, opted out);
-2. **a late opt-out**: after that, two authors whose records were already emitted opt out: their
-   revocations follow their records on the revocations topic;
-3. **a record decided before the opt-out, arriving after the revocation**: one of those records is
-   written to the clean topic again, after the revocation (what a re-delivery does);
+1. **at-least-once output**: a first service instance (at-least-once, an opt-in policy) decides a
+   generated stream of posts and AI interactions (eligible, private, minors, outside the region, unknown
+   age, opted out, one user who never consented); a deletion of one record reached it before the record;
+2. **the truth changes after emission** (tests/recipes/scenario.py): a deletion, a visibility change, an
+   edit, an account deletion, an age correction, a consent withdrawn and granted again and two late
+   opt-outs, each retracted with Revocation v2; a version 1 revocation from before v2 is on the topic too;
+3. **records arriving after their retraction**: some of the retracted records are written to the clean
+   topic again (what a re-delivery does);
 4. **exactly-once output and repeats**: a second instance, in exactly-once mode and another consumer
-   group, decides the whole input again: every record still eligible appears a second time, each in a
-   committed transaction (the late opt-outs are in its filter now, so their records are not repeated);
+   group, decides the whole input again under the changed truth, each record in a committed transaction;
 5. **an aborted transaction** on the clean topic with records no reader may see (`aborted-*`).
 
-So a correct reader returns exactly the generated eligible record ids, once each, minus every record
-of the two late authors. In registry mode the inputs are framed with the ids the registry gives their
-subjects and the service runs with TF_SCHEMA_REGISTRY_URL; without a registry, with avro/catalog.json's.
+A correct reader returns exactly the records eligible under the current truth, once each: the set
+tests/recipes/oracle.py computes from the inputs, the changes, the consents and the policy, without
+the service's code. The service is held to it too: each instance emits as many records as the oracle
+finds eligible under the truth it saw. In registry mode every value is framed with the id the registry
+gives its subject and the service runs with TF_SCHEMA_REGISTRY_URL; without a registry, with
+avro/catalog.json's ids.
 """
 
 from __future__ import annotations
@@ -33,13 +37,18 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 from consumer.devtools.generator import StreamGenerator
-from consumer.wire.codec import OPTOUT, Codec, schema_dir
+from consumer.devtools.topics import TopicSpec, ensure_topics
+from consumer.wire.codec import schema_dir
+from rules.policy import default_policy_path
 from tests.harness import ServiceProcess, Topics, produce, pseudonym, read_all
+from tests.recipes import oracle, scenario
+from tests.recipes.scenario import CATALOG_IDS, Framer, Scenario
 
 MIX = {"eligible": 0.55, "not_public": 0.15, "region": 0.08, "unknown_age": 0.07, "under_age": 0.08, "opted_out": 0.07}
 RECORDS = 400
 LATE_AUTHORS = 2
 ABORTED = 3
+TRAINING_V2 = "training_record.v2.avsc"
 
 
 @dataclass
@@ -48,9 +57,10 @@ class CleanStream:
 
     topics: Topics
     registry_url: str | None
-    expected_ids: set[str]  # eligible, minus the records of the late authors
+    expected_ids: set[str]  # eligible under the current truth (the oracle's)
+    reasons: dict[str, str]  # every input record id -> the oracle's reason (to explain a mismatch)
     late_pseudonyms: set[str]
-    revoked_ids: set[str]  # eligible records of the late authors (emitted, then revoked)
+    retracted_ids: set[str]  # emitted, then retracted
     training_schema_id: int
     facts: dict[str, int] = field(default_factory=dict)  # what the raw topic holds (for the report)
 
@@ -65,22 +75,23 @@ class CleanStream:
         return env
 
 
-def _reframe(value: bytes, ids: dict[int, int]) -> bytes:
-    """A catalog-framed value with the registry's id for the same schema."""
-    return b"\x00" + ids[int.from_bytes(value[1:5], "big")].to_bytes(4, "big") + value[5:]
-
-
-def _register_inputs(url: str, topics: Topics) -> dict[int, int]:
-    """Registers the input schemas (their .avsc text) under `<topic>-value`: catalog id -> registry id."""
+def _register(url: str, topics: Topics, consent_topic: str) -> dict[int, int]:
+    """Registers the schemas the stream writes (their .avsc text) under `<topic>-value`, the version 1
+    revocation as a release before v2 did: catalog id -> registry id."""
     client = SchemaRegistryClient({"url": url})
-    ids = {}
-    for catalog_id, topic, file in (
-        (1, topics.posts, "post.v1.avsc"),
-        (2, topics.ai, "ai_interaction.v1.avsc"),
-        (3, topics.optouts, "optout.v1.avsc"),
-    ):
-        ids[catalog_id] = client.register_schema(f"{topic}-value", Schema((schema_dir() / file).read_text(), "AVRO"))
-    return ids
+    subjects = {
+        "post.v1.avsc": topics.posts,
+        "ai_interaction.v1.avsc": topics.ai,
+        "optout.v1.avsc": topics.optouts,
+        "revocation.v1.avsc": topics.revocations,
+        "consent.v1.avsc": consent_topic,
+        "content_change.v1.avsc": topics.content_changes,
+        "account_change.v1.avsc": topics.account_changes,
+    }
+    return {
+        CATALOG_IDS[file]: client.register_schema(f"{topic}-value", Schema((schema_dir() / file).read_text(), "AVRO"))
+        for file, topic in subjects.items()
+    }
 
 
 def read_uncommitted(bootstrap: str, topic: str, timeout: float = 30.0) -> list[bytes]:
@@ -126,23 +137,6 @@ def _wait(condition, timeout: float, what: str) -> None:  # type: ignore[no-unty
         time.sleep(0.3)
 
 
-def _late_optouts(bootstrap: str, topics: Topics, eligible: list[Any], ids: dict[int, int]) -> set[str]:
-    """The first LATE_AUTHORS authors of emitted records opt out now."""
-    authors: list[str] = []
-    for r in eligible:
-        if r.user_id not in authors:
-            authors.append(r.user_id)
-        if len(authors) == LATE_AUTHORS:
-            break
-    codec = Codec()
-    optouts = []
-    for u in sorted(authors):
-        value = codec.encode(OPTOUT, {"user_id": u, "opted_out_at": 1_790_000_000_000, "source": "late"})
-        optouts.append((topics.optouts, u.encode(), _reframe(value, ids)))
-    produce(bootstrap, optouts)
-    return set(authors)
-
-
 def _aborted_transaction(bootstrap: str, topics: Topics, sample: bytes) -> int:
     """ABORTED training records written in a transaction that is aborted: no read_committed reader may
     see them. Returns the TrainingRecord's schema id (that of `sample`, an emitted record)."""
@@ -163,82 +157,158 @@ def _aborted_transaction(bootstrap: str, topics: Topics, sample: bytes) -> int:
     return training_schema_id
 
 
-def build(bootstrap: str, registry_url: str | None, workdir: Path, seed: int = 11) -> CleanStream:
+@dataclass
+class _Setup:
+    bootstrap: str
+    topics: Topics
+    consent_topic: str
+    framer: Framer
+    policy_text: str
+    env: dict[str, str]  # the service's, both instances
+
+
+def _setup(bootstrap: str, registry_url: str | None, workdir: Path) -> _Setup:
     topics = Topics.unique(bootstrap)
+    consent_topic = f"consents-{uuid.uuid4().hex[:10]}"
+    ensure_topics(bootstrap, [TopicSpec(consent_topic, 2, {"cleanup.policy": "compact", "retention.ms": "-1"})])
+    text = default_policy_path().read_text()
+    text = text.replace('version = "', 'consent_model = "opt_in"\nversion = "opt-in-', 1)
+    policy = workdir / "opt-in.toml"
+    policy.write_text(text)
+    env = {"TF_POLICY_FILE": str(policy), "TF_CONSENT_TOPIC": consent_topic, "TF_CONSENT_CAPACITY": "10000"}
+    if registry_url:
+        env["TF_SCHEMA_REGISTRY_URL"] = registry_url
+    ids = _register(registry_url, topics, consent_topic) if registry_url else {i: i for i in CATALOG_IDS.values()}
+    return _Setup(bootstrap, topics, consent_topic, Framer(ids), text, env)
+
+
+def record_ids(messages: list[Any]) -> list[str]:
+    """The record ids of TrainingRecord values (read with the local v2 schema, whatever id frames them)."""
+    v2 = fastavro.parse_schema(json.loads((schema_dir() / TRAINING_V2).read_text()))
+    return [fastavro.schemaless_reader(io.BytesIO(m.value()[5:]), v2, None)["record_id"] for m in messages]
+
+
+def _eligible(service: ServiceProcess) -> int:
+    return sum(v for (_s, d), v in service.decisions().items() if d == "eligible")
+
+
+def _first_run(setup: _Setup, first: ServiceProcess, records: list[Any], truth: oracle.Truth) -> list[Any]:
+    """The first instance decides the stream: it emits exactly what the oracle finds eligible so far."""
+    first.start().wait_ready(90)
+    produce(setup.bootstrap, [(r.topic, r.key, setup.framer.reframe(r.value)) for r in records])
+    first.wait_processed(len(records))
+    first.wait_settled()
+    assert first.metric_sum("training_filter_dlq_records_total") == 0
+    clean = read_all(setup.bootstrap, setup.topics.training)
+    expected = oracle.eligible(truth)
+    assert _eligible(first) == len(expected), (first.decisions(), len(expected))
+    assert sorted(record_ids(clean)) == sorted(expected), "the first instance emitted each eligible record once"
+    return clean
+
+
+def _late_changes(setup: _Setup, first: ServiceProcess, s: Scenario, retracted: int, decided: int) -> Any:
+    """The truth changes after emission; the first instance retracts each change once."""
+    events, messages = scenario.late_events(s, setup.framer, setup.topics, setup.consent_topic)
+    produce(setup.bootstrap, messages)
+    wanted = retracted + scenario.late_retractions(s)
+
+    def retractions() -> float:
+        return first.metric_sum("training_filter_revocations_total")
+
+    _wait(lambda: retractions() >= wanted, 60, "the late retractions")
+    first.wait_processed(decided + len(events.records))
+    first.wait_settled()
+    assert retractions() == wanted, first.metrics().get("training_filter_revocations_total")
+    return events
+
+
+def _redeliver(setup: _Setup, s: Scenario, clean: list[Any]) -> set[str]:
+    """Records retracted by now written to the clean topic again, after their retractions."""
+    ids = scenario.redelivered(s)
+    by_id = dict(zip(record_ids(clean), clean, strict=True))
+    produce(setup.bootstrap, [(setup.topics.training, by_id[i].key(), by_id[i].value()) for i in sorted(ids)])
+    return ids
+
+
+def _second_run(second: ServiceProcess, decided: int, truth: oracle.Truth) -> int:
+    """Exactly-once, another group: everything again, under the changed truth."""
+    second.start().wait_ready(90)
+    second.wait_processed(decided)
+    second.wait_settled()
+    eligible = _eligible(second)
+    assert eligible == len(oracle.eligible(truth)), (second.decisions(), len(oracle.eligible(truth)))
+    assert second.stop() == 0
+    return eligible
+
+
+def build(bootstrap: str, registry_url: str | None, workdir: Path, seed: int = 11) -> CleanStream:
+    setup = _setup(bootstrap, registry_url, workdir)
+    topics, framer = setup.topics, setup.framer
     generator = StreamGenerator(
         seed=seed, users_per_pool=25, posts_topic=topics.posts, ai_topic=topics.ai, mix=MIX, text_bytes=(40, 200)
     )
-    ids = _register_inputs(registry_url, topics) if registry_url else {1: 1, 2: 2, 3: 3}
     records = list(generator.stream(RECORDS))
+    values = scenario.decode_inputs(framer, records)
+    s = scenario.pick(records, values, LATE_AUTHORS)
     optouts = generator.optouts()
-    env = {"TF_SCHEMA_REGISTRY_URL": registry_url} if registry_url else {}
+    opted = {framer.decode(v, "optout.v1.avsc")["user_id"] for _, v in optouts}
+    users = {g.user_id for g in records if g.user_id}
+    early, messages = scenario.early_events(s, framer, topics, setup.consent_topic, users)
+    # Before the service starts: its start-up reads them before any input.
+    produce(bootstrap, [(topics.optouts, k, framer.reframe(v)) for k, v in optouts] + messages)
+    before = scenario.truth(setup.policy_text, values.values(), opted, early)
 
-    # 1. at-least-once
-    first = ServiceProcess(bootstrap, topics, workdir, env_overrides=env).start()
+    first = ServiceProcess(bootstrap, topics, workdir, env_overrides=setup.env)
     second = ServiceProcess(
-        bootstrap, topics, workdir, env_overrides={**env, "TF_PROCESSING_GUARANTEE": "exactly-once"}
+        bootstrap, topics, workdir, env_overrides={**setup.env, "TF_PROCESSING_GUARANTEE": "exactly-once"}
     )
     try:
-        first.wait_ready(90)
-        produce(bootstrap, [(topics.optouts, k, _reframe(v, ids)) for k, v in optouts])
-        produce(bootstrap, [(r.topic, r.key, _reframe(r.value, ids)) for r in records])
-        first.wait_processed(len(records))
-        first.wait_settled()
-        decisions = first.decisions()
-        eligible = [r for r in records if r.expected == "eligible"]
-        assert sum(v for (_s, d), v in decisions.items() if d == "eligible") == len(eligible), decisions
-        assert first.metric_sum("training_filter_dlq_records_total") == 0
-
-        # 2. two authors of emitted records opt out
-        late = _late_optouts(bootstrap, topics, eligible, ids)
-        late_pseudonyms = {pseudonym(u) for u in late}
-        revocations_expected = len(optouts) + len(late)
-        _wait(lambda: len(read_all(bootstrap, topics.revocations)) >= revocations_expected, 60, "the late revocations")
-
-        # 3. a record of a late author, decided before the opt-out, arrives after its revocation
-        clean = read_all(bootstrap, topics.training)
-        assert len(clean) == len(eligible), "the first instance emitted each eligible record once"
-        late_values = [m for m in clean if m.key().decode() in late_pseudonyms]
-        assert late_values, "the late authors have emitted records"
-        produce(bootstrap, [(topics.training, late_values[0].key(), late_values[0].value())])
+        clean = _first_run(setup, first, records, before)
+        late = _late_changes(setup, first, s, len(optouts) + len(early.content), len(records))
+        redelivered = _redeliver(setup, s, clean)
         assert first.stop() == 0
-
-        # 4. exactly-once, another group: everything again
-        second.start().wait_ready(90)
-        still = [r for r in eligible if r.user_id not in late]
-        second.wait_processed(len(records))
-        second.wait_settled()
-        assert sum(v for (_s, d), v in second.decisions().items() if d == "eligible") == len(still)
-        assert second.stop() == 0
+        now = scenario.truth(setup.policy_text, values.values(), opted, early, late)
+        again = _second_run(second, len(records) + len(late.records), now)
     finally:
         first.kill()
         second.kill()
-
-    # 5. an aborted transaction with records no reader may see
+    backfilled = scenario.policy_backfill(setup, now)  # HOOK: see scenario.policy_backfill
+    if backfilled is not None:
+        now.policy = oracle.Policy.parse(backfilled)
     training_schema_id = _aborted_transaction(bootstrap, topics, clean[0].value())
+    return _described(
+        setup, s, before, now, len(clean) + len(late.records) + len(redelivered) + again, training_schema_id
+    )
 
-    all_eligible = {r.record_id for r in eligible}
-    revoked_ids = {r.record_id for r in eligible if r.user_id in late}
-    committed = read_all(bootstrap, topics.training)
-    raw = read_uncommitted(bootstrap, topics.training)
+
+def _described(
+    setup: _Setup, s: Scenario, before: oracle.Truth, now: oracle.Truth, committed_count: int, training_schema_id: int
+) -> CleanStream:
+    """The stream is what the module docstring says, or the recipes prove nothing."""
+    reasons_before, reasons = oracle.decide(before), oracle.decide(now)
+    scenario.check(s, reasons_before, reasons)
+    committed = read_all(setup.bootstrap, setup.topics.training)
+    raw = read_uncommitted(setup.bootstrap, setup.topics.training)
+    late_pseudonyms = {pseudonym(u) for u in s.late}
     facts = {
-        "input records": len(records),
-        "eligible": len(all_eligible),
+        "input records": len(reasons),
+        "eligible now": sum(r == oracle.ELIGIBLE for r in reasons.values()),
         "clean topic, committed": len(committed),
         "clean topic, with the aborted transaction": len(raw),
-        "revocations": len(read_all(bootstrap, topics.revocations)),
-        "records of revoked authors on the clean topic": sum(m.key().decode() in late_pseudonyms for m in committed),
+        "retractions": len(read_all(setup.bootstrap, setup.topics.revocations)),
+        "records of late authors on the clean topic": sum(m.key().decode() in late_pseudonyms for m in committed),
     }
-    # The stream is what the docstring says, or the recipes prove nothing.
-    assert len(committed) == len(eligible) + 1 + len(still), facts
+    assert len(committed) == committed_count, facts
     assert len(raw) >= len(committed) + ABORTED, facts
-    assert facts["records of revoked authors on the clean topic"] == len(revoked_ids) + 1, facts
+    eligible_before = {i for i, r in reasons_before.items() if r == oracle.ELIGIBLE}
+    expected = {i for i, r in reasons.items() if r == oracle.ELIGIBLE}
     return CleanStream(
-        topics=topics,
-        registry_url=registry_url,
-        expected_ids=all_eligible - revoked_ids,
+        topics=setup.topics,
+        registry_url=setup.env.get("TF_SCHEMA_REGISTRY_URL"),
+        expected_ids=expected,
+        reasons=reasons,
         late_pseudonyms=late_pseudonyms,
-        revoked_ids=revoked_ids,
+        retracted_ids=eligible_before - expected,
         training_schema_id=training_schema_id,
         facts=facts,
     )

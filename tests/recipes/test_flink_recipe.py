@@ -1,8 +1,8 @@
 """The Flink SQL recipe of docs/recipes/flink.md (PyFlink, the Kafka connector with read_committed, the
-avro-confluent format with the registry, ROW_NUMBER de-duplication, NOT IN the revocations) against the
-clean topic the real service wrote, with the reader schema Flink derives from the table's columns
-(TrainingRecord v2 has no enum, which Flink could not resolve: FLINK-24544); what Flink makes of v1 and
-v2."""
+avro-confluent format with the registry, ROW_NUMBER de-duplication, NOT EXISTS the retractions in force)
+against the topics the real service wrote (the table equals the oracle's set, tests/recipes/oracle.py),
+with the reader schema Flink derives from the table's columns (TrainingRecord v2 has no enum, which Flink
+could not resolve: FLINK-24544); what Flink makes of v1 and v2."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The Java recipe of docs/recipes/java.md (kafka-clients with read_committed, Avro's GenericDatumReader
 after the 5-byte header with the registry's writer schemas), built with Maven as the page says, against
-the clean topic the real service wrote."""
+the topics the real service wrote: the table equals the oracle's set (tests/recipes/oracle.py)."""
 
 from __future__ import annotations
 

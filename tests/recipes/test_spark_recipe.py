@@ -1,6 +1,7 @@
 """The Spark recipe of docs/recipes/spark.md (PySpark batch, the Kafka source with read_committed, from_avro
-past the 5-byte header, dropDuplicates on record_id, an anti-join with the revocations), with the
-registry's writer schemas and with avro/catalog.json's, against the clean topic the real service wrote."""
+past the 5-byte header, dropDuplicates on record_id, anti-joins with the retractions in force), with the
+registry's writer schemas and with avro/catalog.json's, against the topics the real service wrote: the
+table equals the oracle's set (tests/recipes/oracle.py)."""
 
 from __future__ import annotations
 
