@@ -273,7 +273,7 @@ class BatchProcessor:
             batch.outstanding += produced
             produce_when_room(self.producer, self.on_backpressure, self.training_topic, out, key, batch.delivered)
             return 0
-        self.refused.at_once(exc, msg, route.source, batch)  # type: ignore[arg-type]
+        self.refused.at_once(exc, msg, route.source, batch)
         return produced - 1
 
     def _undecidable(

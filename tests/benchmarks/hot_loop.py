@@ -20,6 +20,7 @@ decoding, deciding, building and the producer call, per input record (malformed 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pickle
 import re
@@ -168,6 +169,7 @@ def main() -> None:
     parser.add_argument("--changes", action="store_true", help="with and without a change set, and the ratio")
     parser.add_argument("--stopped", type=int, default=1_000_000, help="record ids in the change set")
     parser.add_argument("--corrected", type=int, default=100_000, help="corrected accounts in the change set")
+    parser.add_argument("--output", type=Path, help="also write the figures and the machine as JSON here")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--stream", type=Path, help=argparse.SUPPRESS)
     a = parser.parse_args()
@@ -187,10 +189,20 @@ def main() -> None:
         stream = Path(folder) / "stream.pickle"
         write_stream(stream, min(a.records, 20_000) if a.instructions else a.records)
         per = measure(variants, stream, a.instructions, a.repeat)
+    ratio = None
     if a.against:
-        print(f"ratio (this / against): {per['this'] / per['against']:.3f}")
+        ratio = per["this"] / per["against"]
+        print(f"ratio (this / against): {ratio:.3f}")
     if a.changes:
-        print(f"ratio (with a change set / without): {per['with'] / per['without']:.3f}")
+        ratio = per["with"] / per["without"]
+        print(f"ratio (with a change set / without): {ratio:.3f}")
+    if a.output:
+        from tests.benchmarks.harness import machine
+
+        unit = "instructions a record" if a.instructions else "median µs a record"
+        figures = {"unit": unit, "per_record": per, "ratio": ratio, "machine": machine(), "settings": vars(a)}
+        figures["settings"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()}
+        a.output.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
 
 
 def measure(
