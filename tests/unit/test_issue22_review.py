@@ -7,8 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.service_fixture import InProcessService, emitted_ids, feed, make_kafka, settings, stream
 from tests.unit.test_service_changes import account_change, consent, created_at, eligible_posts, with_optouts
 
@@ -27,11 +25,6 @@ def decided_all(svc: InProcessService, records: list[Any]) -> None:
 # -- a snapshot resumed when it must not be ----------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the change snapshot is resumed without an opt-out snapshot: a correction kept out for want of "
-    "room is forgotten",
-)
 def test_a_change_snapshot_is_not_resumed_without_the_opt_out_filter_that_kept_its_overflow_out(tmp_path):
     """A correction the change set had no room for keeps its account out through the opt-out filter
     only. Resuming the change snapshot (past that correction) beside an opt-out filter rebuilt from
@@ -56,11 +49,6 @@ def test_a_change_snapshot_is_not_resumed_without_the_opt_out_filter_that_kept_i
     assert not theirs & set(emitted_ids(kafka)), "an account whose country is now US is refused after a restart"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the consent snapshot is resumed beside an older opt-out filter: a withdrawal kept out for "
-    "want of room is forgotten",
-)
 def test_a_consent_snapshot_is_not_resumed_past_a_withdrawal_kept_out_by_an_older_opt_out_filter(tmp_path):
     """A withdrawal the consent history had no room for keeps its user out through the opt-out filter
     only. Resumed past it beside an opt-out filter that does not hold it (no opt-out snapshot, or an
