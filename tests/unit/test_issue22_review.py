@@ -4,11 +4,32 @@ test still marked xfail(strict=True) names a defect not fixed yet: its reason sa
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from tests.service_fixture import InProcessService, emitted_ids, feed, make_kafka, settings, stream
-from tests.unit.test_service_changes import account_change, consent, created_at, eligible_posts, with_optouts
+import pytest
+
+from consumer.changes import retractions as emitter
+from consumer.consents.applier import ConsentApplier
+from consumer.consents.fingerprints import ConsentSet
+from consumer.consents.history import ConsentHistory
+from consumer.datapath.pseudonym import Pseudonymiser
+from consumer.operations.metrics import Metrics
+from consumer.wire.codec import ACCOUNT_CHANGE, REVOCATION
+from rules import AccountFacts, Decider, Reason, Retraction, Source, account_retraction, load_policy, recheck
+from rules.age import MS_PER_DAY, day_from_date
+from tests.fakes import Msg
+from tests.service_fixture import CODEC, InProcessService, emitted_ids, feed, make_kafka, settings, stream
+from tests.unit.test_service_changes import (
+    account_change,
+    consent,
+    created_at,
+    eligible_posts,
+    key_of,
+    retractions,
+    with_optouts,
+)
 
 
 def opt_in_policy(tmp_path: Path) -> Path:
@@ -86,3 +107,129 @@ def test_a_consent_snapshot_is_not_resumed_past_a_withdrawal_kept_out_by_an_olde
         decided_all(svc, records)
     before = {rid for at, rid in theirs if int(at.timestamp() * 1000) < grant_at}
     assert before and not before & set(emitted_ids(kafka)), "what they wrote before the re-grant stays out"
+
+
+# -- what an account's facts retract ---------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="account_retraction bounds only the minimum age: what recheck refuses past the maximum "
+    "plausible age is never retracted, so readers keep it",
+)
+def test_an_account_retraction_names_every_record_its_facts_now_refuse():
+    """A birth date corrected to one that makes the author older than the policy's maximum plausible
+    age (a placeholder 1900-01-01) refuses every record written from that age on (`unknown_age`),
+    but the retraction only names what was written before the 18th birthday: a reader keeps the rest."""
+    decider = Decider(load_policy())
+    facts = AccountFacts(False, day_from_date(dt.date(1900, 1, 1)), "DE")
+    written = day_from_date(dt.date(2026, 1, 1)) * MS_PER_DAY
+    assert recheck(decider, Source.POST, facts, written, 10**15) is Reason.UNKNOWN_AGE
+    reason, before = account_retraction(decider, facts)
+    assert reason is Retraction.AGE_CORRECTED
+    assert before is None or written < before, "the reader must drop what the service now refuses"
+
+
+def account_change_at(user_id: str, country: str, at_ms: int, birth: dt.date | None = None) -> bytes:
+    record = {"user_id": user_id, "deleted": False, "birth_date": birth, "country": country, "at": at_ms}
+    return CODEC.encode(ACCOUNT_CHANGE, {**record, "source": "support_correction"})
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the service keeps an account's last change in offset order, a reader the retraction with the "
+    "latest opted_out_at: two changes of one key whose `at` go back disagree",
+)
+def test_the_retraction_in_force_for_an_account_is_the_one_of_its_current_facts():
+    """Two changes of one account, in order on its partition, the later stamped earlier (a late
+    correction from another service): the service decides with the last (compaction keeps it too),
+    a reader applies the one with the latest `opted_out_at` (docs/retractions.md, rule 1)."""
+    kafka, _ = with_optouts()
+    user = "u-moved"
+    with InProcessService(kafka, settings()) as svc:
+        svc.wait_subscribed()
+        kafka.append("account-changes", account_change_at(user, "US", 2_000_000), user.encode(), partition=0)
+        born = dt.date(1990, 1, 1)
+        kafka.append("account-changes", account_change_at(user, "DE", 1_000_000, born), user.encode(), partition=0)
+        mine = b"account/" + key_of(user).encode()
+        svc.wait(lambda: sum(1 for k, _ in retractions(kafka) if k == mine) == 2, what="both retracted")
+    written = [v for k, v in retractions(kafka) if k == mine]
+    assert written[-1]["reason"] == "age_corrected", "the last change: the facts the service decides with"
+    in_force = max(enumerate(written), key=lambda iv: (iv[1]["opted_out_at"], iv[0]))[1]
+    assert in_force == written[-1], "a reader holds what the service admits"
+
+
+# -- consents read in any order --------------------------------------------------------------------
+
+
+def consent_msg(user: str, granted: bool, at_ms: int, partition: int) -> Msg:
+    return Msg("consents", consent(user, granted, at_ms), user.encode(), partition, 0)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ConsentHistory.withdraw does not know the grant it overrides: an older withdrawal read after a "
+    "newer grant (another partition) withdraws the user",
+)
+def test_a_withdrawal_older_than_a_grant_already_read_does_not_win():
+    """The consent topic grew: a user's withdrawal sits in an old partition, their later grant in a new
+    one. Read in either order the grant is newest, so the user is consented from its time on; the
+    history promises that "the older one never wins", but read grant-first the withdrawal does."""
+    pseudonymiser = Pseudonymiser(b"k" * 32)
+    states = []
+    for order in ((1_000, 2_000), (2_000, 1_000)):
+        applier = ConsentApplier(ConsentSet(1_000), ConsentHistory(100), CODEC, pseudonymiser, Metrics())
+        for at in order:
+            applier.record(consent_msg("u1", at == 2_000, at, partition=0 if at == 1_000 else 1), live=True)
+        p = pseudonymiser.pseudonym(b"u1")
+        states.append((bool(applier.members.contains(p)), applier.history.since.get(p)))
+    assert states[0] == (True, 2_000), "withdrawal first, then the grant: eligible from the grant on"
+    assert states[1] == states[0], "the same truth, read the other way round"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the consent mirror reads uncommitted records: a grant of an aborted transaction admits a user "
+    "who never consented",
+)
+def test_a_grant_of_an_aborted_transaction_admits_nobody(tmp_path):
+    kafka = make_kafka()
+    kafka.create_topic("consents", 1)
+    _, records = stream(300)
+    users = sorted({g.user_id for g in records if g.expected == "eligible"})
+    never = users[0]
+    for user in users[1:]:
+        kafka.append("consents", consent(user, True, 0), user.encode())
+    kafka.append("consents", consent(never, True, 0), never.encode(), transaction=999)
+    kafka.topics["consents"].partitions[0][-1].aborted = True  # its producer aborted it
+    s = settings(TF_POLICY_FILE=str(opt_in_policy(tmp_path)), TF_CONSENT_TOPIC="consents")
+    with InProcessService(kafka, s) as svc:
+        svc.wait_subscribed()
+        feed(kafka, records)
+        decided_all(svc, records)
+    assert not {g.record_id for g in records if g.user_id == never} & set(emitted_ids(kafka))
+
+
+# -- compaction --------------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the change mirror rebuilds from the change topics only: a content change compaction removed "
+    "(a tombstone after it) is forgotten, though its retraction is in the ledger",
+)
+def test_a_content_change_compacted_away_still_stops_its_record():
+    """A change is final, and "a tombstone changes nothing" (the schema's doc); but compaction keeps the
+    tombstone alone. A replica that starts then has only the revocations ledger to learn the change from
+    (its `content/` retraction), and does not read it: the record, arriving late, is emitted."""
+    kafka, records = with_optouts()
+    late = eligible_posts(records)[0]
+    kafka.append("content-changes", None, late.record_id.encode(), partition=0)  # all compaction left
+    pseudonym = key_of(late.user_id).encode()
+    ledger = emitter.value(Retraction.CONTENT_DELETED, pseudonym, 1_000, record_id=late.record_id)
+    kafka.append("revocations", CODEC.encode(REVOCATION, ledger), b"content/" + late.record_id.encode(), 0)
+    with InProcessService(kafka, settings()) as svc:
+        svc.wait_subscribed()
+        feed(kafka, records)
+        decided_all(svc, records)
+    assert late.record_id not in emitted_ids(kafka)
