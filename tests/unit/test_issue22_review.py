@@ -11,15 +11,31 @@ from typing import Any
 import pytest
 
 from consumer.changes import retractions as emitter
+from consumer.changes.changeset import ChangeSet
+from consumer.changes.guard import ChangeGuard
 from consumer.consents.applier import ConsentApplier
 from consumer.consents.fingerprints import ConsentSet
 from consumer.consents.history import ConsentHistory
+from consumer.datapath.batch import BatchProcessor
 from consumer.datapath.pseudonym import Pseudonymiser
+from consumer.datapath.shadow import Shadow
 from consumer.operations.metrics import Metrics
-from consumer.wire.codec import ACCOUNT_CHANGE, REVOCATION
-from rules import AccountFacts, Decider, Reason, Retraction, Source, account_retraction, load_policy, recheck
+from consumer.wire.codec import ACCOUNT_CHANGE, POST, REVOCATION
+from rules import (
+    AccountFacts,
+    Decider,
+    Reason,
+    Retraction,
+    Source,
+    account_retraction,
+    load_policy,
+    parse_policy,
+    recheck,
+)
 from rules.age import MS_PER_DAY, day_from_date
-from tests.fakes import Msg
+from tests.fakes import Msg, RecordingProducer, run
+from tests.samples import CANDIDATE_POLICY
+from tests.samples import POST as SAMPLE_POST
 from tests.service_fixture import CODEC, InProcessService, emitted_ids, feed, make_kafka, settings, stream
 from tests.unit.test_service_changes import (
     account_change,
@@ -233,3 +249,37 @@ def test_a_content_change_compacted_away_still_stops_its_record():
         feed(kafka, records)
         decided_all(svc, records)
     assert late.record_id not in emitted_ids(kafka)
+
+
+# -- a shadow policy -------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the change set is asked for the shadow only when the active policy admits: a changed record "
+    "the active policy refuses is counted eligible under the candidate",
+)
+def test_the_shadow_counts_a_deleted_record_it_would_admit_as_content_changed():
+    """The candidate admits GB, the active policy does not. A deleted post of a GB author is refused
+    `region` by the active policy; the candidate would refuse it `content_changed` (the change set stops
+    it whatever the policy), but the shadow counts it eligible: a candidate's would-add overstated."""
+    changes = ChangeSet(1_000, 1e-6, 100)
+    changes.stop("p-gone")
+    shadow = Shadow(Decider(parse_policy(CANDIDATE_POLICY)))
+    proc = BatchProcessor(
+        decider=Decider(load_policy()),
+        codec=CODEC,
+        pseudonymiser=Pseudonymiser(b"h" * 32),
+        opted_out=lambda _u: False,
+        producer=RecordingProducer(),
+        training_topic="training",
+        dlq_topic="dlq",
+        posts_topic="posts",
+        ai_interactions_topic="ai",
+        on_backpressure=lambda: None,
+        shadow=shadow,
+        changes=ChangeGuard(changes),
+    )
+    value = CODEC.encode(POST, {**SAMPLE_POST, "post_id": "p-gone", "author_id": "u-gb", "author_country": "GB"})
+    run(proc, [Msg("posts", value, b"u-gb")])
+    assert shadow.totals == {(Source.POST, Reason.REGION, Reason.CONTENT_CHANGED): 1}
