@@ -288,11 +288,6 @@ def test_the_shadow_counts_a_deleted_record_it_would_admit_as_content_changed():
     assert shadow.totals == {(Source.POST, Reason.REGION, Reason.CONTENT_CHANGED): 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="after a second look admits a record, the batch keeps the shadow's first reason: the change "
-    "pass pops a difference that is not there (IndexError: the batch raises, the service stops)",
-)
 def test_a_record_admitted_with_its_accounts_birth_date_is_decided_under_a_shadow_too():
     """A post without a birth date of its own, by an author in Austria whose account has one (an
     adult): both policies admit it with the account's. With a shadow configured, the batch raised IndexError: a
