@@ -46,11 +46,14 @@ class ChangeSet:
         account_capacity: int,
         records: OptOutFilter | None = None,
         accounts: dict[bytes, AccountFacts] | None = None,
+        refused: int = 0,
     ) -> None:
         self.records = records if records is not None else OptOutFilter(capacity, fp_rate)
         self.accounts: dict[bytes, AccountFacts] = accounts if accounts is not None else {}
         self.account_capacity = account_capacity
-        self.refused = 0  # corrections that did not fit (their accounts were kept out instead)
+        # Corrections that did not fit (their accounts were kept out through the opt-out filter
+        # instead), since the set was empty: saved with the snapshot (consumer/service/feed_parts.py).
+        self.refused = refused
 
     @property
     def entries(self) -> int:
@@ -86,6 +89,7 @@ class ChangeSet:
             "bloom_length": len(self.records.snapshot_bytes()),
             "accounts": len(self.accounts),
             "account_capacity": self.account_capacity,
+            "refused": self.refused,
             "entries": self.entries,
             "record_entries": self.records.entries,
             "saved_at": time.time(),
@@ -138,6 +142,7 @@ def load(
     except (ValueError, TypeError) as exc:
         raise SnapshotError(f"snapshot body does not parse: {type(exc).__name__}") from exc
     records = OptOutFilter(capacity, fp_rate, bloom, int(head["record_entries"]))
-    changes = ChangeSet(capacity, fp_rate, account_capacity, records, accounts)
+    # A snapshot that does not say is taken to have kept accounts out (fail closed).
+    changes = ChangeSet(capacity, fp_rate, account_capacity, records, accounts, int(head.get("refused", 1)))
     offsets = {(t, int(p)): int(o) for t, parts in head["offsets"].items() for p, o in parts.items()}
     return LoadedSnapshot(changes, offsets, dict(head["topic_ids"]), float(head.get("saved_at", 0.0)))  # type: ignore[arg-type]

@@ -81,7 +81,7 @@ class ConsentApplier:
                 continue
             self.members.remove(pseudonym)
             if not self.history.withdraw(pseudonym, at_ms):
-                self._kept_out.append(pseudonym)
+                self._keep_out(pseudonym)
                 result = "history_full_kept_out"
         self._results[result] = self._results.get(result, 0) + 1
         return True
@@ -105,9 +105,15 @@ class ConsentApplier:
             fits = self.history.regrant_retracted(pseudonym, int(bound.timestamp() * 1000))
             result = "ledger_regrant"
         if not fits:
-            self._kept_out.append(pseudonym)
+            self._keep_out(pseudonym)
             return "history_full_kept_out"
         return result
+
+    def _keep_out(self, pseudonym: bytes) -> None:
+        """A user the history has no room for: out through the opt-out filter (where one is given)."""
+        self._kept_out.append(pseudonym)
+        if self.keep_out is not None:
+            self.history.kept_out += 1
 
     def batch_done(self, live: bool) -> None:
         if self._kept_out and self.keep_out is not None:

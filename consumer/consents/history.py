@@ -11,7 +11,9 @@ Both are learnt from the consent topic and, for what compaction took from it, fr
 retractions on the revocations topic (the emitter wrote one per withdrawal and one per re-grant).
 A re-grant read before its withdrawal's retraction is held back (`since` = BLOCKED: nothing counts)
 until the re-grant's own retraction says since when. Bounded by `capacity` users: a withdrawal that
-does not fit is reported to the caller, which keeps the user out for good instead (fail closed).
+does not fit is reported to the caller, which keeps the user out for good instead (fail closed), and
+counted in `kept_out` (saved with the snapshot: consumer/service/feed_parts.py resumes one that kept
+users out only beside the opt-out filter that holds them).
 """
 
 from __future__ import annotations
@@ -25,12 +27,19 @@ USER_BYTES = 250
 
 
 class ConsentHistory:
-    __slots__ = ("capacity", "since", "withdrawn")
+    __slots__ = ("capacity", "kept_out", "since", "withdrawn")
 
-    def __init__(self, capacity: int, withdrawn: dict[bytes, int] | None = None, since: dict[bytes, int] | None = None):
+    def __init__(
+        self,
+        capacity: int,
+        withdrawn: dict[bytes, int] | None = None,
+        since: dict[bytes, int] | None = None,
+        kept_out: int = 0,
+    ):
         self.capacity = capacity
         self.withdrawn: dict[bytes, int] = withdrawn if withdrawn is not None else {}
         self.since: dict[bytes, int] = since if since is not None else {}
+        self.kept_out = kept_out  # users kept out through the opt-out filter instead (no room here)
 
     def __len__(self) -> int:
         return len(self.withdrawn)
@@ -39,6 +48,7 @@ class ConsentHistory:
         """In place: the hot loop holds `since` (consumer/changes/guard.py)."""
         self.withdrawn.clear()
         self.since.clear()
+        self.kept_out = 0
 
     def withdraw(self, pseudonym: bytes, at_ms: int) -> bool:
         """A withdrawal at `at_ms`; False if it does not fit (the caller keeps the user out instead)."""
@@ -99,7 +109,7 @@ class ConsentHistory:
             yield [pseudonym.decode("ascii"), at, self.since.get(pseudonym)]
 
     @classmethod
-    def from_rows(cls, capacity: int, rows: list[list[Any]]) -> ConsentHistory:
+    def from_rows(cls, capacity: int, rows: list[list[Any]], kept_out: int) -> ConsentHistory:
         withdrawn = {p.encode("ascii"): int(at) for p, at, _ in rows}
         since = {p.encode("ascii"): int(s) for p, _, s in rows if s is not None}
-        return cls(capacity, withdrawn, since)
+        return cls(capacity, withdrawn, since, kept_out)

@@ -43,6 +43,7 @@ def header(
         "entries": consents.entries,
         "history": len(history),
         "history_capacity": history.capacity,
+        "kept_out": history.kept_out,
         "key_check": key_check,
         "topic_ids": dict(sorted(topic_ids.items())),
         "offsets": offsets_by_topic(offsets, topic_ids),
@@ -96,7 +97,8 @@ def load(path: Path, capacity: int, history_capacity: int, topics: list[str], ke
     if digest.hexdigest() != head.get("blake2b"):
         raise SnapshotError("snapshot digest does not match its contents")
     try:
-        history = ConsentHistory.from_rows(history_capacity, orjson.loads(rest))
+        # A snapshot that does not say is taken to have kept users out (fail closed).
+        history = ConsentHistory.from_rows(history_capacity, orjson.loads(rest), int(head.get("kept_out", 1)))
     except (ValueError, TypeError) as exc:
         raise SnapshotError(f"snapshot history does not parse: {type(exc).__name__}") from exc
     consents = ConsentSet(capacity, table, int(head["entries"]))

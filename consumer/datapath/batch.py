@@ -187,7 +187,7 @@ class BatchProcessor:
                 if shadow is not reason:
                     differ.append((route.source, reason, shadow))
             if reason is not eligible and accounts and reason in SECOND_LOOKS:
-                reason = changes.second_look(route.source, reason, fields, latest, differ, shadow)
+                reason, shadow = changes.second_look(route.source, reason, fields, latest, differ, shadow)
             if reason is not eligible:
                 counts[reason] = counts.get(reason, 0) + 1
                 continue

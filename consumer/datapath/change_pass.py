@@ -63,15 +63,18 @@ class ChangePass:
         latest: int,
         differ: list[Pair] | None,
         shadow: Any,
-    ) -> Reason:
+    ) -> tuple[Reason, Any]:
         """A refusal looked at again with the account's facts: `account_deleted` for an opt-out of a
-        deleted account, or a decision with the account's birth date for a record that had none."""
+        deleted account, or a decision with the account's birth date for a record that had none. Both
+        policies' reasons now (the shadow's as given when there is none): the batch goes on with them,
+        and the list of differences says the same."""
         pseudonym = self.pseudonym(fields[1])
         again = self._again(self.decider, source, reason, fields, pseudonym, latest)
         if differ is not None and self.shadow is not None:
             shadow_again = self._again(self.shadow.decider, source, shadow, fields, pseudonym, latest)
             redo_pair(differ, source, reason, shadow, again, shadow_again)
-        return again
+            return again, shadow_again
+        return again, shadow
 
     def _again(
         self, decider: Decider, source: Source, reason: Reason, fields: tuple[Any, ...], pseudonym: bytes, latest: int

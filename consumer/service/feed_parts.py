@@ -141,7 +141,9 @@ class FeedBuilder:
 
     def _read_changes(self, path: Path) -> LoadedSnapshot:
         """The change set's snapshot, resumed only with an opt-out filter restored from a snapshot saved
-        after it, when opt-out snapshots are kept: a deletion within its offsets is in that filter only."""
+        after it when opt-out snapshots are kept (a deletion within its offsets is in that filter only),
+        and whether they are or not once the set kept a correction out for want of room: a filter read
+        again from the topics never holds that (its `account/` retraction is not permanent)."""
         s = self.settings
         loaded = changeset.load(
             path,
@@ -151,12 +153,19 @@ class FeedBuilder:
             [s.content_changes_topic, s.account_changes_topic],
             self.pseudonymiser.key_check(),
         )
-        if s.optout_snapshot_path is not None:
-            if self.optout_restored_at is None:
-                raise SnapshotError("the opt-out filter was not restored from a snapshot: the changes are read again")
-            if loaded.saved_at > self.optout_restored_at:
-                raise SnapshotError("it is newer than the opt-out snapshot: the changes are read again")
+        changes = loaded.filter
+        assert isinstance(changes, ChangeSet)
+        if s.optout_snapshot_path is not None or changes.refused:
+            self._after_optouts(loaded, "changes")
         return loaded
+
+    def _after_optouts(self, loaded: LoadedSnapshot, what: str) -> None:
+        """SnapshotError unless the opt-out filter was restored from a snapshot saved after `loaded`:
+        what `loaded`'s set kept out through the filter is then in it."""
+        if self.optout_restored_at is None:
+            raise SnapshotError(f"the opt-out filter was not restored from a snapshot: the {what} are read again")
+        if loaded.saved_at > self.optout_restored_at:
+            raise SnapshotError(f"it is newer than the opt-out snapshot: the {what} are read again")
 
     # -- consents -----------------------------------------------------------------------------------
 
@@ -189,13 +198,20 @@ class FeedBuilder:
         return mirror
 
     def _read_consents(self, path: Path) -> LoadedSnapshot:
+        """The consent set's snapshot. Once its history kept a withdrawal out through the opt-out filter
+        (no room for it), resumed only with an opt-out filter restored from a snapshot saved after it: a
+        filter read again from the topics never holds that (its `consent/` retraction is not permanent),
+        and the user's next grant would count as a first grant."""
         s = self.settings
         topics = [s.consent_topic or ""]
         if s.policy.consent_model == "opt_in":
             topics.append(s.revocations_topic)
-        return consent_snapshot.load(
+        loaded = consent_snapshot.load(
             path, s.consent_capacity, s.consent_withdrawals_capacity, topics, self.pseudonymiser.key_check()
         )
+        if loaded.extra.kept_out:
+            self._after_optouts(loaded, "consents")
+        return loaded
 
     def _consent_gauges(self, c: ConsentSet) -> None:
         self.metrics.consent_capacity.set(c.capacity)
