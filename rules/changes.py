@@ -67,17 +67,19 @@ def recheck(decider: Decider, source: Source, facts: AccountFacts, created_ms: i
     return decider.decide(source, True, facts.country, facts.birth_day, created_ms, latest_ms, b"", _never, _always)
 
 
-def account_retraction(decider: Decider, facts: AccountFacts) -> tuple[Retraction, int | None]:
+def account_retraction(decider: Decider, facts: AccountFacts, latest_ms: int) -> tuple[Retraction, int | None]:
     """What an account's facts retract of its author's records, under `decider`'s policy: (reason,
     created_before in ms; None: all of them). Deleted: all, for good. A country outside the regions,
-    or an unknown or impossible birth date: all (while those are the facts). Otherwise the records
-    created before the author reached the minimum age."""
+    or an unknown or impossible birth date: all (while those are the facts). A birth date by which the
+    author is past the policy's maximum plausible age by `latest_ms` (the latest creation time a record
+    can have now): all too, since a retraction cannot name "created after", and records from that age
+    on are refused. Otherwise the records created before the author reached the minimum age."""
     if facts.deleted:
         return Retraction.ACCOUNT_DELETED, None
     if decider.allowed_country(facts.country) is None:
         return Retraction.REGION_CORRECTED, None
     bounds = decider.age_bounds(facts.birth_day) if facts.birth_day is not None else None
-    if bounds is None or bounds[0] >= NEVER:
+    if bounds is None or bounds[0] >= NEVER or bounds[1] * MS_PER_DAY <= latest_ms:
         return Retraction.AGE_CORRECTED, None
     return Retraction.AGE_CORRECTED, bounds[0] * MS_PER_DAY
 

@@ -11,7 +11,8 @@ acknowledged them. A crash between the two repeats some, which a reader tolerate
   key, now only what was created before the grant (the consent mirror says whether the user withdrew
   before: `withdrew_before`; asked again while it has not read that far);
 - a content change: the record (key `content/<record_id>`);
-- an account change: what the account's facts retract under the active policy (key `account/<pseudonym>`).
+- an account change: what the account's facts retract under the active policy (key `account/<pseudonym>`;
+  a deletion `deleted/<pseudonym>`, which nothing replaces).
 
 A record whose schema cannot be had now is read again (the partition is sought back), never turned
 into a retraction without its author. The revocations topic is also the ledger the mirrors read back
@@ -21,6 +22,7 @@ into a retraction without its author. The revocations topic is also the ledger t
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +39,7 @@ from consumer.operations.clients import Clients
 from consumer.operations.metrics import Metrics
 from consumer.wire.codec import REVOCATION, Codec
 from consumer.wire.registry import RegistryUnavailable
-from rules import Decider, Retraction, account_retraction
+from rules import DEFAULT_CLOCK_SKEW_MS, Decider, Retraction, account_retraction
 
 REVOCATION_QUEUE_KBYTES = 16_384
 WithdrewBefore = Callable[[bytes, int, str, int, int], "bool | None"]
@@ -49,7 +51,11 @@ def key(reason: Retraction, pseudonym: bytes, record_id: str | None = None) -> b
         return pseudonym
     if reason is Retraction.CONSENT_WITHDRAWN:
         return b"consent/" + pseudonym
-    if reason in (Retraction.ACCOUNT_DELETED, Retraction.AGE_CORRECTED, Retraction.REGION_CORRECTED):
+    if reason is Retraction.ACCOUNT_DELETED:
+        # A key of its own, which nothing else writes: a later change of the account (a sync restating
+        # it) must not replace the deletion on the compacted topic, where the ledger finds it.
+        return b"deleted/" + pseudonym
+    if reason in (Retraction.AGE_CORRECTED, Retraction.REGION_CORRECTED):
         return b"account/" + pseudonym
     assert record_id is not None
     prefix = b"policy/" if reason is Retraction.POLICY_CHANGED else b"content/"
@@ -111,11 +117,13 @@ class RetractionEmitter:
         log: Any,
         flush_seconds: float,
         withdrew_before: WithdrewBefore | None = None,
+        clock_skew_ms: int = DEFAULT_CLOCK_SKEW_MS,
     ) -> None:
         self.sources = sources
         self.codec = codec
         self.pseudonym = pseudonymiser.pseudonym
         self.decider = decider  # the active policy: what an account's facts retract
+        self.skew_ms = clock_skew_ms  # with the clock, the latest created_at a record can have (as the batch)
         self.withdrew_before = withdrew_before
         self.metrics = metrics
         self.log = log
@@ -213,7 +221,7 @@ class RetractionEmitter:
         changed = parse_account_change(self.codec, msg)
         out = []
         for user_id, facts in changed.accounts:
-            reason, before = account_retraction(self.decider, facts)
+            reason, before = account_retraction(self.decider, facts, int(time.time() * 1000) + self.skew_ms)
             out.append(self._author(reason, user_id, changed.at_ms, before))
         return out
 

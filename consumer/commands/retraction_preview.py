@@ -12,6 +12,7 @@ A line that is not a valid change prints `{"error": ...}` (what `produce` would 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -20,7 +21,7 @@ from consumer.commands.change_lines import change_record, facts_of
 from consumer.commands.jsonl import JsonRecordError
 from consumer.datapath.pseudonym import Pseudonymiser
 from consumer.wire.codec import REVOCATION, Codec
-from rules import CONTENT_RETRACTIONS, Decider, account_retraction
+from rules import CONTENT_RETRACTIONS, DEFAULT_CLOCK_SKEW_MS, Decider, account_retraction
 
 
 def previews(
@@ -42,7 +43,8 @@ def previews(
             k = key(reason, pseudonym, record["record_id"])
             v = value(reason, pseudonym, record["at"], record_id=record["record_id"])
         else:
-            reason, before = account_retraction(decider, facts_of(record))
+            latest = int(time.time() * 1000) + DEFAULT_CLOCK_SKEW_MS  # the latest created_at admitted now
+            reason, before = account_retraction(decider, facts_of(record), latest)
             k = key(reason, pseudonym)
             v = value(reason, pseudonym, record["at"], created_before=before)
         # Through the codec and back: the schema checks the value, and it prints as `tail` shows it.

@@ -186,7 +186,7 @@ class BatchProcessor:
                 reason, shadow = reason
                 if shadow is not reason:
                     differ.append((route.source, reason, shadow))
-            if reason is not eligible and accounts and reason in SECOND_LOOKS:
+            if reason is not eligible and accounts and reason in SECOND_LOOKS and pseudonym_of(fields[1]) in accounts:
                 reason, shadow = changes.second_look(route.source, reason, fields, latest, differ, shadow)
             if reason is not eligible:
                 counts[reason] = counts.get(reason, 0) + 1

@@ -105,7 +105,7 @@ class OptOutApplier:
         (an opt-out, a deleted account: rules.PERMANENT) of a whole author; the others (a withdrawal a
         re-grant may end, a corrected account, a record) are the change set's and the consent
         history's. A version 1 value reads as an opt-out. A value that does not decode goes by its key
-        (`<pseudonym>`, `account/<pseudonym>` or `consent/<pseudonym>`: fail closed)."""
+        (`<pseudonym>`, `deleted/`, `account/` or `consent/<pseudonym>`: fail closed)."""
         value = msg.value()
         if value is None:
             return [], "revocation_tombstone_ignored"
@@ -122,7 +122,7 @@ class OptOutApplier:
             return [record["author_pseudonym"].encode("ascii")], "revocation_applied"
         except Exception:
             key = msg.key() or b""
-            for prefix in (b"account/", b"consent/"):
+            for prefix in (b"deleted/", b"account/", b"consent/"):
                 key = key.removeprefix(prefix)
             if len(key) == 64:
                 return [key], "revocation_used_key"

@@ -17,7 +17,8 @@ service):
 - `stages`: the per-stage cost of the hot loop (in-process);
 - `shadow_service` and `opt_in`: the service without and with a shadow policy, under the opt-out
   and the opt-in model (alternating runs);
-- `shadow`: the shadow policy's cost in the hot loop alone (in-process).
+- `shadow`: the shadow policy's cost in the hot loop alone (in-process);
+- `changes_service`: the service with empty and with full change topics (the change set's cost).
 
 Snapshot load and filter build for 10 million opt-outs are measured while the input is prepared.
 
@@ -37,7 +38,7 @@ from typing import Any
 import orjson
 
 from rules import Decider, load_policy
-from tests.benchmarks import guarantees, latency, opt_in, scale_out, shadow_service, throughput
+from tests.benchmarks import changes_service, guarantees, latency, opt_in, scale_out, shadow_service, throughput
 from tests.benchmarks.harness import HARNESS_CPU, PIPELINE_CPU, Harness, log, running
 from tests.benchmarks.shadow import measure as shadow_overhead
 from tests.benchmarks.stages import profile
@@ -60,6 +61,8 @@ def run_all(h: Harness) -> dict[str, Any]:
     r["shadow_service"] = shadow_service.run(h, h.args.shadow_repetitions)
     log("training-filter under the opt-out and the opt-in policy")
     r["opt_in_service"] = opt_in.run(h, h.args.repeat)
+    log("training-filter with empty and with full change topics")
+    r["changes_service"] = changes_service.run(h, h.args.shadow_repetitions)
     log("shadow policy overhead (in-process)")
     r["shadow_overhead"] = shadow_overhead(
         min(len(h.values), 200_000), 7 if not h.args.quick else 3, bootstrap=h.bootstrap
@@ -103,12 +106,16 @@ def only_training_filter(h: Harness) -> None:
 
 def only_retractions(h: Harness) -> None:
     """Issue 22: the service's maximum (one run), then `--repeat` latency runs at half of it with content
-    changes offered (change to retraction p50/p99, the change set's memory). Written to
+    changes offered (change to retraction p50/p99, the change set's memory), then the service with empty
+    and with full change topics, alternating (`--shadow-repetitions` pairs: the CPU cost). Written to
     results/retractions.json (`--output` to change), which docs/performance.md reads beside latest.json."""
     log("training-filter (at-least-once) maximum, one run")
     rate = throughput.run_once(h, "training-filter")["records_per_second"] / 2
     h.results["latency"] = latency.run(h, {"training_filter": ("training-filter", rate)})
     print(orjson.dumps(h.results["latency"]["training_filter"], option=orjson.OPT_INDENT_2).decode())
+    log("training-filter with empty and with full change topics")
+    h.results["changes_service"] = changes_service.run(h, h.args.shadow_repetitions)
+    print(orjson.dumps(h.results["changes_service"]["cpu_ratio_paired"]).decode())
     output = h.args.output if h.args.output != DEFAULT_OUTPUT else DEFAULT_OUTPUT.with_name("retractions.json")
     output.write_bytes(orjson.dumps(h.results, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
     print(f"\nwritten to {output}")

@@ -86,7 +86,7 @@ class Changes:
     @property
     def retraction_keys(self) -> set[bytes]:
         keys = {b"content/" + rid.encode() for rid in self.records}
-        return keys | {b"account/" + pseudonym(u).encode() for u in self.users}
+        return keys | {b"deleted/" + pseudonym(u).encode() for u in self.users}
 
 
 def reader_table(bootstrap: str, topics: Topics) -> tuple[set[str], int]:

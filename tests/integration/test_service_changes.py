@@ -81,7 +81,7 @@ def test_changes_stop_what_comes_later_and_retract_what_was_emitted(kafka, topic
     got = retractions(kafka, topics.revocations)
     assert (got[b"content/early"]["scope"], got[b"content/early"]["reason"]) == ("RECORD", "content_deleted")
     assert got[b"content/late"]["record_id"] == "late"
-    gone = got[b"account/" + pseudonym("bea").encode()]
+    gone = got[b"deleted/" + pseudonym("bea").encode()]
     assert (gone["scope"], gone["reason"], gone["author_pseudonym"]) == ("AUTHOR", "account_deleted", pseudonym("bea"))
 
     # A restart resumes the change set from the snapshot written at shutdown, and still stops both.

@@ -308,7 +308,7 @@ def test_each_account_change_prints_its_author_retraction(tmp_path, change, reas
     author = pseudonym("u1", KEY)
     assert out == [
         {
-            "key": f"account/{author}",
+            "key": f"{'deleted' if reason == 'account_deleted' else 'account'}/{author}",
             "value": {
                 "author_pseudonym": author,
                 "opted_out_at": MARCH_1,
@@ -366,7 +366,7 @@ def test_the_command_reads_the_key_as_the_service_does(tmp_path):
     stdin = orjson.dumps({**ACCOUNT_CHANGE, "deleted": True})
     inline = cli("--source", "account_change", stdin=stdin, env={"TF_HMAC_KEY": KEY.decode()})
     assert inline.returncode == 0, inline.stderr
-    assert orjson.loads(inline.stdout)["key"] == f"account/{pseudonym('u1', KEY)}"
+    assert orjson.loads(inline.stdout)["key"] == f"deleted/{pseudonym('u1', KEY)}"
     key_file = tmp_path / "hmac-key"
     key_file.write_bytes(KEY + b"\n")  # trailing newlines ignored, as in the service
     for options, env in ((["--hmac-key-file", str(key_file)], {}), ([], {"TF_HMAC_KEY_FILE": str(key_file)})):

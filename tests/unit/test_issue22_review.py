@@ -128,11 +128,6 @@ def test_a_consent_snapshot_is_not_resumed_past_a_withdrawal_kept_out_by_an_olde
 # -- what an account's facts retract ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="account_retraction bounds only the minimum age: what recheck refuses past the maximum "
-    "plausible age is never retracted, so readers keep it",
-)
 def test_an_account_retraction_names_every_record_its_facts_now_refuse():
     """A birth date corrected to one that makes the author older than the policy's maximum plausible
     age (a placeholder 1900-01-01) refuses every record written from that age on (`unknown_age`),
@@ -141,7 +136,7 @@ def test_an_account_retraction_names_every_record_its_facts_now_refuse():
     facts = AccountFacts(False, day_from_date(dt.date(1900, 1, 1)), "DE")
     written = day_from_date(dt.date(2026, 1, 1)) * MS_PER_DAY
     assert recheck(decider, Source.POST, facts, written, 10**15) is Reason.UNKNOWN_AGE
-    reason, before = account_retraction(decider, facts)
+    reason, before = account_retraction(decider, facts, 10**15)
     assert reason is Retraction.AGE_CORRECTED
     assert before is None or written < before, "the reader must drop what the service now refuses"
 
@@ -263,11 +258,6 @@ def compact(kafka: Any, topic: str) -> None:
         kafka.append(topic, r.value, r.key, partition=p, timestamp=r.timestamp)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a later change of a deleted account overwrites its permanent account/ retraction: once the "
-    "revocations topic is compacted, a rebuilt opt-out filter no longer keeps the account out",
-)
 def test_a_deleted_account_stays_out_after_compaction_whatever_comes_after_the_deletion():
     """A deletion is for good (the schema's doc, the reader's rule 1). An AccountChange that follows it
     (deleted: false, a sync job restating the account) makes the emitter write an `age_corrected`

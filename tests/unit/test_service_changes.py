@@ -101,7 +101,7 @@ def test_a_deleted_account_is_refused_for_good_and_retracted_as_an_author():
     theirs = sum(1 for g in records if g.user_id == gone and g.expected == "eligible")
     assert svc.metric("training_filter_records_total", decision="account_deleted") == theirs
     [(key, value)] = changes(kafka)
-    assert key == b"account/" + key_of(gone).encode()
+    assert key == b"deleted/" + key_of(gone).encode()
     assert (value["scope"], value["reason"], value["created_before"]) == ("AUTHOR", "account_deleted", None)
 
 
