@@ -48,9 +48,11 @@ class Topics(TopicNames):
         partitions: int = 4,
         compacting_optouts: bool = False,
         input_config: dict[str, str] | None = None,
+        compacting_changes: bool = False,
     ) -> Topics:
-        """`compacting_optouts`: the opt-out topic compacts within seconds (tombstones included), on a
-        broker whose cleaner looks often (the fault broker). `input_config`: for the input topics."""
+        """`compacting_optouts` (the opt-out topic), `compacting_changes` (the content change topic): it
+        compacts within seconds (tombstones included), on a broker whose cleaner looks often (the fault
+        broker). `input_config`: for the input topics."""
         tag = uuid.uuid4().hex[:10]
         topics = cls(
             f"posts-{tag}",
@@ -65,6 +67,8 @@ class Topics(TopicNames):
         specs = service_topics(topics, partitions=partitions)
         for spec in specs:
             if compacting_optouts and spec.name == topics.optouts:
+                spec.config.update(FAST_COMPACTION)
+            if compacting_changes and spec.name == topics.content_changes:
                 spec.config.update(FAST_COMPACTION)
             if input_config and spec.name in (topics.posts, topics.ai):
                 spec.config.update(input_config)

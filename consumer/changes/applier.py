@@ -13,6 +13,14 @@ falls behind or fails pauses input (fail closed).
   keeps the account out instead (fail closed, counted); one whose value cannot be read gives unknown
   facts; one whose schema cannot be had now is read again (the sync fails meanwhile: input pauses);
 - a tombstone changes nothing: a change is final.
+
+The mirror also reads the revocations topic (the ledger): compaction keeps a content change's
+tombstone alone, and then only its `content/<record_id>` retraction says the record changed. A `RECORD`
+retraction of that key stops its record id, as the change did; one that cannot be read stops the id its
+key names (our own output: taken for the retraction it most likely is). The other retractions are the
+opt-out filter's (opt-outs, deleted accounts) and the consent history's; an account's facts as they
+are now stay on its compacted topic; and `policy/` ones are not final (a backfill with `--admit`
+lifts them), so they stop nothing here.
 """
 
 from __future__ import annotations
@@ -27,7 +35,9 @@ from consumer.datapath.pseudonym import Pseudonymiser
 from consumer.feeds.mirror import TopicMirror
 from consumer.operations.clients import Clients
 from consumer.operations.metrics import Metrics
-from consumer.wire.codec import Codec
+from consumer.wire.codec import REVOCATION, Codec
+
+_CONTENT = b"content/"  # the key prefix of a content change's retraction (consumer/changes/retractions.py)
 
 
 class ChangeApplier:
@@ -41,9 +51,11 @@ class ChangeApplier:
         pseudonymiser: Pseudonymiser,
         metrics: Metrics,
         keep_out: Callable[[list[bytes]], None],
+        ledger_topic: str | None = None,
     ) -> None:
         self.members = members
         self.content_topic = content_topic
+        self.ledger_topic = ledger_topic
         self.codec = codec
         self.pseudonym = pseudonymiser.pseudonym
         self.metrics = metrics
@@ -53,6 +65,11 @@ class ChangeApplier:
         self._delays: list[int] = []
 
     def record(self, msg: Any, live: bool) -> bool:
+        if msg.topic() == self.ledger_topic:
+            ledger = self._ledger(msg)
+            if ledger is not None:
+                self._results[ledger] = self._results.get(ledger, 0) + 1
+            return True  # our own output, never read again (and no propagation delay: not a change)
         if msg.topic() == self.content_topic:
             result = self._content(msg)
         else:
@@ -70,6 +87,26 @@ class ChangeApplier:
         for record_id in changed.record_ids:
             self.members.stop(record_id)
         return changed.result
+
+    def _ledger(self, msg: Any) -> str | None:
+        """A retraction of the revocations topic: only a `RECORD` one keyed `content/<record_id>` stops a
+        record id (None: the retraction says nothing of the change set)."""
+        key, value = msg.key(), msg.value()
+        if not key or not key.startswith(_CONTENT) or value is None:
+            return None
+        keyed = key[len(_CONTENT) :].decode("utf-8", "replace")
+        try:
+            _, record = self.codec.decode(value, REVOCATION, lookup=False)
+            scope, lifted, record_id = record["scope"], record["lifted"], record["record_id"]
+        except Exception:  # unreadable (or its schema not to be had now): the key names the record
+            self.members.stop(keyed)
+            return "ledger_undecodable_used_key"
+        if scope != "RECORD" or lifted:
+            return None  # not what a content change writes: it stops nothing
+        self.members.stop(keyed)
+        if isinstance(record_id, str) and record_id and record_id != keyed:
+            self.members.stop(record_id)
+        return "ledger_record_stopped"
 
     def _account(self, msg: Any) -> str:
         changed = parse_account_change(self.codec, msg)
@@ -121,9 +158,11 @@ def change_mirror(
     log: Any,
     keep_out: Callable[[list[bytes]], None],
     stopping: Callable[[], bool] = lambda: False,
+    ledger_topic: str | None = None,
 ) -> TopicMirror[ChangeApplier]:
-    """Both change topics mirrored into `members` (not started); both gate input."""
-    applier = ChangeApplier(members, content_topic, codec, pseudonymiser, metrics, keep_out)
+    """Both change topics mirrored into `members` (not started), both gating input, and the `content/`
+    retractions of `ledger_topic` (the revocations topic: what compaction took from the content topic)."""
+    applier = ChangeApplier(members, content_topic, codec, pseudonymiser, metrics, keep_out, ledger_topic)
     return TopicMirror(
-        clients, config, content_topic, None, applier, codec, log, stopping=stopping, also=(account_topic,)
+        clients, config, content_topic, ledger_topic, applier, codec, log, stopping=stopping, also=(account_topic,)
     )

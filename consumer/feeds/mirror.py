@@ -116,7 +116,7 @@ class TopicMirror(Generic[A]):
         # own connection they would queue behind its long-polling fetch (up to fetch.wait.max.ms each).
         self.ends = BrokerQueries(clients, config, clock, stopping)
         self.positions: Offsets = {}
-        # The topics read: the gating topics, then the ledger (absent for the consents and the changes).
+        # The topics read: the gating topics, then the ledger (absent for the consents of a shadow policy).
         self.topics = self.gating if ledger_topic is None else (*self.gating, ledger_topic)
         self.topic_ids: dict[str, str | None] = dict.fromkeys(self.topics)
         self.caught_up_at: float | None = None  # clock time of the end offsets last reached

@@ -78,6 +78,8 @@ CHANGE_RESULTS = (
     "record_deferred_used_key",
     "record_undecodable_dropped",
     "record_tombstone_ignored",
+    "ledger_record_stopped",
+    "ledger_undecodable_used_key",
     "account_corrected",
     "account_deleted",
     "account_refused_full",
@@ -241,7 +243,10 @@ class MetricTable:
     )
     # The change side (docs/retractions.md): every replica's change set, mirrored from the change topics.
     change_records = counter(
-        "change_feed_records_total", "Change topic records read, by result.", {"result": CHANGE_RESULTS}
+        "change_feed_records_total",
+        "Change topic records read, and the content/ retractions read back from the revocations topic "
+        "(ledger_*), by result.",
+        {"result": CHANGE_RESULTS},
     )
     change_entries = gauge(
         "change_set_entries",

@@ -128,6 +128,8 @@ class FeedBuilder:
             self.log,
             keep_out,
             self.stopping,
+            # The `content/` retractions say what compaction took from the content topic.
+            ledger_topic=s.revocations_topic,
         )
         self.metrics.feed_lag(mirror.seconds_behind, "change")
         _start(mirror, snapshot)
@@ -150,7 +152,7 @@ class FeedBuilder:
             s.changes_capacity,
             s.changes_fp_rate,
             s.account_corrections_capacity,
-            [s.content_changes_topic, s.account_changes_topic],
+            [s.content_changes_topic, s.account_changes_topic, s.revocations_topic],
             self.pseudonymiser.key_check(),
         )
         changes = loaded.filter

@@ -70,6 +70,7 @@ def run_all(broker: LocalKafka, workdir: Path, size: dict[str, int], registry_ur
         lambda: change_scenarios.rebalance_with_changes(broker, workdir, records, "at-least-once"),
         lambda: change_scenarios.rebalance_with_changes(broker, workdir, records, "exactly-once"),
         lambda: change_scenarios.change_feed_outage(broker, workdir, records),
+        lambda: change_scenarios.change_compacted_away_then_fresh_replica(broker, workdir, records),
         lambda: _alerts(broker, workdir, records),
     ]
     rows = []

@@ -116,3 +116,7 @@ def test_a_rebalance_while_changes_arrive_leaves_the_reader_the_truth(broker, tm
 
 def test_a_change_feed_outage_pauses_input_and_loses_no_change(broker, tmp_path):
     check(change_scenarios.change_feed_outage(broker, tmp_path, SHORT["records"] // 2))
+
+
+def test_a_fresh_replica_after_a_content_change_is_compacted_away_still_stops_its_record(broker, tmp_path):
+    check(change_scenarios.change_compacted_away_then_fresh_replica(broker, tmp_path, SHORT["records"] // 2))

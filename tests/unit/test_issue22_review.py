@@ -224,11 +224,6 @@ def test_a_grant_of_an_aborted_transaction_admits_nobody(tmp_path):
 # -- compaction --------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the change mirror rebuilds from the change topics only: a content change compaction removed "
-    "(a tombstone after it) is forgotten, though its retraction is in the ledger",
-)
 def test_a_content_change_compacted_away_still_stops_its_record():
     """A change is final, and "a tombstone changes nothing" (the schema's doc); but compaction keeps the
     tombstone alone. A replica that starts then has only the revocations ledger to learn the change from
