@@ -47,7 +47,7 @@ class Policy:
     def parse(cls, text: str) -> Policy:
         doc = tomllib.loads(text)
         return cls(
-            regions=frozenset(_country(c) for c in doc["regions"]),
+            regions=frozenset(country(c) for c in doc["regions"]),
             minimum_age=doc["minimum_age"],
             maximum_plausible_age=doc["maximum_plausible_age"],
             posts=doc["sources"]["post"],
@@ -78,7 +78,8 @@ class _Record:
     created: dt.datetime
 
 
-def _country(raw: str) -> str:
+def country(raw: str) -> str:
+    """A country as the policy compares it (docs/policy.md): stripped, upper case, aliases replaced."""
     if not raw.isascii():
         return raw  # a look-alike never becomes a listed code
     code = raw.strip(" \t\n\r\x0b\x0c").upper()
@@ -127,8 +128,8 @@ def _age_reason(policy: Policy, birth: dt.date | None, created: dt.datetime) -> 
     return None
 
 
-def _facts_reason(policy: Policy, country: str, birth: dt.date | None, created: dt.datetime) -> str | None:
-    if _country(country) not in policy.regions:
+def _facts_reason(policy: Policy, raw_country: str, birth: dt.date | None, created: dt.datetime) -> str | None:
+    if country(raw_country) not in policy.regions:
         return "region"
     return _age_reason(policy, birth, created)
 

@@ -12,9 +12,11 @@ of the stream grants consent first, except one who never does. Then, in this ord
   visibility change, an edit (the old id changed `EDITED`, the new version published as a new post),
   an account deletion, a birth date corrected to one under 18 for some of a user's records, a consent
   withdrawn and granted again (what was written before the new grant leaves), two late opt-outs;
-- **re-deliveries**: records a retraction in force names, written to the clean topic again after it.
-
-A policy backfill is not in the stream yet: see `policy_backfill`.
+- **re-deliveries**: records a retraction in force names, written to the clean topic again after it;
+- **a policy change over history**, once both instances stopped (`policy_change`): the operator's
+  `training-filter backfill --policy NEW.toml --admit` under a policy without one region and with one
+  more country, so that emitted records are retracted (`policy/<record_id>`) and refused ones admitted
+  (each after a `lifted` retraction of its key).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import re
+import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -279,14 +283,39 @@ def truth(policy_text: str, values: Iterable[dict[str, Any]], optouts: set[str],
     return t
 
 
-def policy_backfill(*_: Any) -> str | None:
-    """HOOK (issue 22, policy backfill; not built yet). When `training-filter backfill --policy NEW.toml`
-    exists, run it here over the input topics with a stricter policy (and with `--admit` a looser one),
-    after the second instance, and return the new policy's text: the oracle then decides the truth
-    under it, and the recipes must drop what the `policy/` retractions name and keep what a `lifted`
-    one lets back. Until then it returns None: the stream has no backfill, and the truth is decided
-    under the policy the service ran."""
-    return None
+@dataclass(frozen=True)
+class PolicyChange:
+    """The policy a backfill applies to the history: the stream's, without one region and with one more."""
+
+    removed: str  # a region whose eligible records the new policy refuses: they are retracted
+    added: str  # a country outside the regions whose records it admits (with --admit)
+    text: str  # the new policy file
+
+
+def policy_change(s: Scenario, policy_text: str, reasons: dict[str, str]) -> PolicyChange:
+    """The region with the most eligible records (under `reasons`, the truth before the backfill) of which
+    no subject of another change has a record, so each of those changes still does what it is there for;
+    and the country outside the regions with the most records refused `region`. The new policy has a
+    version of its own, as a backfill requires (every record it admits carries it)."""
+    subjects = {s.gone, s.corrected, s.regranted, s.never_consented, s.old_optout, *s.late}
+    subjects |= {g.user_id for g in (s.deleted, s.hidden, s.edited, s.early) if g.user_id}
+    where = {i: oracle.country(v.get("author_country") or v["user_country"]) for i, v in s.values.items()}
+    user = {i: v.get("author_id") or v["user_id"] for i, v in s.values.items()}
+    taken = {where[i] for i in where if user[i] in subjects}
+
+    def most(counted: list[str]) -> str:
+        assert counted, "the stream has no record a new policy can change"
+        return min(set(counted), key=lambda c: (-counted.count(c), c))
+
+    # The edited version is not among `values`: it is a subject's record.
+    removed = most([where[i] for i in where if reasons[i] == oracle.ELIGIBLE and where[i] not in taken])
+    added = most([where[i] for i in where if reasons[i] == "region"])
+    regions = [c for c in tomllib.loads(policy_text)["regions"] if oracle.country(c) != removed] + [added]
+    text = re.sub(r"^regions = \[.*?\]", f"regions = {json.dumps(regions)}", policy_text, count=1, flags=re.M | re.S)
+    text = re.sub(r'^version = "(.*)"', rf'version = "\1-without-{removed}-with-{added}"', text, count=1, flags=re.M)
+    old, new = oracle.Policy.parse(policy_text), oracle.Policy.parse(text)
+    assert (new.regions, new.opt_in) == ((old.regions - {removed}) | {added}, True), text
+    return PolicyChange(removed, added, text)
 
 
 def check(s: Scenario, before: dict[str, str], now: dict[str, str]) -> None:

@@ -12,12 +12,16 @@ What a reader of `training.eligible.v1` and `training.revocations.v1` meets, all
    topic again (what a re-delivery does);
 4. **exactly-once output and repeats**: a second instance, in exactly-once mode and another consumer
    group, decides the whole input again under the changed truth, each record in a committed transaction;
-5. **an aborted transaction** on the clean topic with records no reader may see (`aborted-*`).
+5. **a policy change over history**: `training-filter backfill --policy NEW.toml --admit`, run as an
+   operator runs it, under a policy without one region and with one more country: `policy/<record_id>`
+   retractions of emitted records, and newly eligible records each after a `lifted` retraction;
+6. **an aborted transaction** on the clean topic with records no reader may see (`aborted-*`).
 
 A correct reader returns exactly the records eligible under the current truth, once each: the set
 tests/recipes/oracle.py computes from the inputs, the changes, the consents and the policy, without
 the service's code. The service is held to it too: each instance emits as many records as the oracle
-finds eligible under the truth it saw. In registry mode every value is framed with the id the registry
+finds eligible under the truth it saw, and the backfill retracts and admits what the oracle's truth
+under the new policy says. In registry mode every value is framed with the id the registry
 gives its subject and the service runs with TF_SCHEMA_REGISTRY_URL; without a registry, with
 avro/catalog.json's ids.
 """
@@ -26,6 +30,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -40,7 +47,7 @@ from consumer.devtools.generator import StreamGenerator
 from consumer.devtools.topics import TopicSpec, ensure_topics
 from consumer.wire.codec import schema_dir
 from rules.policy import default_policy_path
-from tests.harness import ServiceProcess, Topics, produce, pseudonym, read_all
+from tests.harness import HMAC_KEY, ServiceProcess, Topics, produce, pseudonym, read_all
 from tests.recipes import oracle, scenario
 from tests.recipes.scenario import CATALOG_IDS, Framer, Scenario
 
@@ -241,6 +248,47 @@ def _second_run(second: ServiceProcess, decided: int, truth: oracle.Truth) -> in
     return eligible
 
 
+def _backfill(setup: _Setup, change: scenario.PolicyChange, workdir: Path, truth: oracle.Truth) -> dict[str, Any]:
+    """`training-filter backfill --policy NEW.toml --admit`, run once as an operator runs it, with the
+    service's settings: it retracts exactly the records the new policy newly refuses and emits the ones
+    it newly admits (the oracle's, under the same truth). From then on the truth is decided under the
+    new policy. Returns the command's summary."""
+    decided = oracle.decide(truth)
+    truth.policy = oracle.Policy.parse(change.text)
+    now = oracle.decide(truth)
+    refused = sum(decided[i] == oracle.ELIGIBLE != now[i] for i in now)
+    admitted = sum(decided[i] != oracle.ELIGIBLE == now[i] for i in now)
+    assert refused and admitted, f"the new policy changes nothing the recipes would see: {change}"
+    policy = workdir / "backfill.toml"
+    policy.write_text(change.text)
+    env = {
+        **os.environ,
+        **setup.topics.env(),
+        "TF_BOOTSTRAP_SERVERS": setup.bootstrap,
+        "TF_GROUP_ID": f"tf-backfill-{uuid.uuid4().hex[:8]}",
+        "TF_HMAC_KEY": HMAC_KEY.decode(),
+        "TF_OPTOUT_CAPACITY": "200000",
+        **setup.env,
+    }
+    command = [sys.executable, "-m", "consumer.cli", "backfill", "--policy", str(policy), "--admit", "--json"]
+    started = time.monotonic()
+    result = subprocess.run(command, env=env, capture_output=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")[-3000:]
+    summary: dict[str, Any] = json.loads(result.stdout)
+    summary["seconds"] = round(time.monotonic() - started, 1)
+    got = (summary["finished"], summary["records"], summary["retracted"], summary["admitted"], summary["undecodable"])
+    assert got == (True, len(now), refused, admitted, {}), summary
+    v2 = fastavro.parse_schema(json.loads((schema_dir() / "revocation.v2.avsc").read_text()))
+    written: list[Any] = [
+        fastavro.schemaless_reader(io.BytesIO(m.value()[5:]), v2, None)
+        for m in read_all(setup.bootstrap, setup.topics.revocations)
+        if m.key().startswith(b"policy/")
+    ]
+    lifted = sum(r["lifted"] for r in written)
+    assert (len(written) - lifted, lifted) == (refused, admitted), "a policy/ retraction per record, lifted if admitted"
+    return summary
+
+
 def build(bootstrap: str, registry_url: str | None, workdir: Path, seed: int = 11) -> CleanStream:
     setup = _setup(bootstrap, registry_url, workdir)
     topics, framer = setup.topics, setup.framer
@@ -272,17 +320,21 @@ def build(bootstrap: str, registry_url: str | None, workdir: Path, seed: int = 1
     finally:
         first.kill()
         second.kill()
-    backfilled = scenario.policy_backfill(setup, now)  # HOOK: see scenario.policy_backfill
-    if backfilled is not None:
-        now.policy = oracle.Policy.parse(backfilled)
+    change = scenario.policy_change(s, setup.policy_text, oracle.decide(now))
+    backfilled = _backfill(setup, change, workdir, now)
     training_schema_id = _aborted_transaction(bootstrap, topics, clean[0].value())
-    return _described(
-        setup, s, before, now, len(clean) + len(late.records) + len(redelivered) + again, training_schema_id
-    )
+    emitted = len(clean) + len(late.records) + len(redelivered) + again + backfilled["admitted"]
+    return _described(setup, s, before, now, emitted, training_schema_id, backfilled)
 
 
 def _described(
-    setup: _Setup, s: Scenario, before: oracle.Truth, now: oracle.Truth, committed_count: int, training_schema_id: int
+    setup: _Setup,
+    s: Scenario,
+    before: oracle.Truth,
+    now: oracle.Truth,
+    committed_count: int,
+    training_schema_id: int,
+    backfilled: dict[str, Any],
 ) -> CleanStream:
     """The stream is what the module docstring says, or the recipes prove nothing."""
     reasons_before, reasons = oracle.decide(before), oracle.decide(now)
@@ -297,6 +349,9 @@ def _described(
         "clean topic, with the aborted transaction": len(raw),
         "retractions": len(read_all(setup.bootstrap, setup.topics.revocations)),
         "records of late authors on the clean topic": sum(m.key().decode() in late_pseudonyms for m in committed),
+        "backfill: retracted": backfilled["retracted"],
+        "backfill: admitted": backfilled["admitted"],
+        "backfill: seconds": round(backfilled["seconds"]),
     }
     assert len(committed) == committed_count, facts
     assert len(raw) >= len(committed) + ABORTED, facts
