@@ -3,10 +3,12 @@ clients the service uses of it, faithful to librdkafka where the service depends
 
 `FakeKafka` holds topics (partitions of records with offsets), consumer groups (members, committed
 offsets, cooperative rebalances delivered inside `consume()`), transactions (records visible to
-read_committed readers once committed, never once aborted) and faults to inject (`down`, a topic's
-produce error, a partition's truncation). `FakeKafka.clients()` is what consumer.service takes in
-place of consumer/operations/clients.py's `KafkaClients`. Nothing waits: a consume() with nothing to
-return returns at once, so a test's loop is bounded by what the test feeds it, not by a clock.
+read_committed readers once committed, never once aborted; such a reader, like ListOffsets at
+READ_COMMITTED, ends at the last stable offset, where the first open transaction begins) and faults
+to inject (`down`, a topic's produce error, a partition's truncation). `FakeKafka.clients()` is what
+consumer.service takes in place of consumer/operations/clients.py's `KafkaClients`. Nothing waits: a
+consume() with nothing to return returns at once, so a test's loop is bounded by what the test feeds
+it, not by a clock.
 
 What it does not model is said where it matters (one broker, no leader changes, no quotas)."""
 
@@ -21,7 +23,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    OFFSET_INVALID,
+    IsolationLevel,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
 from consumer.datapath.batch import BatchProcessor
 from consumer.datapath.offsets import PendingBatch
@@ -178,6 +188,16 @@ class FakeKafka:
         with self.lock:
             t = self.topics[topic]
             return t.log_start[partition] + len(t.partitions[partition])
+
+    def end_offset(self, topic: str, partition: int, committed_only: bool) -> int:
+        """The high watermark, or for a read_committed reader the last stable offset: the offset of the
+        partition's first record of a transaction still open (the high watermark if there is none)."""
+        with self.lock:
+            if committed_only and self.open_transactions:
+                for record in self.topics[topic].partitions[partition]:
+                    if record.transaction is not None and record.transaction in self.open_transactions:
+                        return record.offset
+            return self.high_watermark(topic, partition)
 
     def _visible(self, record: Record, committed_only: bool) -> bool:
         if not committed_only:
@@ -447,17 +467,17 @@ class FakeConsumer:
         log = topic.partitions[tp[1]]
         out = []
         position = self.positions[tp]
-        while len(out) < room and position - start < len(log):
+        # A read_committed reader's end is the last stable offset (librdkafka's EOF is there too).
+        end = self.kafka.end_offset(tp[0], tp[1], self.read_committed)
+        while len(out) < room and position < end:
             record = log[position - start]
-            if self.read_committed and record.transaction in self.kafka.open_transactions:
-                break  # the last stable offset: nothing past an open transaction
             position += 1
             if self.kafka._visible(record, self.read_committed):
                 out.append(self.kafka._message(tp[0], tp[1], record))
         self.positions[tp] = position
         if self.auto_store and out:
             self.stored[tp] = position
-        if not out and self.eof and tp not in self._eof_sent and position - start >= len(log):
+        if not out and self.eof and tp not in self._eof_sent and position >= end:
             self._eof_sent.add(tp)
             return [Msg(tp[0], None, None, tp[1], position, error=KafkaError(KafkaError._PARTITION_EOF))]
         if out:
@@ -706,9 +726,11 @@ class FakeAdmin:
             }
 
     def list_offsets(
-        self, requests: dict[TopicPartition, Any], **_: Any
+        self, requests: dict[TopicPartition, Any], isolation_level: Any = None, **_: Any
     ) -> dict[TopicPartition, concurrent.futures.Future[Any]]:
-        """One ListOffsets request for all: the high watermark (read_uncommitted) or the log start."""
+        """One ListOffsets request for all: the high watermark (READ_UNCOMMITTED, librdkafka's default),
+        the last stable offset (READ_COMMITTED) or the log start."""
+        committed = isolation_level == IsolationLevel.READ_COMMITTED
         self.requests.append("list_offsets")
         out = {}
         with self.kafka.lock:
@@ -722,7 +744,7 @@ class FakeAdmin:
                 elif type(spec).__name__ == "EarliestSpec":
                     out[tp] = _done(_Offset(self.kafka.topics[tp.topic].log_start[tp.partition]))
                 else:
-                    out[tp] = _done(_Offset(self.kafka.high_watermark(tp.topic, tp.partition)))
+                    out[tp] = _done(_Offset(self.kafka.end_offset(tp.topic, tp.partition, committed)))
         return out
 
     def describe_configs(self, resources: Iterable[Any], **_: Any) -> dict[Any, concurrent.futures.Future[Any]]:

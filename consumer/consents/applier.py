@@ -18,6 +18,9 @@ and a grant older than the latest withdrawal is put in its place (the two can si
 partitions, if the topic grew, and be read in either order): consumer/consents/history.py. Under an
 opt-in active policy the mirror also reads the `consent/` retractions back from the revocations topic
 (the ledger), so that a withdrawal compaction removed from the consent topic is still known.
+The mirror reads committed records only and is caught up at the last stable offsets: a grant written
+in a transaction that is aborted admits nobody, and a record in a transaction still open (a
+withdrawal too) is applied when the transaction commits, as is anything after it in its partition.
 A withdrawal is not put in the opt-out filter (it would be for good, and a re-grant could not count),
 except one the history has no room for (`keep_out`, counted: fail closed).
 """
@@ -160,7 +163,10 @@ def consent_mirror(
     `ledger_topic`) mirrored into `members` and `history` (not started); `keep_out`: see the module
     docstring."""
     applier = ConsentApplier(members, history, codec, pseudonymiser, metrics, keep_out, ledger_topic)
-    return TopicMirror(clients, config, topic, ledger_topic, applier, codec, log, stopping=stopping)
+    # Committed records only: a grant of an aborted transaction never admits (consumer/feeds/mirror.py).
+    return TopicMirror(
+        clients, config, topic, ledger_topic, applier, codec, log, stopping=stopping, read_committed=True
+    )
 
 
 def history_query(mirror: TopicMirror[ConsentApplier]) -> Callable[[bytes, int, str, int, int], bool | None]:

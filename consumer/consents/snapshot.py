@@ -23,7 +23,9 @@ from consumer.consents.fingerprints import ConsentSet, slots_for
 from consumer.consents.history import ConsentHistory
 from consumer.optouts.filter import LoadedSnapshot, Offsets, SnapshotError, offsets_by_topic
 
-FORMAT = 2  # 2: the history after the table
+# 2: the history after the table; 3: committed records only (an older snapshot, read uncommitted, may
+# hold a grant of an aborted transaction: it is not resumed, the topic is read again).
+FORMAT = 3
 KIND = "consent-set"
 
 

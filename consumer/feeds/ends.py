@@ -2,9 +2,11 @@
 partitions' end offsets, each as one batched request, never one request per partition.
 
 The end offsets are one AdminClient `list_offsets` (a ListOffsets request per broker, for every
-partition that broker leads) with `OffsetSpec.latest()` and the READ_UNCOMMITTED isolation level:
-the high watermarks. READ_COMMITTED would give the last stable offsets, which stop at the first open
-transaction, so an opt-out acknowledged after it would not be waited for (consumer/feeds/mirror.py).
+partition that broker leads) with `OffsetSpec.latest()`, at the isolation level of the feed's
+consumer: READ_UNCOMMITTED gives the high watermarks (the opt-out feed: an opt-out acknowledged after
+an open transaction is waited for), READ_COMMITTED the last stable offsets (the consent feed, which
+reads committed records only: it cannot read past the first open transaction, so waiting for the
+high watermark would stall it until that transaction ends; consumer/feeds/mirror.py).
 Asked one partition at a time (`get_watermark_offsets`, two requests each), a sync cost two round
 trips per partition: with 300 partitions behind a 25 ms link, 17 s, and no sync ever finished
 within its 1 s budget (docs/operating.md, the feeds' syncs).
@@ -42,9 +44,12 @@ class BrokerQueries:
         config: dict[str, Any],
         clock: Callable[[], float] = time.monotonic,
         stopping: Callable[[], bool] = lambda: False,
+        committed: bool = False,
     ) -> None:
         self.clock = clock
         self.stopping = stopping
+        # The end offsets a feed that reads committed records only can reach: the last stable offsets.
+        self.isolation = IsolationLevel.READ_COMMITTED if committed else IsolationLevel.READ_UNCOMMITTED
         self.auth_error: str | None = None
         admin_config: dict[str, Any] = {k: v for k, v in config.items() if k != "group.id"}
         admin_config["error_cb"] = self._on_error
@@ -95,7 +100,8 @@ class BrokerQueries:
         return out
 
     def end_offsets(self, partitions: list[Partition], timeout: float) -> dict[Partition, int]:
-        """The high watermarks of `partitions`: one ListOffsets request per broker. Raises FeedError
+        """The high watermarks of `partitions` (the last stable offsets, for a feed that reads committed
+        records only): one ListOffsets request per broker. Raises FeedError
         (naming the error, never a record) when any of them cannot be had within `timeout`."""
         return self._offsets(partitions, OffsetSpec.latest(), timeout)
 
@@ -110,7 +116,7 @@ class BrokerQueries:
         self._check_credentials()
         futures = self._client().list_offsets(
             {TopicPartition(t, p): spec for t, p in partitions},
-            isolation_level=IsolationLevel.READ_UNCOMMITTED,
+            isolation_level=self.isolation,
             request_timeout=timeout,
         )
         deadline = self.clock() + timeout + 1.0  # the request's own timeout ends it first

@@ -6,11 +6,19 @@ mechanism, two appliers, by composition.
 
 A feed is assigned every partition (no consumer group: each replica needs every record) and never
 commits; its position lives in its set's snapshot. `sync()` asks the broker for the topic's
-partitions and their current end offsets, and reads until it has reached them. The end offsets are
-the high watermarks (read_uncommitted): with read_committed they would be the last stable offset,
-which stops at the first open transaction, so a record acknowledged after it would not be waited
-for. Partitions the topic gains are assigned in the same sync; metadata that cannot be had is a
-failed sync (input pauses), never a silent skip.
+partitions and their current end offsets, and reads until it has reached them. What it reads, and
+so which end offsets, is the mirror's isolation (`read_committed`):
+
+- read_uncommitted (the opt-out and change mirrors): every record, aborted ones too, up to the high
+  watermarks. Uncommitted records can only make the set stricter, and the last stable offset, which
+  stops at the first open transaction, would leave a record acknowledged after it unwaited for.
+- read_committed (the consent mirror): committed records only, up to the last stable offsets. A grant
+  of a transaction that is aborted must never admit its user; the mirror is caught up at the first
+  open transaction (it cannot read past it), so a hanging transaction does not stall it. A record of
+  an open transaction, and any record after it in that partition, is applied once it is committed.
+
+Partitions the topic gains are assigned in the same sync; metadata that cannot be had is a failed
+sync (input pauses), never a silent skip.
 
 A sync costs a fixed number of requests whatever the partition count (consumer/feeds/ends.py):
 one metadata request, one ListOffsets per broker. Its deadline bounds the reading, not the asking:
@@ -101,6 +109,7 @@ class TopicMirror(Generic[A]):
         clock: Callable[[], float] = time.monotonic,
         stopping: Callable[[], bool] = lambda: False,
         also: tuple[str, ...] = (),
+        read_committed: bool = False,
     ) -> None:
         self.topic = topic
         # Topics read and waited for like `topic` (the change mirror reads two: consumer/changes/).
@@ -111,10 +120,10 @@ class TopicMirror(Generic[A]):
         self.log = log
         self.clock = clock
         self.stopping = stopping
-        self.consumer = clients.consumer(mirror_consumer_config(config))
+        self.consumer = clients.consumer(mirror_consumer_config(config, read_committed))
         # End offsets and metadata come from a second client that never fetches: on the mirror consumer's
         # own connection they would queue behind its long-polling fetch (up to fetch.wait.max.ms each).
-        self.ends = BrokerQueries(clients, config, clock, stopping)
+        self.ends = BrokerQueries(clients, config, clock, stopping, committed=read_committed)
         self.positions: Offsets = {}
         # The topics read: the gating topics, then the ledger (absent for the consents of a shadow policy).
         self.topics = self.gating if ledger_topic is None else (*self.gating, ledger_topic)
@@ -336,18 +345,23 @@ class TopicMirror(Generic[A]):
         self.ends.close()
 
 
-def mirror_consumer_config(config: dict[str, Any]) -> dict[str, Any]:
+def mirror_consumer_config(config: dict[str, Any], read_committed: bool = False) -> dict[str, Any]:
     """The mirror consumer's librdkafka configuration: no group offsets (the position lives in the
-    snapshot), the end of each partition marked, and uncommitted records read too."""
+    snapshot), the end of each partition marked, and uncommitted records read too unless
+    `read_committed`."""
     return {
         **config,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
-        "enable.partition.eof": True,  # marks the end even when the last offsets are control records
-        # What an aborted transaction wrote is read too: uncommitted opt-outs can only make the
-        # filter stricter, and an uncommitted consent record is as likely a withdrawal.
-        "isolation.level": "read_uncommitted",
+        # Marks the end even when the last offsets are control records or aborted ones; under
+        # read_committed the end is the last stable offset, where an open transaction begins.
+        "enable.partition.eof": True,
+        # Uncommitted opt-outs can only make the filter stricter, so the opt-out mirror reads what an
+        # aborted transaction wrote too; a consent grant of an aborted transaction would admit a user
+        # who never consented, so the consent mirror reads committed records only (a withdrawal in an
+        # open transaction is applied when it commits).
+        "isolation.level": "read_committed" if read_committed else "read_uncommitted",
         "fetch.wait.max.ms": 100,
     }
 

@@ -1,6 +1,7 @@
 """An opt-in policy against the real broker: a record is emitted only when its user's consent is
 present and not withdrawn, an opt-out wins over a consent, a withdrawal is revoked like an opt-out,
-input waits for the consent feed at start-up, and a snapshot restart keeps consents and withdrawals."""
+input waits for the consent feed at start-up, a snapshot restart keeps consents and withdrawals, and
+only committed consent records count (an open transaction on the consent topic holds nothing up)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
 
 from consumer.devtools.topics import TopicSpec, ensure_topics
 from consumer.wire.codec import CONSENT, REVOCATION, TRAINING_RECORD, Codec
@@ -214,3 +216,77 @@ def test_input_pauses_without_the_consent_topic_and_a_recreated_one_is_read_agai
     assert any(line.get("event") == "consent_topic_shrank_rereading" for line in service.log_lines())
     assert service.metric_sum("training_filter_consent_set_entries") == 1
     assert service.get("/readyz")[0] == 200
+
+
+def transaction(kafka, name: str, timeout_ms: int = 60_000) -> Producer:
+    """A transactional producer with its transaction begun."""
+    producer = Producer(
+        {
+            "bootstrap.servers": kafka.bootstrap,
+            "transactional.id": f"{name}-{uuid.uuid4().hex[:8]}",
+            "transaction.timeout.ms": timeout_ms,
+            "log_level": 3,
+        }
+    )
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    return producer
+
+
+# How long input may wait while a transaction hangs open on the consent topic: no longer than any
+# sync (docs/operating.md, "Consent records are read committed"); the transaction's own timeout is 300 s.
+HELD_AT_MOST_SECONDS = 20.0
+
+
+def test_only_committed_grants_admit_and_an_open_transaction_does_not_hold_input(
+    kafka, topics, new_service, opt_in, consent_topic
+):
+    """A grant whose transaction aborted admits nobody, a committed one does; a transaction left open
+    (its grant not read) neither stalls the feed nor holds input, and a withdrawal written after it in
+    its partition is applied once it ends."""
+    aborted = transaction(kafka, "aborted")
+    aborted.produce(consent_topic, consent("ghost"), b"ghost", partition=0)
+    aborted.flush(30)
+    aborted.abort_transaction(30)
+    committed = transaction(kafka, "committed")
+    committed.produce(consent_topic, consent("kept"), b"kept", partition=0)
+    committed.commit_transaction(30)
+    hanging = transaction(kafka, "hanging", timeout_ms=300_000)
+    try:
+        hanging.produce(consent_topic, consent("hanger"), b"hanger", partition=0)
+        hanging.flush(30)  # written, never committed: the last stable offset stays before it
+        started = time.monotonic()
+        service = new_service(**opt_in).start()
+        service.wait_ready(timeout=HELD_AT_MOST_SECONDS)
+        users = ("ghost", "kept", "hanger")
+        produce(kafka.bootstrap, [(topics.posts, u.encode(), post(f"{u}-{i}", u)) for u in users for i in range(10)])
+        service.wait_processed(30, timeout=HELD_AT_MOST_SECONDS)
+        held = time.monotonic() - started
+        service.wait_settled()
+        assert sorted(emitted(kafka, topics.training)) == sorted(f"kept-{i}" for i in range(10))
+        assert service.decisions() == {("POST", "eligible"): 10, ("POST", "no_consent"): 20}
+        assert service.metric_sum("training_filter_consent_feed_records_total", result="granted") == 1
+        for _ in range(10):  # the feed stays caught up at the last stable offset: ready, never paused
+            assert service.get("/readyz")[0] == 200
+            assert service.metric_sum("training_filter_consent_feed_lag_seconds") < 5.0  # TF_OPTOUT_MAX_LAG_SECONDS
+            assert service.metric_sum("training_filter_input_paused") == 0
+            time.sleep(0.3)
+
+        # kept withdraws behind the open transaction: read once that transaction ends (here: aborted).
+        plain = Producer({"bootstrap.servers": kafka.bootstrap, "log_level": 3})
+        plain.produce(consent_topic, consent("kept", granted=False), b"kept", partition=0)
+        assert plain.flush(30) == 0
+        time.sleep(1.0)
+        assert service.metric_sum("training_filter_consent_feed_records_total", result="withdrawn") == 0
+    finally:
+        hanging.abort_transaction(30)
+    deadline = time.monotonic() + HELD_AT_MOST_SECONDS
+    while service.metric_sum("training_filter_consent_feed_records_total", result="withdrawn") < 1:
+        assert time.monotonic() < deadline, "the withdrawal after the aborted transaction was never read"
+        time.sleep(0.2)
+    produce(kafka.bootstrap, [(topics.posts, b"kept", post(f"kept-after-{i}", "kept")) for i in range(5)])
+    service.wait_processed(35)
+    service.wait_settled()
+    assert not [i for i in emitted(kafka, topics.training) if i.startswith("kept-after-")]
+    assert service.metric_sum("training_filter_consent_feed_records_total", result="granted") == 1  # never hanger's
+    print(f"ready and 30 posts decided {held:.1f} s after start, a transaction open on the consent topic")
