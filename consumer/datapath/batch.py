@@ -189,6 +189,8 @@ class BatchProcessor:
             if reason is not eligible and accounts and reason in SECOND_LOOKS and pseudonym_of(fields[1]) in accounts:
                 reason, shadow = changes.second_look(route.source, reason, fields, latest, differ, shadow)
             if reason is not eligible:
+                if shadow is eligible and stopped is not None and fields[0] is not None:  # a shadow only
+                    changes.shadow_only(route.source, value, fields, reason, latest, differ)  # type: ignore[arg-type]
                 counts[reason] = counts.get(reason, 0) + 1
                 continue
             if fields[0] is None:  # the reference path: build from the record written as v1

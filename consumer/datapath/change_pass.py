@@ -55,6 +55,18 @@ class ChangePass:
             redo_pair(differ, source, ELIGIBLE, shadow, refusal or ELIGIBLE, shadow_refusal or ELIGIBLE)
         return refusal
 
+    def shadow_only(
+        self, source: Source, value: bytes, fields: tuple[Any, ...], active: Reason, latest: int, differ: list[Pair]
+    ) -> None:
+        """A record the active policy refuses and the candidate admits: the candidate's decision with the
+        change set too (a deleted record is out under any policy), so its would-add is not overstated."""
+        if self.guard is None or self.shadow is None:
+            return
+        pseudonym = self.pseudonym(fields[1])
+        refusal = self.guard.refusal(self.shadow.decider, source, value, fields, pseudonym, latest)
+        if refusal is not None:
+            redo_pair(differ, source, active, ELIGIBLE, active, refusal)
+
     def second_look(
         self,
         source: Source,

@@ -318,11 +318,6 @@ def shadowed_processor(changes: ChangeSet, candidate: str) -> tuple[BatchProcess
     return proc, shadow, producer
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the change set is asked for the shadow only when the active policy admits: a changed record "
-    "the active policy refuses is counted eligible under the candidate",
-)
 def test_the_shadow_counts_a_deleted_record_it_would_admit_as_content_changed():
     """The candidate admits GB, the active policy does not. A deleted post of a GB author is refused
     `region` by the active policy; the candidate would refuse it `content_changed` (the change set stops
