@@ -267,7 +267,14 @@ class BatchProcessor:
             return None
 
     def _produce_failed(
-        self, exc: Exception, produced: int, batch: PendingBatch, msg: Any, route: Route, out: bytes, key: bytes
+        self,
+        exc: BufferError | KafkaException,
+        produced: int,
+        batch: PendingBatch,
+        msg: Any,
+        route: Route,
+        out: bytes,
+        key: bytes,
     ) -> int:
         """The queue is full (wait for room) or the broker refused the record for good (the refused
         outputs take it): the batch's count of records produced but not yet added to it."""
