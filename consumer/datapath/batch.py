@@ -36,6 +36,7 @@ from rules import DEFAULT_CLOCK_SKEW_MS, Decider, Reason, Source
 
 ELIGIBLE = Reason.ELIGIBLE
 MALFORMED = Reason.MALFORMED
+ProduceError = BufferError | KafkaException  # what produce() raises that the loop handles
 
 
 __all__ = ["BatchProcessor", "InvalidFields", "Route"]
@@ -267,14 +268,7 @@ class BatchProcessor:
             return None
 
     def _produce_failed(
-        self,
-        exc: BufferError | KafkaException,
-        produced: int,
-        batch: PendingBatch,
-        msg: Any,
-        route: Route,
-        out: bytes,
-        key: bytes,
+        self, exc: ProduceError, produced: int, batch: PendingBatch, msg: Any, route: Route, out: bytes, key: bytes
     ) -> int:
         """The queue is full (wait for room) or the broker refused the record for good (the refused
         outputs take it): the batch's count of records produced but not yet added to it."""
