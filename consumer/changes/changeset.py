@@ -20,13 +20,14 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import orjson
 from fastbloom_rs import BloomFilter
 
-from consumer.optouts.filter import LoadedSnapshot, Offsets, OptOutFilter, SnapshotError
+from consumer.optouts.filter import LIBRARY, LoadedSnapshot, Offsets, OptOutFilter, SnapshotError, read_snapshot_file
 from consumer.wire.fastpath import avro_string
 from rules import AccountFacts
 
@@ -108,19 +109,11 @@ def load(
     path: Path, capacity: int, fp_rate: float, account_capacity: int, topics: list[str], key_check: str
 ) -> LoadedSnapshot:
     """The change set and feed offsets saved in `path`, or SnapshotError saying why it cannot be used."""
-    try:
-        with path.open("rb") as handle:
-            head = orjson.loads(handle.readline(64 * 1024))
-            body = handle.read()
-    except FileNotFoundError as exc:
-        raise SnapshotError("no snapshot file") from exc
-    except (OSError, orjson.JSONDecodeError) as exc:
-        raise SnapshotError(f"unreadable snapshot: {type(exc).__name__}") from exc
-    empty = OptOutFilter(capacity, fp_rate)
+    head, body = read_snapshot_file(path)
     expected = {
         "format": FORMAT,
         "kind": KIND,
-        "library_version": empty.header({}, {}, "")["library_version"],
+        "library_version": version(LIBRARY),
         "capacity": capacity,
         "fp_rate": fp_rate,
         "account_capacity": account_capacity,

@@ -145,16 +145,21 @@ class LoadedSnapshot:
     extra: Any = None  # what else the snapshot held (the consent history)
 
 
-def load_snapshot(path: Path, capacity: int, fp_rate: float, topics: list[str], key_check: str) -> LoadedSnapshot:
-    """The filter and feed offsets saved in `path`, or SnapshotError saying why it cannot be used."""
+def read_snapshot_file(path: Path) -> tuple[dict[str, Any], bytes]:
+    """A snapshot file's header and body (this format, and the change set's), or SnapshotError."""
     try:
         with path.open("rb") as handle:
             header = orjson.loads(handle.readline(64 * 1024))
-            body = handle.read()
+            return header, handle.read()
     except FileNotFoundError as exc:
         raise SnapshotError("no snapshot file") from exc
     except (OSError, orjson.JSONDecodeError) as exc:
         raise SnapshotError(f"unreadable snapshot: {type(exc).__name__}") from exc
+
+
+def load_snapshot(path: Path, capacity: int, fp_rate: float, topics: list[str], key_check: str) -> LoadedSnapshot:
+    """The filter and feed offsets saved in `path`, or SnapshotError saying why it cannot be used."""
+    header, body = read_snapshot_file(path)
     expected = {
         "format": FORMAT,
         "library": LIBRARY,

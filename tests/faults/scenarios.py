@@ -333,9 +333,14 @@ def optout_feed_outage(
 
 def revoke_optout_reads(admin: AdminClient, topics: Topics) -> None:
     """The service's READ (and every other) permission on the opt-out topic taken away."""
+    revoke_topic(admin, topics.optouts)
+
+
+def revoke_topic(admin: AdminClient, topic: str) -> None:
+    """The service's every permission on `topic` taken away."""
     revoke = AclBindingFilter(
         ResourceType.TOPIC,
-        topics.optouts,
+        topic,
         ResourcePatternType.LITERAL,
         f"User:{SERVICE_USER}",
         "*",

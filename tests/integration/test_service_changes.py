@@ -4,35 +4,17 @@ for good and refuses what comes later, and a restart resumes the change set from
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import pytest
 
-from consumer.wire.codec import ACCOUNT_CHANGE, CONTENT_CHANGE, POST, REVOCATION, TRAINING_RECORD, Codec
+from consumer.wire.codec import ACCOUNT_CHANGE, CONTENT_CHANGE, REVOCATION, TRAINING_RECORD, Codec
 from tests.harness import produce, pseudonym, read_all
+from tests.integration.test_service_optouts import post
 
 pytestmark = pytest.mark.integration
 CODEC = Codec()
 AT = 1_790_000_000_000
-
-
-def post(post_id: str, user: str) -> bytes:
-    return CODEC.encode(
-        POST,
-        {
-            "post_id": post_id,
-            "author_id": user,
-            "author_birth_date": 7000,
-            "author_country": "SE",
-            "visibility": "PUBLIC",
-            "kind": "POST",
-            "surface": "facebook",
-            "language": "sv",
-            "text": "hej " * 60,
-            "created_at": int(dt.datetime(2026, 10, 1, tzinfo=dt.UTC).timestamp() * 1000),
-        },
-    )
 
 
 def deleted(record_id: str, user: str) -> bytes:
