@@ -12,6 +12,7 @@ A scenario passes when the table holds no record the truth no longer allows and 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import random
 import signal
@@ -19,7 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import (
+    AdminClient,
+)
 
 from consumer.devtools.generator import Generated
 from consumer.devtools.local_kafka import LocalKafka
@@ -31,9 +34,11 @@ from tests.faults.scenarios import (
     Row,
     _stream,
     _watch_outage,
+    check_output,
     grant,
     revoke_topic,
     secure_env,
+    wait_for_output,
 )
 from tests.harness import ServiceProcess, Topics, produce, pseudonym, read_all
 
@@ -287,3 +292,69 @@ def change_feed_outage(
     if later != during:
         row.failures.append("records were emitted while the change feed was out")
     return row
+
+
+def change_compacted_away_then_fresh_replica(broker: LocalKafka, workdir: Path, records: int, seed: int = 24) -> Row:
+    """Content changes, then a tombstone of each one's key; compaction leaves the tombstones alone on the
+    content topic (a fast-compacting one). A fresh replica (no snapshot: it rebuilds its change set from
+    the topics) must still stop the changed records, which arrive only now: their `content/` retractions
+    in the revocations topic (the ledger) are all that remembers the changes. A reader's table would
+    hide an emitted one (its retraction drops it): what is checked is that none is emitted."""
+    rng = random.Random(seed)
+    topics = Topics.unique(broker.bootstrap, compacting_changes=True)
+    generator, stream = _stream(topics, records, seed)
+    produce(broker.bootstrap, ((topics.optouts, k, v) for k, v in generator.optouts()))
+    changes = Changes(stream, rng, share=0.05, accounts=0)
+    group = f"tf-{topics.posts}"
+    first = _service(broker, topics, workdir, "at-least-once", group)
+    first.start().wait_ready()
+    produce(broker.bootstrap, changes.messages(topics))
+    deadline = time.monotonic() + 60
+    while not changes.retraction_keys <= retraction_keys(broker.bootstrap, topics):
+        if time.monotonic() > deadline:
+            raise AssertionError("the content changes were not retracted within 60 s")
+        time.sleep(0.5)
+    produce(broker.bootstrap, [(topics.content_changes, rid.encode(), None) for rid in changes.records])
+    assert first.stop() == 0
+    kept = _compact_away(broker, topics, set(changes.records))
+
+    second = _service(broker, topics, workdir, "at-least-once", group)  # no snapshot: rebuilt from the topics
+    second.start().wait_ready()
+    produce(broker.bootstrap, ((g.topic, g.key, g.value) for g in stream))
+    changed = dataclasses.replace
+    marked = [changed(g, expected="content_changed") if g.record_id in changes.records else g for g in stream]
+    wait_for_output(broker.bootstrap, topics.training, marked, timeout=60)
+    second.wait_settled(60)
+    from_ledger = second.metric_sum("training_filter_change_feed_records_total", result="ledger_record_stopped")
+    refused = second.metric_sum("training_filter_records_total", decision="content_changed")
+    code = second.stop()
+    row = check_output("changes: compacted away, then a fresh replica", broker.bootstrap, topics.training, marked, True)
+    if code != 0:
+        row.failures.append(f"the fresh replica did not stop cleanly (exit status {code})")
+    if from_ledger < len(changes.records):
+        row.failures.append(f"the fresh replica read {int(from_ledger)} content retractions from the ledger")
+    if refused < len(changes.records):
+        row.failures.append(f"the fresh replica refused {int(refused)} records content_changed")
+    row.notes.append(
+        f"{len(changes.records)} changes compacted away ({kept} tombstones left); the fresh replica read "
+        f"{int(from_ledger)} from the ledger and refused {int(refused)} records content_changed"
+    )
+    return row
+
+
+def _compact_away(broker: LocalKafka, topics: Topics, record_ids: set[str], timeout: float = 90.0) -> int:
+    """Until compaction has removed every change of `record_ids` from the content topic (their tombstones
+    may remain); the number of tombstones left. The cleaner takes closed segments only: fillers roll them
+    (segment.ms is 100 ms on this topic)."""
+    keys = {rid.encode() for rid in record_ids}
+    filler = {"record_id": "filler", "user_id": "filler", "change": "DELETED", "replaced_by": None, "at": AT}
+    filler_value = CODEC.encode(CONTENT_CHANGE, {**filler, "source": "fault-scenario"})
+    deadline = time.monotonic() + timeout
+    while True:
+        produce(broker.bootstrap, [(topics.content_changes, b"filler", filler_value)])
+        left = [m for m in read_all(broker.bootstrap, topics.content_changes) if m.key() in keys]
+        if all(m.value() is None for m in left):
+            return len(left)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"compaction did not remove the content changes in {timeout:.0f} s")
+        time.sleep(1.0)
