@@ -43,7 +43,7 @@ from consumer.operations.clients import Clients, KafkaClients
 from consumer.operations.settings import Settings, load_settings
 from consumer.service.state import State
 from consumer.wire.codec import REVOCATION, TRAINING_RECORD, Codec
-from rules import Policy, PolicyError, Retraction, load_policy
+from rules import Policy, PolicyError, Retraction, account_retraction, load_policy
 
 Admitted = dict[Provenance, tuple[str, bytes, bytes]]  # provenance -> (record id, pseudonym, TrainingRecord)
 
@@ -54,6 +54,7 @@ class BackfillCounts:
     decided: int = 0  # of them, decided (with --from-training: those the clean topic names)
     retracted: int = 0  # newly refused: a policy/ retraction each
     admitted: int = 0  # newly eligible (written with --admit)
+    held: int = 0  # newly eligible, but an account retraction of the active policy names them: not written
     undecodable: Counter[str] = field(default_factory=Counter)  # dead letters now, by cause (none written)
     pairs: Counter[Pair] = field(default_factory=Counter)  # (source, active, new) -> records
 
@@ -62,6 +63,7 @@ class BackfillCounts:
         self.decided += other.decided
         self.retracted += other.retracted
         self.admitted += other.admitted
+        self.held += other.held
         self.undecodable.update(other.undecodable)
         self.pairs.update(other.pairs)
 
@@ -109,12 +111,28 @@ class Backfill:
             self._retract(batch, record_id, pseudonym, at_ms, lifted=False)
             counts.retracted += 1
         for where in sorted(now.keys() - before.keys()):
+            record_id, pseudonym, value = now[where]
+            if self._held_by_account(pseudonym, value, at_ms):
+                counts.held += 1
+                continue
             counts.admitted += 1
             if self.admit:
-                record_id, pseudonym, value = now[where]
                 self._retract(batch, record_id, pseudonym, at_ms, lifted=True)
                 self._produce(batch, self.settings.training_topic, value, pseudonym)
         return counts
+
+    def _held_by_account(self, pseudonym: bytes, value: bytes, at_ms: int) -> bool:
+        """Whether the `account/` retraction the service wrote for this author under the active policy
+        names the record: a backfill cannot end it (it has one writer, the account changes), so a reader
+        would drop the record; it stays out until the account's next change is decided anew."""
+        guard = self.active.changes
+        facts = guard.accounts.get(pseudonym) if guard is not None else None
+        if facts is None:
+            return False
+        skew_ms = int(self.settings.clock_skew_seconds * 1000)
+        _, before = account_retraction(self.active.decider, facts, at_ms + skew_ms)
+        created = self.codec.decode_own(value, TRAINING_RECORD)["created_at"]
+        return before is None or int(created.timestamp() * 1000) < before
 
     def committed(self, decided: BackfillCounts) -> None:
         self.totals.add(decided)
@@ -225,6 +243,7 @@ def _summary(
         "decided": totals.decided,
         "retracted": totals.retracted,
         "admitted": totals.admitted,
+        "held_by_account_retraction": totals.held,
         "admit": scope.admit,
         "undecodable": dict(sorted(totals.undecodable.items())),
         "not_retained": not_retained + run.not_retained,
@@ -250,6 +269,11 @@ def describe(d: dict[str, Any]) -> str:
         lines.append(f"  newly eligible: {d['admitted']:,}, {would}written to the training topic")
     else:
         lines.append(f"  newly eligible: {d['admitted']:,}, not written (--admit writes them)")
+    if d["held_by_account_retraction"]:
+        lines.append(
+            f"  newly eligible but named by an account retraction of the active policy, held back: "
+            f"{d['held_by_account_retraction']:,} (docs/retractions.md#a-looser-policy-and-corrected-accounts)"
+        )
     undecodable = sum(d["undecodable"].values())
     lines.append(f"  undecodable now: {undecodable:,}" + (f" ({_by(d['undecodable'])})" if undecodable else ""))
     if d["not_retained"]:

@@ -14,8 +14,9 @@ offset order, so the latest record of a user wins, as after compaction. The dire
   holds do not stay granted.
 
 A user who withdrew and granted again is eligible only for what they wrote from the new grant on,
-and a grant older than the latest withdrawal is put in its place (the two can sit in different
-partitions, if the topic grew, and be read in either order): consumer/consents/history.py. Under an
+and a grant older than the latest withdrawal is put in its place; a withdrawal read after a newer
+grant (the two in different partitions, if the topic grew) withdraws, failing closed:
+consumer/consents/history.py. Under an
 opt-in active policy the mirror also reads the `consent/` retractions back from the revocations topic
 (the ledger), so that a withdrawal compaction removed from the consent topic is still known.
 The mirror reads committed records only and is caught up at the last stable offsets: a grant written

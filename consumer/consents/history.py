@@ -4,8 +4,10 @@
 A user who withdrew consent and granted it again is eligible only for records created at or after
 the new grant: `since[pseudonym]` is that grant's time, and the hot loop refuses their earlier
 records (consumer/changes/guard.py). `withdrawn[pseudonym]` is the latest withdrawal known, which
-also puts a grant older than it in its place: a grant and a withdrawal of one user in different
-partitions (the topic grew) can be read in either order, and the older one never wins.
+also puts a grant older than it in its place. A first grant's time is not kept (it would cost every
+consented user an entry), so a withdrawal read after a newer grant withdraws: records of one user in
+two partitions (the consent topic grew, which docs/retractions.md says not to do) fail closed, the
+user out until their next grant.
 
 Both are learnt from the consent topic and, for what compaction took from it, from the `consent/`
 retractions on the revocations topic (the emitter wrote one per withdrawal and one per re-grant).

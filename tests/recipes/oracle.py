@@ -7,7 +7,8 @@ shared by the service and its own rules cannot hide here. Given
 - the input records (decoded `Post` and `AiInteraction` values),
 - the opt-outs (user ids: an objection is never withdrawn),
 - the content changes (`ContentChange` values: each is final for its record id),
-- the account changes (`AccountChange` values in topic order: a user's latest states the facts),
+- the account changes (`AccountChange` values in topic order: a user's last states the facts, whatever
+  its `at`, and a deletion is final),
 - the consents (`Consent` values in topic order; used under an opt-in policy only),
 - the policy (the text of a policy file) and the time of the decision,
 
@@ -161,7 +162,9 @@ def _consent_bounds(consents: Iterable[Mapping[str, Any]]) -> dict[str, dt.datet
 def decide(truth: Truth) -> dict[str, str]:
     """record id -> "eligible", or the first reason the record is not (the names of docs/policy.md)."""
     policy = truth.policy
-    accounts = {a["user_id"]: a for a in truth.account_changes}  # the latest of a user wins
+    # The last written of a user states the facts, whatever its `at`; a deletion is never undone.
+    accounts = {a["user_id"]: a for a in truth.account_changes}
+    deleted = {a["user_id"] for a in truth.account_changes if a["deleted"]}
     changed = {c["record_id"] for c in truth.content_changes}
     consents = _consent_bounds(truth.consents)
     latest = truth.now + CLOCK_SKEW
@@ -170,14 +173,14 @@ def decide(truth: Truth) -> dict[str, str]:
         r = _record(value)
         account = accounts.get(r.user_id)
         own_birth = r.birth
-        if own_birth is None and account is not None and not account["deleted"]:
+        if own_birth is None and account is not None and r.user_id not in deleted:
             own_birth = account["birth_date"]  # a record without a birth date is decided with its account's
         reason = (
             ("source_excluded" if not (policy.posts if r.post else policy.ai_interactions) else None)
             or ("not_public" if not r.public else None)
             or ("future_dated" if r.created > latest else None)
             or _facts_reason(policy, r.country, own_birth, r.created)
-            or ("account_deleted" if account is not None and account["deleted"] else None)
+            or ("account_deleted" if r.user_id in deleted else None)
             or (_facts_reason(policy, account["country"], account["birth_date"], r.created) if account else None)
             or ("content_changed" if r.record_id in changed else None)
             or ("opted_out" if r.user_id in truth.optouts else None)

@@ -10,7 +10,8 @@ of the stream grants consent first, except one who never does. Then, in this ord
   yet (a change that arrives before its record);
 - **while the first instance runs, after it emitted the records** (`late_changes`): a deletion, a
   visibility change, an edit (the old id changed `EDITED`, the new version published as a new post),
-  an account deletion, a birth date corrected to one under 18 for some of a user's records, a consent
+  an account deletion, a birth date corrected to one under 18 for some of a user's records (after a
+  correction of the same account stamped later but written first: the last written states it), a consent
   withdrawn and granted again (what was written before the new grant leaves), two late opt-outs;
 - **re-deliveries**: records a retraction in force names, written to the clean topic again after it;
 - **a policy change over history**, once both instances stopped (`policy_change`): the operator's
@@ -173,13 +174,15 @@ def content_change(g: Generated, change: str, replaced_by: str | None = None) ->
     }
 
 
-def account_change(user: str, deleted: bool, birth: dt.date | None, country: str) -> dict[str, Any]:
+def account_change(
+    user: str, deleted: bool, birth: dt.date | None, country: str, at: dt.datetime = CHANGED_AT
+) -> dict[str, Any]:
     return {
         "user_id": user,
         "deleted": deleted,
         "birth_date": birth,
         "country": country,
-        "at": CHANGED_AT,
+        "at": at,
         "source": "support",
     }
 
@@ -232,6 +235,9 @@ def late_events(s: Scenario, framer: Framer, topics: Any, consent_topic: str) ->
     country = (first.get("author_country") or first["user_country"]).strip()
     events.accounts += [
         account_change(s.gone, True, None, "DE"),
+        # Two corrections whose `at` goes back (a late one from another system): the one written last
+        # states the facts, as compaction keeps it (docs/retractions.md, "Why the last read").
+        account_change(s.corrected, False, s.corrected_birth, "US", CHANGED_AT + dt.timedelta(days=1)),
         account_change(s.corrected, False, s.corrected_birth, country),
     ]
     events.consents += [
@@ -260,10 +266,10 @@ def late_events(s: Scenario, framer: Framer, topics: Any, consent_topic: str) ->
     return events, out
 
 
-# The retractions the late changes give: three content changes, two account changes, a withdrawal and
-# a re-grant, and one per late opt-out.
+# The retractions the late changes give: three content changes, three account changes, a withdrawal
+# and a re-grant, and one per late opt-out.
 def late_retractions(s: Scenario) -> int:
-    return 3 + 2 + 2 + len(s.late)
+    return 3 + 3 + 2 + len(s.late)
 
 
 def redelivered(s: Scenario) -> set[str]:

@@ -19,7 +19,7 @@ from consumer.commands.backfill import backfill
 from consumer.commands.backfill_scope import scope_of
 from consumer.commands.guarded import UsageError
 from consumer.service.state import State
-from consumer.wire.codec import OPTOUT, POST, REVOCATION, TRAINING_RECORD
+from consumer.wire.codec import ACCOUNT_CHANGE, OPTOUT, POST, REVOCATION, TRAINING_RECORD
 from rules import load_policy
 from tests.fakes import FakeKafka
 from tests.harness import pseudonym
@@ -222,3 +222,15 @@ def test_the_command_line_exits_2_on_a_bad_policy_and_an_opt_in_policy_without_c
     )
     assert main(["backfill", "--policy", str(opt_in)]) == 2
     assert "set TF_CONSENT_TOPIC" in capsys.readouterr().err
+
+
+def test_a_looser_policy_does_not_admit_what_an_account_retraction_still_names(tmp_path):
+    """u-17's birth date was corrected (an account change): the service wrote `account/<pseudonym>`
+    under the active policy, naming what they wrote before 18. A looser backfill cannot end that
+    retraction (a reader would drop the admitted records), so it holds them back and says so."""
+    kafka = with_posts()
+    change = {"user_id": "u-17", "deleted": False, "birth_date": AUTHORS["u-17"][0], "country": "DE", "at": 1}
+    kafka.append("account-changes", CODEC.encode(ACCOUNT_CHANGE, {**change, "source": "support"}), b"u-17")
+    summary, _ = run_backfill(kafka, policy_file(tmp_path, 16, "loose-16"), admit=True)
+    assert kafka.records("training") == [] and retracted(kafka) == [], "nothing a reader would drop"
+    assert (summary["admitted"], summary["held_by_account_retraction"]) == (0, 2)

