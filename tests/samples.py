@@ -91,6 +91,38 @@ ACCOUNT_CHANGE: dict[str, Any] = {
     "source": "support_correction",
 }
 
+RECEIPT: dict[str, Any] = {
+    "input_topic": "posts.v1",
+    "input_partition": 3,
+    "first_offset": 100,
+    "last_offset": 199,
+    "records": 100,
+    "decisions": [
+        {"name": "eligible", "records": 61},
+        {"name": "malformed", "records": 1},
+        {"name": "not_public", "records": 38},
+    ],
+    "dead_letters": [{"name": "bad_body", "records": 1}],
+    "guarantee": "at-least-once",
+    "batch_id": "5f0c6d1e9a7b4c2d8e3f1a2b3c4d5e6f",
+    "outputs": [
+        {"topic": "training.eligible.v1", "partition": 0, "first_offset": 40, "last_offset": 120, "records": 61},
+        {"topic": "training-filter.dlq.v1", "partition": 0, "first_offset": 7, "last_offset": 7, "records": 1},
+    ],
+    "feeds": [{"feed": "optouts", "topic": "privacy.optouts.v1", "partition": 0, "next_offset": 5_012}],
+    "policy_version": "2026-11-24.1",
+    "policy_sha256": "0" * 64,
+    "shadow_policy_version": None,
+    "shadow_policy_sha256": None,
+    "decided_at": 1_767_225_600_000,
+    "clock_skew_ms": 300_000,
+    "service_version": "0.1.0",
+    "replica": "training-filter-7d9f8-abcde",
+    "written_at": 1_767_225_600_050,
+    "previous_sha256": None,
+    "hmac_sha256": "1" * 64,
+}
+
 # A candidate policy for the shadow tests and the shadow benchmark: a higher minimum age (21), France
 # and Germany out, Switzerland and the United Kingdom in.
 CANDIDATE_POLICY = """

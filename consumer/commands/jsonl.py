@@ -101,6 +101,10 @@ def _convert(value: Any, kind: Any, name: str) -> Any:
             raise JsonRecordError(f"field '{name}' must be one of {', '.join(kind['symbols'])}")
         if base == "record":
             return to_avro(value, kind, name)
+        if base == "array":
+            if not isinstance(value, list):
+                raise JsonRecordError(f"field '{name}' must be a list")
+            return [_convert(item, kind["items"], f"{name}[{i}]") for i, item in enumerate(value)]
         if base == "fixed":
             data = _bytes(value, name)
             if len(data) != kind["size"]:

@@ -7,6 +7,7 @@ import struct
 
 import pytest
 
+from consumer.audit.receipts import RECEIPT
 from consumer.wire.codec import (
     ACCOUNT_CHANGE,
     AI_INTERACTION,
@@ -82,6 +83,7 @@ def test_catalog_ids_are_the_documented_ones():
         (8, CONTENT_CHANGE),
         (9, ACCOUNT_CHANGE),
         (10, REVOCATION),
+        (11, RECEIPT),
     ]
 
 

@@ -80,6 +80,8 @@ def raw_values(kind: Any) -> st.SearchStrategy[Any]:
             return st.sampled_from(kind["symbols"])
         if kind["type"] == "record":
             return st.fixed_dictionaries({f["name"]: raw_values(f["type"]) for f in kind["fields"]})
+        if kind["type"] == "array":
+            return st.lists(raw_values(kind["items"]), max_size=3)
         return raw_values(kind["type"])
     return {
         "null": st.none(),
@@ -194,6 +196,7 @@ def _sample(name: str) -> dict[str, Any]:
         "platform.training.v1.Revocation": samples.REVOCATION,
         "platform.content.v1.ContentChange": samples.CONTENT_CHANGE,
         "platform.accounts.v1.AccountChange": samples.ACCOUNT_CHANGE,
+        "platform.audit.v1.DecisionReceipt": samples.RECEIPT,
         "platform.training.v1.TrainingRecord": {
             **samples.TRAINING_RECORD,
             "source": "AI_INTERACTION",

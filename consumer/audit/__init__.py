@@ -1,0 +1,1 @@
+"""Accountability: decision receipts (receipts.py) and what reads them (docs/audit.md)."""
