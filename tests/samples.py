@@ -123,6 +123,47 @@ RECEIPT: dict[str, Any] = {
     "hmac_sha256": "1" * 64,
 }
 
+VERIFICATION: dict[str, Any] = {
+    "started_at": 1_767_225_600_000,
+    "finished_at": 1_767_225_660_000,
+    "window_from": 1_767_139_200_000,
+    "window_until": None,
+    "receipts": 120,
+    "records": 1_000_000,
+    "passed": False,
+    "discrepancies": [
+        {
+            "kind": "gap",
+            "topic": "posts.v1",
+            "partition": 2,
+            "offset": 5_000,
+            "detail": "offsets 5000-5099 have no receipt",
+        }
+    ],
+    "discrepancy_count": 1,
+    "service_version": "0.1.0",
+    "hmac_sha256": "2" * 64,
+}
+RECIPIENTS: dict[str, Any] = {
+    "taken_at": 1_767_225_600_000,
+    "replica": "training-filter-7d9f8-abcde",
+    "recipients": [
+        {
+            "group": "ml-team-reader",
+            "reads_revocations": True,
+            "unacknowledged": 0,
+            "oldest_unacknowledged_seconds": None,
+        },
+        {
+            "group": "analytics",
+            "reads_revocations": False,
+            "unacknowledged": 12,
+            "oldest_unacknowledged_seconds": 3600.5,
+        },
+    ],
+    "hmac_sha256": "3" * 64,
+}
+
 # A candidate policy for the shadow tests and the shadow benchmark: a higher minimum age (21), France
 # and Germany out, Switzerland and the United Kingdom in.
 CANDIDATE_POLICY = """

@@ -20,6 +20,9 @@ from typing import Any
 from consumer.wire.codec import Codec
 
 RECEIPT = "platform.audit.v1.DecisionReceipt"
+# The audit topic's other records, signed as receipts are (`sign` with the schema's name).
+VERIFICATION = "platform.audit.v1.VerificationResult"
+RECIPIENTS = "platform.audit.v1.RecipientsSnapshot"
 KEY_PREFIX = b"receipt/"
 MIN_AUDIT_KEY_BYTES = 32
 
@@ -36,18 +39,19 @@ def parse_key(key: bytes | None) -> tuple[str, int] | None:
     return (topic, int(partition)) if topic and partition.isdigit() else None
 
 
-def signature(codec: Codec, audit_key: bytes, record: dict[str, Any]) -> str:
-    body = codec.encode_body(RECEIPT, {**record, "hmac_sha256": ""})
+def signature(codec: Codec, audit_key: bytes, record: dict[str, Any], schema: str = RECEIPT) -> str:
+    body = codec.encode_body(schema, {**record, "hmac_sha256": ""})
     return hmac.new(audit_key, body, hashlib.sha256).hexdigest()
 
 
-def sign(codec: Codec, audit_key: bytes, record: dict[str, Any]) -> dict[str, Any]:
+def sign(codec: Codec, audit_key: bytes, record: dict[str, Any], schema: str = RECEIPT) -> dict[str, Any]:
     """`record` with its `hmac_sha256` set."""
-    return {**record, "hmac_sha256": signature(codec, audit_key, record)}
+    return {**record, "hmac_sha256": signature(codec, audit_key, record, schema)}
 
 
-def signed_by(codec: Codec, audit_key: bytes, record: dict[str, Any]) -> bool:
-    return hmac.compare_digest(signature(codec, audit_key, record), str(record.get("hmac_sha256", "")))
+def signed_by(codec: Codec, audit_key: bytes, record: dict[str, Any], schema: str = RECEIPT) -> bool:
+    given = str(record.get("hmac_sha256", ""))
+    return hmac.compare_digest(signature(codec, audit_key, record, schema), given)
 
 
 def chain_hash(value: bytes) -> str:

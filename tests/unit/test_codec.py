@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from consumer.audit.receipts import RECEIPT
+from consumer.audit.receipts import RECEIPT, RECIPIENTS, VERIFICATION
 from consumer.wire.codec import (
     ACCOUNT_CHANGE,
     AI_INTERACTION,
@@ -84,6 +84,8 @@ def test_catalog_ids_are_the_documented_ones():
         (9, ACCOUNT_CHANGE),
         (10, REVOCATION),
         (11, RECEIPT),
+        (12, VERIFICATION),
+        (13, RECIPIENTS),
     ]
 
 

@@ -197,6 +197,8 @@ def _sample(name: str) -> dict[str, Any]:
         "platform.content.v1.ContentChange": samples.CONTENT_CHANGE,
         "platform.accounts.v1.AccountChange": samples.ACCOUNT_CHANGE,
         "platform.audit.v1.DecisionReceipt": samples.RECEIPT,
+        "platform.audit.v1.VerificationResult": samples.VERIFICATION,
+        "platform.audit.v1.RecipientsSnapshot": samples.RECIPIENTS,
         "platform.training.v1.TrainingRecord": {
             **samples.TRAINING_RECORD,
             "source": "AI_INTERACTION",
