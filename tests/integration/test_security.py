@@ -1,13 +1,18 @@
 """Security: no personal data in logs or metric labels; SASL/SCRAM over TLS with exactly the
-documented ACLs; bad credentials and a missing permission fail safely."""
+documented ACLs, the service's and the operator commands'; bad credentials and a missing permission
+fail safely."""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
+import orjson
 import pytest
 from confluent_kafka.admin import (
     AclBindingFilter,
@@ -20,12 +25,16 @@ from confluent_kafka.admin import (
 
 from consumer.devtools.generator import StreamGenerator
 from consumer.devtools.local_kafka import LocalKafka, LocalKafkaError
+from consumer.operations.acls import operations_acls
 from consumer.wire.codec import TRAINING_RECORD, Codec
 from tests.faults.scenarios import SERVICE_PASSWORD, SERVICE_USER, grant, secure_env
 from tests.harness import HMAC_KEY, ServiceProcess, Topics, produce, read_all
+from tests.integration.test_backfill import policy_file, policy_retractions, posts, publish
 
 pytestmark = pytest.mark.integration
 CODEC = Codec()
+OPERATIONS_USER = "tf-operations"  # the operator commands' own user (deploy/kubernetes/kafka)
+OPERATIONS_PASSWORD = "tf-operations-test-password"
 
 
 def test_no_user_id_birth_date_text_or_key_in_any_log_line_or_metric(kafka, topics, new_service):
@@ -115,7 +124,9 @@ def _is_version(value: str) -> bool:
 @pytest.fixture(scope="module")
 def secure_broker() -> Iterator[LocalKafka]:
     try:
-        broker = LocalKafka(secure=True, scram_users={SERVICE_USER: SERVICE_PASSWORD}).start()
+        broker = LocalKafka(
+            secure=True, scram_users={SERVICE_USER: SERVICE_PASSWORD, OPERATIONS_USER: OPERATIONS_PASSWORD}
+        ).start()
     except LocalKafkaError as exc:
         pytest.fail(f"the secure local broker did not start: {exc}", pytrace=False)
     yield broker
@@ -210,3 +221,56 @@ def test_a_write_permission_removed_stops_the_service_and_loses_nothing(secure_b
     assert restarted.stop() == 0
     assert eligible - ids == set(), "records were lost when the output could not be written"
     assert ids - eligible == set()
+
+
+def test_the_operator_commands_run_with_exactly_the_operations_acls(secure_broker, tmp_path):
+    """`dlq replay` and `backfill --from-training` as a user granted operations_acls() and nothing else
+    (the KafkaUser training-filter-operations), on a broker that enforces ACLs. The service's user
+    cannot replay: it has no Read on the DLQ, which is why the commands have a user of their own."""
+    topics = Topics.unique(secure_broker.bootstrap)
+    admin = AdminClient({"bootstrap.servers": secure_broker.bootstrap})
+    group = f"tf-{topics.posts}"
+    grant(admin, topics, group)
+    grant(admin, topics, group, OPERATIONS_USER, operations_acls(group, topics))
+    records = posts(2)  # u-25 and u-40 eligible; minors and an opted-out minor refused
+    publish(secure_broker, topics, records)
+    produce(secure_broker.bootstrap, [(topics.posts, b"u-x", b"\x00not an avro record")])
+    service = ServiceProcess(
+        secure_broker.secure_bootstrap, topics, tmp_path, group=group, env_overrides=secure_env(secure_broker)
+    )
+    service.start().wait_ready(90)
+    service.wait_processed(len(records) + 1)
+    service.wait_settled()
+    assert service.stop() == 0
+
+    def command(user: str, password: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+        env = {
+            **os.environ,
+            **topics.env(),
+            "TF_BOOTSTRAP_SERVERS": secure_broker.secure_bootstrap,
+            "TF_GROUP_ID": group,
+            "TF_HMAC_KEY": HMAC_KEY.decode(),
+            "TF_OPTOUT_CAPACITY": "200000",
+            **secure_env(secure_broker, user, password),
+        }
+        cli = [sys.executable, "-m", "consumer.cli", *args, "--json"]
+        return subprocess.run(cli, env=env, capture_output=True, timeout=150, check=False)
+
+    def summary(result: subprocess.CompletedProcess[bytes]) -> dict:
+        assert result.returncode == 0, result.stderr.decode(errors="replace")[-3000:]
+        # A feed without its group's ACL still reads (assigned), but warns of it on every sync.
+        assert b"AUTHORIZATION_FAILED" not in result.stderr, result.stderr.decode(errors="replace")[-3000:]
+        return orjson.loads(result.stdout)
+
+    denied = command(SERVICE_USER, SERVICE_PASSWORD, "dlq", "replay")
+    assert denied.returncode == 1, denied.stderr.decode(errors="replace")[-3000:]
+    assert b"AUTHORIZATION_FAILED" in denied.stderr
+
+    replayed = summary(command(OPERATIONS_USER, OPERATIONS_PASSWORD, "dlq", "replay"))
+    assert (replayed["letters"], replayed["replayed"], sum(replayed["still_undecodable"].values())) == (1, 0, 1)
+    strict = policy_file(tmp_path, 30, "strict-30")
+    backfilled = summary(
+        command(OPERATIONS_USER, OPERATIONS_PASSWORD, "backfill", "--from-training", "--policy", str(strict))
+    )
+    assert (backfilled["decided"], backfilled["retracted"]) == (4, 2)  # u-40's stay; u-25's two retracted
+    assert sorted(k for k, _ in policy_retractions(secure_broker, topics)) == [b"policy/u-25/0", b"policy/u-25/1"]
