@@ -13,6 +13,7 @@ import traceback
 from typing import Any
 
 from consumer import __version__
+from consumer.audit.exporter import service_exporter
 from consumer.datapath.delivery import FatalDeliveryError
 from consumer.feeds.ends import FeedError
 from consumer.operations import logs
@@ -54,6 +55,10 @@ class Service:
         health = self._serve_probes()
         if health is None:
             return 2
+        # The record of recipients (docs/recipients.md): beside the data path, never in its way.
+        recipients = service_exporter(self.settings, self.clients, self.metrics, self.log)
+        if recipients is not None:
+            recipients.start()
         parts: Parts | None = None
         try:
             parts = assemble(self.settings, self.clients, self.state, self.metrics, self.log)
@@ -79,6 +84,8 @@ class Service:
             self.state.exit_code = 1
         finally:
             lifecycle.shutdown(parts, self.state, self.settings, self.log)
+            if recipients is not None:
+                recipients.stop(timeout=1.0)
             health.stop()
         return self.state.exit_code
 
