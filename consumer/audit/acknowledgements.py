@@ -10,6 +10,11 @@ its timestamp says how long the recipient has sat on it. A group with no committ
 partition has acknowledged nothing there, from the log start on; a group with none on any partition
 does not read the revocations topic at all, which is the worst case Art. 19 knows.
 
+A recipient may read the revocations under a group of its own, named after the training group: the
+recipes (docs/recipes/) read the training topic as `G` and the revocations as `G-retractions`. So a
+recipient's acknowledgements are those of `G` on the revocations topic, or else of the first of its
+companions (COMPANIONS) that committed there.
+
 The counts are offsets. Under exactly-once a transaction's commit marker takes an offset too, so a
 count may exceed the revocations by the markers, never fall short of them; a partition where nothing
 readable lies between the committed offset and the end (only markers) counts 0.
@@ -17,12 +22,15 @@ readable lies between the committed offset and the end (only markers) counts 0.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 # How long a recipient may sit on a revocation (docs/recipients.md says why): the bound of the
 # TrainingFilterRecipientSitsOnRevocations alert and of `training-filter audit recipients`.
 BOUND_SECONDS = 3600
+
+# The groups whose commits on the revocations topic count for a recipient G: G itself, then these.
+COMPANIONS = ("-retractions", "-revocations")
 
 # What the scan found at an offset: the record's timestamp (epoch ms), or NOTHING_THERE when no
 # readable record lies between that offset and the partition's end (transaction markers only).
@@ -51,6 +59,7 @@ class Recipient:
 
     group: str
     partitions: tuple[PartitionAck, ...]
+    acknowledged_by: str = ""  # the group whose commits on the revocations topic count (default: `group`)
 
     @property
     def reads_revocations(self) -> bool:
@@ -71,6 +80,15 @@ class Recipient:
         the producer's makes it 0, never negative."""
         oldest = self.oldest_timestamp_ms
         return 0.0 if oldest is None else max(0, now_ms - oldest) / 1000
+
+
+def acknowledging_group(group: str, readers: Collection[str]) -> str:
+    """The group whose revocations offsets count for the recipient `group`: itself if it committed on the
+    revocations topic, else its first companion that did, else itself (it acknowledged nothing)."""
+    for candidate in (group, *(group + suffix for suffix in COMPANIONS)):
+        if candidate in readers:
+            return candidate
+    return group
 
 
 def first_unacknowledged(committed: int | None, start: int) -> int:
@@ -102,10 +120,12 @@ def assess(
     starts: Mapping[int, int],
     ends: Mapping[int, int],
     timestamps: Mapping[tuple[int, int], int | None],
+    acknowledged_by: str = "",
 ) -> Recipient:
-    """The recipient `group` on every revocations partition of `ends`. `committed`: its committed
-    offsets there (absent: none); `timestamps`: what the scan read at each offset of `to_read`
-    (a missing one is an error of the caller: a KeyError, never a silent 0)."""
+    """The recipient `group` on every revocations partition of `ends`. `committed`: the committed
+    offsets there of `acknowledged_by` (the recipient or its companion; absent: none); `timestamps`:
+    what the scan read at each offset of `to_read` (a missing one is an error of the caller: a
+    KeyError, never a silent 0)."""
     partitions = []
     for partition in sorted(ends):
         start, end, offset = starts[partition], ends[partition], committed.get(partition)
@@ -116,7 +136,7 @@ def assess(
             if stamp is NOTHING_THERE:
                 count = 0
         partitions.append(PartitionAck(partition, offset, start, end, count, stamp))
-    return Recipient(group, tuple(partitions))
+    return Recipient(group, tuple(partitions), acknowledged_by or group)
 
 
 def problems(recipient: Recipient, bound_seconds: float, now_ms: int) -> list[str]:

@@ -90,6 +90,7 @@ def as_json(recipient: Recipient, bound: float, now_ms: int) -> dict[str, Any]:
     return {
         "group": recipient.group,
         "reads_revocations": recipient.reads_revocations,
+        "revocations_group": recipient.acknowledged_by,
         "unacknowledged": recipient.unacknowledged,
         "oldest_unacknowledged_at": _time(recipient.oldest_timestamp_ms),
         "oldest_unacknowledged_seconds": round(recipient.oldest_seconds(now_ms), 3),
@@ -119,6 +120,8 @@ def table(lines: list[dict[str, Any]], topics: Topics, bound: float) -> str:
         )
         waited = _duration(line["oldest_unacknowledged_seconds"]) if line["unacknowledged"] else "-"
         reads = "yes" if line["reads_revocations"] else "NO"
+        if line["reads_revocations"] and line["revocations_group"] != line["group"]:
+            reads += f" (as {line['revocations_group']})"
         rows.append((line["group"], reads, committed or "-", str(line["unacknowledged"]), waited))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     text = "".join(

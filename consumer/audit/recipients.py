@@ -11,10 +11,12 @@ which commits nothing. The broker only answers for what the service may Describe
 GROUP "*" Describe ACL, consumer/operations/acls.py) and, within a group's offsets, the topics it
 already describes; a recipient's offsets on other topics are neither asked for nor seen.
 
-A group counts as a recipient when it has a committed offset on the training topic: a reader that
-commits nothing there is invisible to Kafka, which is why docs/recipients.md asks every recipient
-to read with a committed group. The service's own groups (TF_GROUP_ID and `<TF_GROUP_ID>-...`) are
-not recipients. Every failure is a ScanError naming the request and the error code, never a record.
+A group counts as a recipient when it has a committed offset on the training topic; its commits on
+the revocations topic are its own or its companion's (`<group>-retractions`, as the recipes name it:
+acknowledgements.py). A reader that commits nothing there is invisible to Kafka, which is why
+docs/recipients.md asks every recipient to read with a committed group. The service's own groups
+(TF_GROUP_ID and `<TF_GROUP_ID>-...`) are not recipients. Every failure is a ScanError naming the
+request and the error code, never a record.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 
-from consumer.audit.acknowledgements import NOTHING_THERE, Recipient, assess, to_read
+from consumer.audit.acknowledgements import NOTHING_THERE, Recipient, acknowledging_group, assess, to_read
 from consumer.feeds.ends import BrokerQueries, FeedError
 from consumer.operations.clients import Clients
 
@@ -72,14 +74,15 @@ class RecipientScan:
         deadline = time.monotonic() + self.timeout
         groups = [g for g in self._groups(deadline) if not self.topics.is_own(g)]
         committed = self._committed(groups, deadline)
-        recipients = {g: offsets for g, offsets in committed.items() if self.topics.training in offsets}
+        recipients = sorted(g for g, offsets in committed.items() if self.topics.training in offsets)
+        readers = {g: o[self.topics.revocations] for g, o in committed.items() if self.topics.revocations in o}
+        by = {g: acknowledging_group(g, readers) for g in recipients}
         starts, ends = self._revocation_offsets()
-        on_revocations = {g: offsets.get(self.topics.revocations, {}) for g, offsets in recipients.items()}
         wanted: set[tuple[int, int]] = set()
-        for offsets in on_revocations.values():
-            wanted |= to_read(offsets, starts, ends)
+        for g in recipients:
+            wanted |= to_read(readers.get(by[g], {}), starts, ends)
         timestamps = self._timestamps(wanted, ends, deadline)
-        return [assess(g, on_revocations[g], starts, ends, timestamps) for g in sorted(recipients)]
+        return [assess(g, readers.get(by[g], {}), starts, ends, timestamps, by[g]) for g in recipients]
 
     # -- the groups -------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ import yaml
 from consumer.audit.acknowledgements import (
     BOUND_SECONDS,
     NOTHING_THERE,
+    acknowledging_group,
     assess,
     first_unacknowledged,
     pending,
@@ -97,6 +98,13 @@ def test_a_timestamp_the_scan_did_not_read_is_an_error_not_a_zero():
         assess("ml", {0: 1}, {0: 0}, {0: 2}, {})
 
 
+def test_a_recipients_acknowledgements_are_its_own_else_its_companions_as_the_recipes_name_them():
+    assert acknowledging_group("ml", {"ml", "ml-retractions"}) == "ml"
+    assert acknowledging_group("ml", {"ml-revocations", "ml-retractions"}) == "ml-retractions"
+    assert acknowledging_group("ml", {"ml-revocations"}) == "ml-revocations"
+    assert acknowledging_group("ml", {"ml-other", "other-retractions"}) == "ml"
+
+
 def test_the_command_and_the_alert_share_one_bound():
     rules = yaml.safe_load(RULES.read_text())
     (rule,) = [
@@ -147,6 +155,15 @@ def test_the_scan_lists_the_groups_that_committed_on_the_training_topic_and_not_
     assert behind.oldest_timestamp_ms == NOW - 8000
     ignores = found["ml-ignores"]
     assert (ignores.reads_revocations, ignores.unacknowledged, ignores.oldest_timestamp_ms) == (False, 6, NOW - 10_000)
+
+
+def test_a_recipient_that_reads_the_revocations_as_its_companion_group_reads_them():
+    kafka = broker()
+    commit(kafka, "ml-java", {("training", 0): 4})
+    commit(kafka, "ml-java-retractions", {("revocations", 0): 3, ("revocations", 1): 2})  # the recipes' naming
+    (found,) = scanner(kafka).scan()  # the companion reads no training data: it is no recipient of its own
+    assert (found.group, found.acknowledged_by, found.reads_revocations) == ("ml-java", "ml-java-retractions", True)
+    assert found.unacknowledged == 1 and found.oldest_timestamp_ms == NOW - 5000
 
 
 def test_recipients_at_different_offsets_of_one_partition_each_get_their_own_oldest():
@@ -334,6 +351,8 @@ def test_the_command_exits_1_naming_a_recipient_that_ignores_revocations_or_sits
     commit(kafka, "ml-good", {("training", 0): 4, ("revocations", 0): 3, ("revocations", 1): 3})
     commit(kafka, "ml-ignores", {("training", 0): 4})
     commit(kafka, "ml-behind", {("training", 0): 4, ("revocations", 0): 1, ("revocations", 1): 3})
+    commit(kafka, "ml-java", {("training", 0): 4})
+    commit(kafka, "ml-java-retractions", {("revocations", 0): 3, ("revocations", 1): 3})
     code, out, _ = run_command(kafka, monkeypatch, json=True)
     lines = {line["group"]: line for line in map(orjson.loads, out.splitlines())}
     assert code == 1
@@ -344,13 +363,16 @@ def test_the_command_exits_1_naming_a_recipient_that_ignores_revocations_or_sits
         timespec="milliseconds"
     )
     assert len(behind["problems"]) == 1 and "longer than the bound of 3600 s" in behind["problems"][0]
-    assert lines["ml-good"]["problems"] == []
+    assert lines["ml-good"]["problems"] == [] and lines["ml-good"]["revocations_group"] == "ml-good"
+    assert lines["ml-java"]["problems"] == [] and lines["ml-java"]["revocations_group"] == "ml-java-retractions"
     code, out, _ = run_command(kafka, monkeypatch, bound=3e7)  # the table, with a bound nobody passes
     assert code == 1  # ml-ignores still does not read the revocations topic
     rows = out.splitlines()
     assert rows[0].split("  ")[0] == "group"
-    assert [row.split()[:2] for row in rows[1:4]] == [["ml-behind", "yes"], ["ml-good", "yes"], ["ml-ignores", "NO"]]
-    assert "3 recipient(s) of training; revocations topic revocations; bound 3e+07 s: 1 fall(s) short" in out
+    assert [row.split()[:2] for row in rows[1:5]] == [["ml-behind", "yes"], ["ml-good", "yes"], ["ml-ignores", "NO"],
+                                                       ["ml-java", "yes"]]  # fmt: skip
+    assert "yes (as ml-java-retractions)" in rows[4]
+    assert "4 recipient(s) of training; revocations topic revocations; bound 3e+07 s: 1 fall(s) short" in out
     assert "  ml-ignores: does not read the revocations topic" in out
 
 
