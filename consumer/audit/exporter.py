@@ -1,5 +1,5 @@
 """The record of recipients as metrics: the running service scans the recipients on a thread of its
-own every TF_RECIPIENTS_INTERVAL_SECONDS (the first scan at start-up) and sets the recipients'
+own every TF_RECIPIENTS_INTERVAL_SECONDS (the first scan once start-up has made its clients) and sets the recipients'
 gauges, labelled by consumer group only. A group that is gone at a scan loses its series. A failed
 scan never touches the data path: it is logged and counted, the last figures stay, and the next
 scan tries again (the alert rules watch the figures, docs/recipients.md).
@@ -20,6 +20,8 @@ from consumer.operations.settings import Settings
 
 
 class Scanner(Protocol):
+    def open(self) -> None: ...
+
     def scan(self) -> list[Recipient]: ...
 
     def close(self) -> None: ...
@@ -45,6 +47,13 @@ class RecipientsExporter:
         self.thread = threading.Thread(target=self._run, name="recipients", daemon=True)
 
     def start(self) -> None:
+        """Makes the scanner's clients on the calling thread (see RecipientScan.open), then scans on
+        a thread of its own. Clients that cannot be made are a failed scan, tried again at the next."""
+        try:
+            self.scanner.open()
+        except Exception as exc:
+            self.log.warning("recipients_scan_failed", error=type(exc).__name__)
+            self.metrics.recipient_scans_failed.inc()
         self.thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -94,7 +103,7 @@ class RecipientsExporter:
 
 def service_exporter(settings: Settings, clients: Clients, metrics: Metrics, log: Any) -> RecipientsExporter | None:
     """The running service's exporter, from its settings (None with TF_RECIPIENTS_INTERVAL_SECONDS=0).
-    Its clients are made at the first scan, so a broker that cannot be reached is a failed scan."""
+    Its clients connect at the first scan, so a broker that cannot be reached is a failed scan."""
     from consumer.audit.recipients import RecipientScan, Topics
     from consumer.operations import logs
 

@@ -2,8 +2,9 @@
 training topic, and what it has acknowledged of the revocations topic (acknowledgements.py holds the
 arithmetic; this module only asks).
 
-One scan is: the groups (ListGroups), each group's committed offsets (one OffsetFetch per group, all
-in flight at once: librdkafka takes one group a request), the revocations partitions and their log
+One scan is: the groups (ListGroups) and a check that the service may see every one (below), each
+group's committed offsets (one OffsetFetch per group, all in flight at once: librdkafka takes one
+group a request), the revocations partitions and their log
 start and end offsets (one ListOffsets each, at READ_COMMITTED: a revocation in an open transaction
 is not visible to any recipient yet, so no recipient can be behind on it), and the timestamp of the
 record at each recipient's oldest unacknowledged offset, read by a consumer assigned to that offset
@@ -51,8 +52,8 @@ class Topics:
 
 
 class RecipientScan:
-    """Scans the recipients on demand. Holds an AdminClient and a timestamp reader (made at the
-    first scan); `close` releases them."""
+    """Scans the recipients on demand. Holds an AdminClient and a timestamp reader (made by `open`,
+    or at the first scan); `close` releases them."""
 
     def __init__(
         self,
@@ -68,11 +69,19 @@ class RecipientScan:
         self._queries: BrokerQueries | None = None
         self._reader: Any = None
 
+    def open(self) -> None:
+        """Makes the clients (they connect when first asked). The service calls it on its main thread:
+        librdkafka clients made on two threads at once over TLS crashed the process (SIGSEGV)."""
+        self._admin()
+        self._timestamp_reader()
+
     def scan(self) -> list[Recipient]:
         """Every recipient, by group name; the ages are the caller's to take (Recipient.oldest_seconds)
         at the time it reports them. Bounded by `timeout` as a whole, not per request."""
         deadline = time.monotonic() + self.timeout
-        groups = [g for g in self._groups(deadline) if not self.topics.is_own(g)]
+        listed = self._groups(deadline)
+        self._check_permission(deadline)
+        groups = [g for g in listed if not self.topics.is_own(g)]
         committed = self._committed(groups, deadline)
         recipients = sorted(g for g, offsets in committed.items() if self.topics.training in offsets)
         readers = {g: o[self.topics.revocations] for g, o in committed.items() if self.topics.revocations in o}
@@ -90,6 +99,25 @@ class RecipientScan:
         if self._queries is None:
             self._queries = BrokerQueries(self.clients, dict(self.config), committed=True)
         return self._queries.admin
+
+    def _check_permission(self, deadline: float) -> None:
+        """Without Describe on a group, ListGroups leaves it out in silence (KIP-231), and a record
+        missing its recipients would look clean. So the scan first asks for the offsets of a group
+        outside the service's own names, which only that permission answers."""
+        probe = f"recipients-permission-probe.{self.topics.own_group}"
+        future = self._admin().list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(probe)], request_timeout=self.timeout
+        )[probe]
+        try:
+            _wait(future, deadline, "OffsetFetch")
+        except ScanError as exc:
+            if "GROUP_AUTHORIZATION_FAILED" in str(exc):
+                raise ScanError(
+                    f"{exc}: the service may not Describe every consumer group, so it cannot list the "
+                    'recipients (grant Describe on the group "*", SECURITY.md)'
+                ) from exc
+            if "GROUP_ID_NOT_FOUND" not in str(exc):
+                raise
 
     def _groups(self, deadline: float) -> list[str]:
         result = _wait(self._admin().list_consumer_groups(request_timeout=self.timeout), deadline, "ListGroups")

@@ -55,13 +55,16 @@ class Service:
         health = self._serve_probes()
         if health is None:
             return 2
-        # The record of recipients (docs/recipients.md): beside the data path, never in its way.
-        recipients = service_exporter(self.settings, self.clients, self.metrics, self.log)
-        if recipients is not None:
-            recipients.start()
         parts: Parts | None = None
+        recipients = None
         try:
             parts = assemble(self.settings, self.clients, self.state, self.metrics, self.log)
+            # The record of recipients (docs/recipients.md): beside the data path, never in its way.
+            # Started once every client of the service is made: librdkafka clients made on two threads
+            # at once over TLS crashed the process (SIGSEGV) in the security tests.
+            recipients = service_exporter(self.settings, self.clients, self.metrics, self.log)
+            if recipients is not None:
+                recipients.start()
             lifecycle.catch_up(parts)
             if not self.state.stopping:
                 lifecycle.subscribe(parts)

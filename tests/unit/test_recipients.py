@@ -4,6 +4,7 @@ and the `training-filter audit recipients` command. The real broker: tests/integ
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import io
 import threading
@@ -15,6 +16,7 @@ from typing import Any
 import orjson
 import pytest
 import yaml
+from confluent_kafka import KafkaError, KafkaException
 
 from consumer.audit.acknowledgements import (
     BOUND_SECONDS,
@@ -191,6 +193,30 @@ def test_a_broker_that_cannot_answer_is_a_scan_error_naming_the_request():
         scanner(kafka).scan()
 
 
+def test_a_service_that_may_not_describe_every_group_fails_the_scan_rather_than_list_none(monkeypatch):
+    """ListGroups leaves out the groups one may not Describe without an error (KIP-231): the probe
+    turns a missing GROUP "*" Describe into a failed scan, not an empty record."""
+    kafka = broker()
+    commit(kafka, "ml", {("training", 0): 1})
+    real = FakeAdmin.list_consumer_group_offsets
+
+    def only_own_groups(self: FakeAdmin, requests: Any, **options: Any) -> Any:
+        group = requests[0].group_id
+        if group.startswith("training-filter"):
+            return real(self, requests, **options)
+        return {group: _failed(KafkaError.GROUP_AUTHORIZATION_FAILED)}
+
+    monkeypatch.setattr(FakeAdmin, "list_consumer_group_offsets", only_own_groups)
+    with pytest.raises(ScanError, match=r'GROUP_AUTHORIZATION_FAILED: .*grant Describe on the group "\*"'):
+        scanner(kafka).scan()
+
+
+def _failed(code: int) -> Any:
+    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    future.set_exception(KafkaException(KafkaError(code)))
+    return future
+
+
 def test_a_revocations_topic_that_cannot_be_read_is_a_scan_error_naming_it():
     kafka = broker()
     commit(kafka, "ml", {("training", 0): 1})
@@ -224,6 +250,9 @@ class Scripted:
     def __init__(self, answers: list[Any]) -> None:
         self.answers = answers
         self.closed = False
+
+    def open(self) -> None:
+        pass
 
     def scan(self) -> list[Any]:
         answer = self.answers.pop(0)
