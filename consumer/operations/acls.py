@@ -71,6 +71,12 @@ def required_acls(
         acls.append(Acl("TOPIC", topic, "LITERAL", "DESCRIBE_CONFIGS"))
     # The input group, and the "-optout-feed" and "-revocations" groups derived from it.
     acls.append(Acl("GROUP", group_id, "PREFIXED", "READ"))
+    # The record of recipients (consumer/audit/recipients.py): Describe on every group lets ListGroups
+    # list them all (KIP-231: without Describe on the cluster, only the groups one may Describe) and
+    # OffsetFetch read their offsets; Describe on the cluster would also show every ACL. "*" is
+    # Kafka's wildcard of a literal pattern. Only the offsets on topics the service describes anyway
+    # (the training and revocations topics) are answered.
+    acls.append(Acl("GROUP", "*", "LITERAL", "DESCRIBE"))
     # The idempotent producer (brokers before 3.0 ask for this; later ones accept topic WRITE instead).
     acls.append(Acl("CLUSTER", "kafka-cluster", "LITERAL", "IDEMPOTENT_WRITE"))
     if transactional_id_prefix:  # exactly-once only

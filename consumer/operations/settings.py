@@ -462,6 +462,16 @@ SETTINGS: tuple[Setting, ...] = (
         Number(0, 86_400, SECONDS),
         why="more than a day ahead is no clock skew: a child's post dated years ahead would pass the age check",
     ),
+    Setting(
+        "RECIPIENTS_INTERVAL_SECONDS",
+        "60",
+        "how often the service scans the recipients (the consumer groups that read the training topic) and "
+        "what they acknowledged of the revocations topic, for the training_filter_recipient_* metrics "
+        "(docs/recipients.md); 0: no scans",
+        Number(0, 3600, SECONDS),
+        why="a scan asks the broker for every consumer group's committed offsets: 0 disables it, else at least "
+        "5 s (checked); at most an hour, so that the ages the alerts watch are never older than that",
+    ),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -523,6 +533,7 @@ class Settings:
     schema_registry_retry_seconds: float
     schema_registry_lookups_per_batch: int
     clock_skew_seconds: float
+    recipients_interval_seconds: float
     registry: RegistrySettings | None = None
     audit_key: bytes | None = field(default=None, repr=False)  # None: no receipts (docs/audit.md)
     policy_sha256: str = ""  # of the policy file's bytes, as receipts name it

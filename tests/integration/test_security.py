@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import (
     AclBindingFilter,
     AclOperation,
@@ -156,6 +157,52 @@ def test_the_service_over_sasl_ssl_with_exactly_the_documented_acls(secure_broke
     assert ids == {g.record_id for g in stream if g.expected == "eligible"}
     assert read_all(secure_broker.bootstrap, topics.revocations), "revocations need their ACLs too"
     assert SERVICE_PASSWORD not in service.log_path.read_text()
+
+
+def test_the_record_of_recipients_needs_the_documented_group_describe_and_says_so_without_it(secure_broker):
+    """`audit recipients` over SASL_SSL with exactly the documented ACLs lists a recipient; without the
+    Describe on every group it fails naming the permission, never reports an empty record."""
+    topics = Topics.unique(secure_broker.bootstrap)
+    admin = AdminClient({"bootstrap.servers": secure_broker.bootstrap})
+    group = f"tf-{topics.posts}"
+    grant(admin, topics, group)
+    recipient = f"ml-{topics.posts}"
+    produce(secure_broker.bootstrap, [(topics.training, b"k", b"v"), (topics.revocations, b"k", b"v")])
+    reader = Consumer({"bootstrap.servers": secure_broker.bootstrap, "group.id": recipient, "log_level": 3})
+    reader.commit(offsets=[TopicPartition(topics.training, 0, 1), TopicPartition(topics.revocations, 0, 1)],
+                  asynchronous=False)  # fmt: skip
+    reader.close()
+    env = {
+        **os.environ,
+        **topics.env(),
+        **secure_env(secure_broker),
+        "TF_BOOTSTRAP_SERVERS": secure_broker.secure_bootstrap,
+        "TF_GROUP_ID": group,
+    }
+    command = [sys.executable, "-m", "consumer.cli", "audit", "recipients", "--json"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    (line,) = [orjson.loads(text) for text in done.stdout.splitlines()]
+    assert (line["group"], line["reads_revocations"], line["unacknowledged"]) == (recipient, True, 0)
+
+    describe_groups = AclBindingFilter(
+        ResourceType.GROUP,
+        "*",
+        ResourcePatternType.LITERAL,
+        f"User:{SERVICE_USER}",
+        "*",
+        AclOperation.DESCRIBE,
+        AclPermissionType.ALLOW,
+    )
+    for future in admin.delete_acls([describe_groups]).values():
+        assert future.result(30), "the documented ACLs include Describe on every group"
+    try:
+        time.sleep(2)  # let the broker's authorizer see the change
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert (done.returncode, done.stdout) == (1, ""), done.stderr
+        assert "GROUP_AUTHORIZATION_FAILED" in done.stderr and 'Describe on the group "*"' in done.stderr
+    finally:
+        grant(admin, topics, group)
 
 
 def test_wrong_password_fails_start_up_without_leaking_it(secure_broker, tmp_path):
