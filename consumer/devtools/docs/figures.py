@@ -354,9 +354,10 @@ def retractions(r: dict[str, Any], hot_loop: dict[str, Any]) -> str:
     return table(["figure", "measured", "goal met"], rows) + f"\n\nMeasured on {where}.\n"
 
 
-def receipts(r: dict[str, Any]) -> str:
-    """Issue 23's cost figure: the service without and with decision receipts, in alternating pairs
-    (`bench --only receipts`: results/receipts.json)."""
+def receipts(r: dict[str, Any], hot_loop: dict[str, Any]) -> str:
+    """Issue 23's cost figures: the service without and with decision receipts, in alternating pairs
+    (`bench --only receipts`: results/receipts.json), and the hot loop alone under callgrind
+    (`hot_loop --receipts --instructions`: results/hot-loop-receipts.json)."""
     x, m = r["receipts_service"], r["machine"]
     low, high = x["cpu_ratio_paired_min_max"]
     per_million = x["receipts_written"] / max(1, x["records_decided_with_receipts"]) * 1_000_000
@@ -370,8 +371,18 @@ def receipts(r: dict[str, Any]) -> str:
             _yes(x["cpu_ratio_paired"] <= 1.03) + " (goal: at most 3 % more)",
         ],
         ["receipts written", f"{x['receipts_written']:,} ({per_million:,.0f} per million records decided)", "–"],
+        [
+            "hot loop alone: instructions per record with receipts / without",
+            f"{hot_loop['ratio']:.3f} ({hot_loop['per_record']['with']:,.0f} / "
+            f"{hot_loop['per_record']['without']:,.0f} {hot_loop['unit']}; batches of 2,000, their receipts "
+            "signed and encoded, the delivery reports' spans)",
+            "– (the decide path and the receipts alone: no Kafka client in it)",
+        ],
     ]
-    where = f"{m['cpu']}, {m['cores']} cores, {m['date']} (`tests/benchmarks/results/receipts.json`)"
+    where = (
+        f"{m['cpu']}, {m['cores']} cores, {m['date']} (`tests/benchmarks/results/receipts.json`, "
+        "`tests/benchmarks/results/hot-loop-receipts.json`)"
+    )
     return table(["figure", "measured", "goal met"], rows) + f"\n\nMeasured on {where}.\n"
 
 
