@@ -11,52 +11,22 @@ written, 1 when a topic cannot be read, 2 for a wrong option or setting.
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 from consumer import __version__
 from consumer.audit import report_page
-from consumer.audit.receipts import MIN_AUDIT_KEY_BYTES
 from consumer.audit.report_read import TopicReader, read_inputs
 from consumer.audit.report_series import Window, build, parse_window
 from consumer.commands.guarded import UsageError, guarded
 from consumer.commands.jsonl import JsonRecordError, epoch_ms
 from consumer.operations import logs
 from consumer.operations.clients import Clients, KafkaClients
-from consumer.operations.settings import ConfigError, Settings, load_settings
+from consumer.operations.settings import load_settings
 from consumer.wire.codec import Codec
 from consumer.wire.registry import Registry
-
-DEFAULT_AUDIT_TOPIC = "training-filter.audit.v1"
-_NOT_A_SETTING: Any = object()
-
-
-def audit_settings(settings: Settings, env: Mapping[str, str]) -> tuple[str, bytes | None]:
-    """(the audit topic, the audit key or None): the settings' own once they have them, else the
-    TF_AUDIT_* variables read as the service reads them (a file's trailing newlines dropped, at least
-    MIN_AUDIT_KEY_BYTES bytes)."""
-    topic = getattr(settings, "audit_topic", None) or env.get("TF_AUDIT_TOPIC", "").strip() or DEFAULT_AUDIT_TOPIC
-    configured = getattr(settings, "audit_key", _NOT_A_SETTING)
-    if configured is not _NOT_A_SETTING:
-        return topic, bytes(configured) if configured else None
-    path, inline = env.get("TF_AUDIT_KEY_FILE", "").strip(), env.get("TF_AUDIT_KEY", "")
-    if path and inline:
-        raise ConfigError("set only one of TF_AUDIT_KEY_FILE and TF_AUDIT_KEY")
-    if not path and not inline:
-        return topic, None
-    if path:
-        try:
-            key, where = Path(path).read_bytes().rstrip(b"\r\n"), f"TF_AUDIT_KEY_FILE={path}"
-        except OSError as exc:
-            raise ConfigError(f"TF_AUDIT_KEY_FILE={path}: cannot read it ({exc.strerror or exc})") from exc
-    else:
-        key, where = inline.encode("utf-8"), "TF_AUDIT_KEY"
-    if len(key) < MIN_AUDIT_KEY_BYTES:
-        raise ConfigError(f"{where}: the key is {len(key)} bytes; it must be at least {MIN_AUDIT_KEY_BYTES}")
-    return topic, key
 
 
 def window_of(args: Any, now_ms: int) -> Window:
@@ -100,7 +70,7 @@ def main_report(
         if out_dir.exists() and not out_dir.is_dir():
             raise UsageError(f"--out {out_dir}: not a folder")
         settings = load_settings()
-        audit = audit_settings(settings, os.environ)
+        audit = (settings.audit_topic, settings.audit_key)
         logs.configure(settings.log_level, stream=getattr(err, "buffer", None))
         codec = Codec(registry=Registry(settings.registry) if settings.registry is not None else None)
         reader = TopicReader(clients or KafkaClients(), settings)
