@@ -39,8 +39,8 @@ def header_lines(report: Report) -> list[str]:
         )
     if made.signatures_checked:
         lines.append(
-            f"Signatures checked with the audit key: {made.bad_signatures:,} records were not signed correctly "
-            "and are left out of this report."
+            f"Signatures checked with the audit key: not signed correctly, and left out of this report: "
+            f"{made.bad_signatures:,} records."
         )
     else:
         lines.append(

@@ -120,7 +120,7 @@ def test_the_page_is_self_contained_and_escapes_every_name():
 
 def test_the_page_says_how_many_records_were_not_signed_correctly_or_that_none_were_checked():
     checked = report_page.html(report_of(full_inputs()))
-    assert "3 records were not signed correctly" in checked
+    assert "not signed correctly, and left out of this report: 3 records." in checked
     unchecked = report_page.html(report_of(full_inputs(), Provenance("audit", signatures_checked=False)))
     assert "Signatures NOT checked" in unchecked
 
@@ -194,3 +194,12 @@ def test_the_parser_takes_the_documented_options():
     args = build_parser().parse_args(["report"])
     assert (args.window, args.until, args.out) == ("7d", None, ".")
     assert isinstance(build_parser().parse_args(["report", "--window", "24h", "--out", "x"]), argparse.Namespace)
+
+
+def test_a_missing_chromium_fails_the_browser_test_saying_how_to_install_it(monkeypatch, tmp_path):
+    from tests import browser
+
+    monkeypatch.delenv("TF_TEST_CHROMIUM", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(pytest.fail.Exception, match=r"make browser.*apt-get install chromium"):
+        browser.chromium()
