@@ -136,11 +136,11 @@ class ReceiptWriter:
         }
         self.written = 0  # receipts produced, for the metrics
 
-    def write(self, batch: AuditedBatch) -> None:
-        """The batch's receipts, one per input partition it still owns, in partition order."""
+    def write(self, batch: AuditedBatch) -> int:
+        """The batch's receipts, one per input partition it still owns, in partition order: how many."""
         batch.receipts_due = False
         if not batch.ranges:
-            return
+            return 0
         written_at = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
         outputs = [
             {"topic": t, "partition": p, "first_offset": first, "last_offset": last, "records": n}
@@ -149,7 +149,7 @@ class ReceiptWriter:
         feeds = [
             {"feed": feed, "topic": t, "partition": p, "next_offset": offset} for feed, t, p, offset in batch.feeds
         ]
-        batch_id = uuid.uuid4().hex
+        batch_id, before = uuid.uuid4().hex, self.written
         decided_at = dt.datetime.fromtimestamp(batch.decided_at_ms / 1000, dt.UTC)
         for (topic, partition), found in sorted(batch.ranges.items()):
             if (topic, partition) not in self.heads.heads:
@@ -183,6 +183,7 @@ class ReceiptWriter:
             )
             self.heads.heads[topic, partition] = chain_hash(value)
             self.written += 1
+        return self.written - before
 
 
 def _counts(counts: dict[str, int]) -> list[dict[str, Any]]:

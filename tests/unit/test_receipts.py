@@ -43,6 +43,10 @@ def run_all(kafka: Any, records: list[Any], s: Any) -> None:
         feed(kafka, records)
         svc.wait(lambda: svc.metric("training_filter_records_total") >= len(records), what="all decided")
         svc.wait(lambda: covered(kafka) >= len(records), what="every record receipted")
+        svc.wait(
+            lambda: svc.metric("training_filter_audit_receipts_total") == len(kafka.records("audit")),
+            what="the receipts counted",
+        )
 
 
 def covered(kafka: Any) -> int:
