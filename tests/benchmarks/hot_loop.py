@@ -137,7 +137,7 @@ def passes(path: Path, repeat: int, changes: tuple[int, int] | None = None, rece
     data = pickle.loads(path.read_bytes())
     msgs = sorted(
         (_Msg(topic, i % 6, i, value, key) for i, (topic, value, key) in enumerate(data["stream"])),
-        key=lambda m: (m._p, m._o),
+        key=lambda m: (m._t, m._p, m._o),  # as consume() returns them: a partition's records together
     )
     optouts = OptOutFilter(1_000_000, 1e-6)
     pseudonymiser = Pseudonymiser(b"k" * 32)
