@@ -292,6 +292,45 @@ def _add_backfill(sub: Any) -> None:
     backfill.set_defaults(func=_backfill)
 
 
+def _audit_recipients(args: argparse.Namespace) -> int:
+    from consumer.audit.command import main_recipients
+
+    return main_recipients(args, sys.stdout, sys.stderr)
+
+
+def _add_audit(sub: Any) -> None:
+    """`training-filter audit`: accountability (consumer/audit/); `audit recipients` is the record of
+    recipients (docs/recipients.md)."""
+    from consumer.audit.acknowledgements import BOUND_SECONDS
+
+    audit = sub.add_parser("audit", help="accountability: `audit recipients` lists who reads the training topic")
+    actions = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    recipients = actions.add_parser(
+        "recipients",
+        help="the record of recipients (GDPR Art. 19): every consumer group that reads the training topic, and "
+        "the revocations it has not acknowledged",
+        description="Lists every consumer group with a committed offset on the training topic (the service's own "
+        "groups aside) and, for each, whether it reads the revocations topic, its committed offsets there, how many "
+        "revocations it has not acknowledged (from its committed offset to the end) and how long the oldest has "
+        "waited. Exit status 1 when a recipient does not read the revocations topic or has sat on one longer than "
+        "--bound (or the scan failed), 2 on a configuration error. Reads TF_BOOTSTRAP_SERVERS, TF_TRAINING_TOPIC, "
+        "TF_REVOCATIONS_TOPIC, TF_GROUP_ID and TF_KAFKA_* as the service does.",
+    )
+    recipients.add_argument("--json", action="store_true", help="one JSON object a recipient (JSON Lines)")
+    recipients.add_argument(
+        "--bound",
+        type=float,
+        default=float(BOUND_SECONDS),
+        metavar="SECONDS",
+        help=f"how long a recipient may sit on a revocation (default {BOUND_SECONDS}, the alert's bound)",
+    )
+    recipients.add_argument(
+        "--timeout", type=float, default=10.0, metavar="SECONDS", help="bound on the whole scan (default 10)"
+    )
+    recipients.add_argument("--bootstrap-servers", help="default: TF_BOOTSTRAP_SERVERS")
+    recipients.set_defaults(func=_audit_recipients)
+
+
 def _demo(args: argparse.Namespace) -> int:
     try:
         from consumer.devtools.demo import run_demo

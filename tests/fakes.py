@@ -27,11 +27,13 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     OFFSET_END,
     OFFSET_INVALID,
+    ConsumerGroupTopicPartitions,
     IsolationLevel,
     KafkaError,
     KafkaException,
     TopicPartition,
 )
+from confluent_kafka.admin import ConsumerGroupListing, ListConsumerGroupsResult
 
 from consumer.datapath.batch import BatchProcessor
 from consumer.datapath.offsets import PendingBatch
@@ -758,6 +760,35 @@ class FakeAdmin:
                 value = topic.config.get("max.message.bytes", "1048588")
                 out[resource] = _done({"max.message.bytes": _ConfigEntry(value)})
         return out
+
+    def list_consumer_groups(self, **_: Any) -> concurrent.futures.Future[Any]:
+        """Every group that has members or committed offsets (ListGroups), as ListConsumerGroupsResult."""
+        self.requests.append("list_groups")
+        if self.kafka.down:
+            return _done(error=kafka_error(KafkaError._TRANSPORT))
+        with self.kafka.lock:
+            listed = [
+                ConsumerGroupListing(name, is_simple_consumer_group=not group.members)
+                for name, group in self.kafka.groups.items()
+                if name and (group.members or group.committed)
+            ]
+        return _done(ListConsumerGroupsResult(valid=listed, errors=[]))
+
+    def list_consumer_group_offsets(
+        self, requests: list[ConsumerGroupTopicPartitions], **_: Any
+    ) -> dict[str, concurrent.futures.Future[Any]]:
+        """A group's committed offsets (OffsetFetch); one group a request, as librdkafka allows."""
+        self.requests.append("offset_fetch")
+        (request,) = requests
+        group_id = request.group_id
+        with self.kafka.lock:
+            group = self.kafka.groups.get(group_id)
+            if self.kafka.down:
+                return {group_id: _done(error=kafka_error(KafkaError._TRANSPORT))}
+            if group is None:
+                return {group_id: _done(error=kafka_error(KafkaError.GROUP_ID_NOT_FOUND))}
+            offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(group.committed.items())]
+        return {group_id: _done(ConsumerGroupTopicPartitions(group_id, offsets))}
 
 
 # -- the simplest producer: what the batch processor's tests use ----------------------------------------

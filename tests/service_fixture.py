@@ -26,7 +26,9 @@ TOPICS = {
     "TF_DLQ_TOPIC": ("dlq", 1),
     "TF_CONTENT_CHANGES_TOPIC": ("content-changes", 2),
     "TF_ACCOUNT_CHANGES_TOPIC": ("account-changes", 2),
+    "TF_AUDIT_TOPIC": ("audit", 2),  # receipts only with an audit key (AUDIT_KEY)
 }
+AUDIT_KEY = "a" * 16 + "audit-key-012345"
 
 
 class RecordingLog:

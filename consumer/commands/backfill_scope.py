@@ -21,6 +21,7 @@ from consumer.commands.jsonl import JsonRecordError, epoch_ms
 from consumer.commands.offset_ranges import TIMEOUT_SECONDS, Ranges, by_offsets, by_time, whole
 from consumer.commands.transactional_pass import Partition, PassError, Span
 from consumer.feeds.ends import BrokerQueries
+from consumer.operations.acls import backfill_group_prefix
 from consumer.wire.codec import TRAINING_RECORD, Codec, CodecError
 from rules import Policy, PolicyError, load_policy
 
@@ -48,7 +49,7 @@ class Scope:
             "from_training": self.from_training,
             "admit": self.admit,
         }
-        return f"{group_id}-backfill-{hashlib.sha256(orjson.dumps(identity)).hexdigest()[:12]}"
+        return f"{backfill_group_prefix(group_id)}{hashlib.sha256(orjson.dumps(identity)).hexdigest()[:12]}"
 
 
 def scope_of(args: Any, active: Policy | None) -> Scope:

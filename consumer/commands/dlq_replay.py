@@ -27,6 +27,7 @@ from consumer.commands.transactional_pass import DryRun, TransactionalPass
 from consumer.datapath.batch import BatchProcessor
 from consumer.datapath.offsets import PendingBatch
 from consumer.operations import logs
+from consumer.operations.acls import replay_group
 from consumer.operations.clients import Clients, KafkaClients
 from consumer.operations.settings import Settings, load_settings
 from consumer.service.state import State
@@ -173,7 +174,7 @@ def replay(
     s = dataclasses.replace(settings, shadow_policy=None)  # a replay emits; a shadow would only count
     log = log if log is not None else logs.get("training_filter.dlq_replay")
     parts = assemble_deciding(s, clients, state, log)
-    group = f"{s.group_id}-dlq-replay"
+    group = replay_group(s.group_id)
     consumer = parts.pass_consumer(group)
     try:
         run, batches = _pass(parts, group, consumer, whole(parts.queries(), [s.dlq_topic]).spans, dry_run)

@@ -143,17 +143,17 @@ class BatchProcessor:
         """Filter one batch; returns the last consumed (topic, partition, offset) of each partition. Written
         for speed: locals instead of attribute look-ups, provenance and offsets kept per run of a partition's
         records (consume() returns them together), produce() with positional arguments (keywords: 0.5 µs)."""
-        decide, differ, latest = self._begin(tally)
+        decide, differ, latest, add_run = self._begin(tally, batch)
         # fmt: off
         opted_out, consented, pseudonym_of = self.opted_out, self.consented, self.pseudonymiser.pseudonym
         produce, training_topic, delivered = self.producer.produce, self.training_topic, batch.delivered
         max_bytes, exhausted, eligible, parts = self.limits.input_max, self.refused.attempts, ELIGIBLE, self.parts
         build, header, country_memo = fastpath.training_record_of, self.header, parts.countries
         changes, (stopped, accounts, bounds) = self._change_pass, self._change_sets
-        # fmt: on
         last: dict[tuple[str, int], int] = {}
         counts: dict[Reason, int] = {}
-        run_topic, run_partition, run_offset, route, provenance, produced = None, -1, -1, None, b"", 0
+        # fmt: on
+        run_topic, run_partition, run_first, run_offset, route, provenance, produced = None, -1, -1, -1, None, b"", 0
         fields: Any
         for msg in messages:
             if msg.error() is not None:
@@ -161,8 +161,8 @@ class BatchProcessor:
                 continue
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
             if partition != run_partition or topic != run_topic:  # a new run: flush the one before
-                _end_run(run_topic, run_partition, run_offset, route, last, counts, tally)
-                run_topic, run_partition = topic, partition
+                _end_run(run_topic, run_partition, run_first, run_offset, route, last, counts, tally, add_run)
+                run_topic, run_partition, run_first = topic, partition, offset
                 route, provenance = self.routes.get(topic), parts.provenance(topic, partition)
             run_offset = offset
             if route is None:
@@ -213,19 +213,23 @@ class BatchProcessor:
             except (BufferError, KafkaException) as exc:
                 produced = self._produce_failed(exc, produced, batch, msg, route, out, pseudonym)
         batch.outstanding += produced
-        _end_run(run_topic, run_partition, run_offset, route, last, counts, tally)
+        _end_run(run_topic, run_partition, run_first, run_offset, route, last, counts, tally, add_run)
         if differ is not None and self.shadow is not None:
             self._shadow_pass.end(self.shadow, tally)
         return [(t, p, o) for (t, p), o in last.items()]
 
-    def _begin(self, tally: dict[tuple[Source, str], int]) -> tuple[Callable[..., Any], list[Pair] | None, int]:
+    def _begin(
+        self, tally: dict[tuple[Source, str], int], batch: PendingBatch
+    ) -> tuple[Callable[..., Any], list[Pair] | None, int, Any]:
         """The batch's decision function and time bound (one clock reading a batch). With a shadow policy
-        the pair decider, whose answers are both policies' reasons, and the list of their differences."""
+        the pair decider, whose answers are both policies' reasons, and the list of their differences.
+        Last, where the batch's receipts are written (docs/audit.md), what keeps the ranges decided."""
         self.latest_ms = int(self.clock() * 1000) + self.clock_skew_ms
+        add_run = getattr(batch, "add_run", None)
         if self.shadow is None:
-            return self.decider.decide, None, self.latest_ms
+            return self.decider.decide, None, self.latest_ms, add_run
         pair = self._shadow_pass.decider(self.decider, self.shadow)  # never one of an active policy replaced
-        return pair.decide, self._shadow_pass.begin(tally), self.latest_ms
+        return pair.decide, self._shadow_pass.begin(tally), self.latest_ms, add_run
 
     # -- the reference path and dead letters -------------------------------------------------------
 
@@ -299,16 +303,21 @@ class BatchProcessor:
 def _end_run(
     topic: str | None,
     partition: int,
+    first: int,
     offset: int,
     route: Route | None,
     last: dict[tuple[str, int], int],
     counts: dict[Reason, int],
     tally: dict[tuple[Source, str], int],
+    add_run: Callable[[str, int, int, int, dict[Reason, int]], None] | None,
 ) -> None:
-    """A run of one partition's records is over: its last offset, and its decisions into the tally."""
+    """A run of one partition's records is over: its last offset, and its decisions into the tally
+    (and, with receipts, into the batch's range of that partition)."""
     if topic is None:
         return
     last[topic, partition] = offset
+    if add_run is not None:
+        add_run(topic, partition, first, offset, counts)
     if route is not None:
         for reason, count in counts.items():
             key = (route.source, reason)

@@ -73,6 +73,7 @@ class DeadLetterWriter:
         key = (source, cause)
         self.causes[key] = self.causes.get(key, 0) + 1
         provenance = (msg.topic(), msg.partition(), msg.offset())
+        batch.note_dead_letter(provenance, cause, "malformed")
         headers = dead_letter_headers("malformed", cause, provenance, msg.timestamp()[1], msg.headers())
         self.write(batch, msg.value(), msg.key(), headers, provenance, force_truncate=truncate)
 

@@ -17,6 +17,10 @@ Outputs the broker refuses for good (offsets.PER_RECORD_ERRORS) never stop the s
 hands them to `on_refused`, which writes them again or dead-letters them; exactly-once must abort
 the transaction (a refused record makes it abortable), notes them through `on_refused` and re-reads.
 Both are passed in at construction (consumer/service/assemble.py), as is `on_rewind`.
+
+With `receipts` (an audit key is set: docs/audit.md), each batch's receipts are written once its
+outputs are acknowledged and before its offsets are stored (at least once), or in its transaction,
+after its outputs and before the commit (exactly once).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
+from consumer.audit.audited_batch import AuditedBatch
+from consumer.audit.writer import ReceiptWriter
 from consumer.datapath.offsets import OffsetTracker, PendingBatch, ProduceFailed
 from consumer.operations.metrics import Metrics
 
@@ -80,12 +86,14 @@ class AtLeastOnce:
         log: Any,
         on_refused: RefusedHandler | None = None,
         on_rewind: Callable[[], None] = lambda: None,
+        receipts: ReceiptWriter | None = None,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
         self.metrics = metrics
         self.log = log
-        self.tracker = OffsetTracker()
+        self.receipts = receipts
+        self.tracker = OffsetTracker(AuditedBatch if receipts is not None else PendingBatch)
         self.assigned: set[tuple[str, int]] = set()
         # Outputs the broker refused for good (None: that stops the service, as for the revocations).
         self.on_refused = on_refused
@@ -107,6 +115,8 @@ class AtLeastOnce:
             if self.on_refused is None:
                 raise FatalDeliveryError(f"{batch.rejected[0].error} producing to {batch.rejected[0].output}")
             self.on_refused(batch)
+        if self.receipts is not None:
+            self._write_receipts()
         try:
             ready = self.tracker.release()
         except ProduceFailed as exc:
@@ -116,6 +126,16 @@ class AtLeastOnce:
         offsets = [TopicPartition(t, p, o) for (t, p), o in ready.items() if (t, p) in self.assigned]
         if offsets:
             self.consumer.store_offsets(offsets=offsets)
+
+    def _write_receipts(self) -> None:
+        """The receipts of the leading batches whose outputs are all acknowledged, in consume order (the
+        order of each partition's chain); a batch is done once they are acknowledged too."""
+        assert self.receipts is not None
+        for batch in self.tracker.leading():
+            if not isinstance(batch, AuditedBatch) or not batch.outputs_done:
+                break
+            if batch.receipts_due:
+                self.metrics.audit_receipts.inc(self.receipts.write(batch))
 
     def take_counts(self) -> tuple[int, int]:
         """(records of the batches' output, dead letters) acknowledged since the last call."""
@@ -144,6 +164,8 @@ class AtLeastOnce:
 
     def assigned_partitions(self, partitions: list[TopicPartition]) -> None:
         self.assigned.update((p.topic, p.partition) for p in partitions)
+        if self.receipts is not None:  # each partition's chain goes on from its last receipt
+            self.receipts.heads.assigned([(p.topic, p.partition) for p in partitions])
 
     def revoked(self, partitions: list[TopicPartition], flush_seconds: float) -> None:
         """Before partitions go: finish in-flight records (bounded), store, commit synchronously."""
@@ -157,6 +179,8 @@ class AtLeastOnce:
         gone = {(p.topic, p.partition) for p in partitions}
         self.tracker.forget(gone)
         self.assigned -= gone
+        if self.receipts is not None:
+            self.receipts.heads.forget(gone)
 
     def shutdown(self, timeout: float) -> bool:
         complete = self.settle(timeout)
@@ -177,8 +201,9 @@ class ExactlyOnce(AtLeastOnce):
         timeout: float = 30.0,
         on_refused: RefusedHandler | None = None,
         on_rewind: Callable[[], None] = lambda: None,
+        receipts: ReceiptWriter | None = None,
     ) -> None:
-        super().__init__(consumer, producer, metrics, log, on_refused, on_rewind)
+        super().__init__(consumer, producer, metrics, log, on_refused, on_rewind, receipts)
         self.interval = interval_seconds
         self.timeout = timeout
         self.in_transaction = False
@@ -195,7 +220,7 @@ class ExactlyOnce(AtLeastOnce):
             self.producer.begin_transaction()
             self.in_transaction = True
             self.started = time.monotonic()
-        batch = PendingBatch(output)
+        batch = self.tracker.batch_type(output)
         self.batches.append(batch)
         return batch
 
@@ -236,7 +261,11 @@ class ExactlyOnce(AtLeastOnce):
         """Commit the open transaction with the offsets of its records; on failure abort and rewind."""
         if not self.in_transaction:
             return True
+        heads = dict(self.receipts.heads.heads) if self.receipts is not None else {}
         try:
+            if self.receipts is not None and not self._receipts_in_transaction():
+                self.receipts.heads.heads = heads
+                return False
             offsets = [TopicPartition(t, p, o) for (t, p), o in self.offsets.items()]
             if offsets:
                 self.producer.send_offsets_to_transaction(
@@ -249,10 +278,26 @@ class ExactlyOnce(AtLeastOnce):
             if isinstance(err, KafkaError) and err.fatal():
                 raise FatalDeliveryError(f"transaction failed fatally: {err.name()}") from exc
             self.log.warning("transaction_aborted", error=_name(exc))
+            if self.receipts is not None:  # the aborted receipts are not the chain's
+                self.receipts.heads.heads = heads
             self._abort_and_rewind()
             return False
         self.metrics.transactions.labels("committed").inc()
         self._finish_batches()
+        return True
+
+    def _receipts_in_transaction(self) -> bool:
+        """Wait for the transaction's outputs (a receipt says where they went), then write each batch's
+        receipts into it. False: an output was refused or not acknowledged in time (aborted, rewound)."""
+        assert self.receipts is not None
+        if self.producer.flush(self.timeout) > 0 or any(b.rejected or b.error for b in self.batches):
+            self.abort(
+                "outputs_not_acknowledged" if not any(b.rejected for b in self.batches) else self._rejected_error()
+            )
+            return False
+        for batch in self.batches:
+            if isinstance(batch, AuditedBatch):
+                self.metrics.audit_receipts.inc(self.receipts.write(batch))
         return True
 
     def _finish_batches(self) -> None:
@@ -294,6 +339,8 @@ class ExactlyOnce(AtLeastOnce):
         It is aborted and the partitions still owned are rewound (the loop drops what it holds)."""
         gone = frozenset((p.topic, p.partition) for p in partitions)
         self.assigned -= gone
+        if self.receipts is not None:
+            self.receipts.heads.forget(set(gone))
         if self.in_transaction:
             self.log.warning("transaction_aborted", error="partitions_lost")
             self.metrics.transactions.labels("failed").inc()

@@ -106,15 +106,23 @@ class PendingBatch:
     def done(self) -> bool:
         return self.sealed and self.outstanding == 0 and not self.rejected
 
+    # What a batch with receipts keeps (consumer/audit/audited_batch.py); nothing here.
+    def note_dead_letter(self, provenance: Provenance, cause: str, decision: str) -> None:
+        pass
+
+    def forget(self, partitions: set[TopicPartition]) -> None:
+        pass
+
 
 class OffsetTracker:
-    def __init__(self) -> None:
+    def __init__(self, batch_type: type[PendingBatch] = PendingBatch) -> None:
+        self.batch_type = batch_type
         self._batches: deque[PendingBatch] = deque()
         self.produced = 0  # acknowledged records (training or revocations) of released batches, for the metrics
         self.dead_lettered = 0
 
     def open(self, output: str = "training") -> PendingBatch:
-        batch = PendingBatch(output)
+        batch = self.batch_type(output)
         self._batches.append(batch)
         return batch
 
@@ -148,6 +156,10 @@ class OffsetTracker:
             batches.popleft()
         return ready
 
+    def leading(self) -> list[PendingBatch]:
+        """The batches in consume order (receipts are written in that order)."""
+        return list(self._batches)
+
     def with_rejections(self) -> list[PendingBatch]:
         return [b for b in self._batches if b.rejected]
 
@@ -162,6 +174,7 @@ class OffsetTracker:
         for batch in self._batches:
             for key in partitions:
                 batch.next_offsets.pop(key, None)
+            batch.forget(partitions)
 
     def __len__(self) -> int:
         return len(self._batches)

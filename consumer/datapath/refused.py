@@ -60,12 +60,16 @@ class RefusedOutputs:
         err = exc.args[0]
         if err.code() not in PER_RECORD_ERRORS:
             raise exc
-        self.letter(msg, source, batch, err.name())
+        self.letter(msg, source, batch, err.name(), decided=True)
 
-    def letter(self, msg: Any, source: Source, batch: PendingBatch, error: str = "refused_before") -> None:
-        """An eligible record whose output cannot be written: a headers-only dead letter points at it."""
+    def letter(
+        self, msg: Any, source: Source, batch: PendingBatch, error: str = "refused_before", decided: bool = False
+    ) -> None:
+        """An eligible record whose output cannot be written: a headers-only dead letter points at it.
+        `decided`: the batch counted it eligible already (its receipt keeps that decision)."""
         provenance = (msg.topic(), msg.partition(), msg.offset())
         self._count(source)
+        batch.note_dead_letter(provenance, "output_rejected", "" if decided else "undeliverable")
         headers = dead_letter_headers("undeliverable", "output_rejected", provenance, msg.timestamp()[1], None)
         headers.append(("tf.error", error.encode()))
         self.dead_letters.write(batch, msg.value(), msg.key(), headers, provenance, force_truncate=True)

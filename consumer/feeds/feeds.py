@@ -14,8 +14,9 @@ when.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from consumer.feeds.background import BackgroundSync
@@ -105,6 +106,18 @@ class Feeds:
         if self.consents is not None:
             out["consent_entries"] = self.consents.members.entries
         return out
+
+    @contextlib.contextmanager
+    def held_still(self) -> Iterator[list[tuple[str, str, int, int]]]:
+        """Every mirror's lock for the length of a batch, and their positions meanwhile (feed, topic,
+        partition, next offset): what a receipt says the batch was decided with (docs/audit.md) is then
+        exactly what it was. Taken in one order, always, and never while holding another lock."""
+        mirrors = [("optouts", self.optouts), ("changes", self.changes), ("consents", self.consents)]
+        held = [(name, m) for name, m in mirrors if m is not None]
+        with contextlib.ExitStack() as stack:
+            for _, mirror in held:
+                stack.enter_context(mirror.lock)
+            yield [(name, t, p, o) for name, m in held for (t, p), o in sorted(m.positions.items())]
 
     def close(self) -> None:
         if self.consent_sync is not None:

@@ -1,5 +1,8 @@
-"""The Kafka ACLs training-filter needs, and nothing more: one list that the Strimzi KafkaUser in
-deploy/kubernetes/ and the security tests are both checked against."""
+"""The Kafka ACLs training-filter needs, and nothing more: one list for the service (`required_acls`) and
+one for the operator commands `dlq replay` and `backfill` (`operations_acls`), which run as a Kafka user
+of their own; the Strimzi KafkaUsers in deploy/kubernetes/kafka and the security tests are checked
+against them. The consumer group and transactional id names the code uses are made here too, so that
+the lists cannot drift from them."""
 
 from __future__ import annotations
 
@@ -14,6 +17,29 @@ class Acl:
     name: str
     pattern: str  # LITERAL or PREFIXED
     operation: str  # READ, WRITE, DESCRIBE, DESCRIBE_CONFIGS, IDEMPOTENT_WRITE
+
+
+FEEDS = ("optout", "change", "consent")
+
+
+def feed_group(group_id: str, feed: str) -> str:
+    """The group.id of a feed's consumer (assigned, never committing; librdkafka still asks for the
+    group's coordinator, hence an ACL)."""
+    return f"{group_id}-{feed}-feed"
+
+
+def replay_group(group_id: str) -> str:
+    """`dlq replay`'s consumer group, and its producer's transactional id."""
+    return f"{group_id}-dlq-replay"
+
+
+def backfill_group_prefix(group_id: str) -> str:
+    """What every `backfill` run's group (and transactional id) starts with: a hash of its options follows."""
+    return f"{group_id}-backfill-"
+
+
+def _read(topic: str) -> list[Acl]:
+    return [Acl("TOPIC", topic, "LITERAL", "READ"), Acl("TOPIC", topic, "LITERAL", "DESCRIBE")]
 
 
 def required_acls(
@@ -35,7 +61,7 @@ def required_acls(
         *((consent_topic,) if consent_topic else ()),
     )
     for topic in read:
-        acls += [Acl("TOPIC", topic, "LITERAL", "READ"), Acl("TOPIC", topic, "LITERAL", "DESCRIBE")]
+        acls += _read(topic)
     for topic in (topics.training, topics.revocations, topics.dlq):
         acls += [Acl("TOPIC", topic, "LITERAL", "WRITE"), Acl("TOPIC", topic, "LITERAL", "DESCRIBE")]
     # The revocations topic is also read: the register of every objection, by pseudonym (optout_feed.py).
@@ -45,11 +71,65 @@ def required_acls(
         acls.append(Acl("TOPIC", topic, "LITERAL", "DESCRIBE_CONFIGS"))
     # The input group, and the "-optout-feed" and "-revocations" groups derived from it.
     acls.append(Acl("GROUP", group_id, "PREFIXED", "READ"))
+    # The record of recipients (consumer/audit/recipients.py): Describe on every group lets ListGroups
+    # list them all (KIP-231: without Describe on the cluster, only the groups one may Describe) and
+    # OffsetFetch read their offsets; Describe on the cluster would also show every ACL. "*" is
+    # Kafka's wildcard of a literal pattern. Only the offsets on topics the service describes anyway
+    # (the training and revocations topics) are answered.
+    acls.append(Acl("GROUP", "*", "LITERAL", "DESCRIBE"))
     # The idempotent producer (brokers before 3.0 ask for this; later ones accept topic WRITE instead).
     acls.append(Acl("CLUSTER", "kafka-cluster", "LITERAL", "IDEMPOTENT_WRITE"))
     if transactional_id_prefix:  # exactly-once only
         acls += [
             Acl("TRANSACTIONAL_ID", transactional_id_prefix, "PREFIXED", "WRITE"),
             Acl("TRANSACTIONAL_ID", transactional_id_prefix, "PREFIXED", "DESCRIBE"),
+        ]
+    return acls
+
+
+def operations_acls(
+    group_id: str = "training-filter",
+    topics: TopicNames = DEFAULT_TOPICS,
+    consent_topic: str | None = None,
+) -> list[Acl]:
+    """The KafkaUser "training-filter-operations" of `dlq replay` and `backfill` (consumer/commands): what
+    the service's user has not and must not have (Read on the DLQ and the training topic), and none of
+    the service's own groups. Both commands build the service's feeds and decide as it does
+    (decide_again.py), then run a transactional pass under a group of their own."""
+    acls = []
+    # The feeds, caught up as at start-up: opt-outs and the revocation register, the change topics (and
+    # their `content/` ledger, the revocations again), the consents where a policy is opt-in. A backfill
+    # reads the input topics; a replay the DLQ; `backfill --from-training` the clean topic's provenance.
+    read = (
+        topics.posts,
+        topics.ai,
+        topics.optouts,
+        topics.revocations,
+        topics.content_changes,
+        topics.account_changes,
+        *((consent_topic,) if consent_topic else ()),
+        topics.dlq,
+        topics.training,
+    )
+    for topic in read:
+        acls += _read(topic)
+    # A replay writes TrainingRecords; a backfill retractions and, with --admit, TrainingRecords. Neither
+    # writes a dead letter: what still fails stays where it is (consumer/commands/decide_again.Diverted).
+    for topic in (topics.training, topics.revocations):
+        acls.append(Acl("TOPIC", topic, "LITERAL", "WRITE"))
+    # The output limits are asked of the output topics as the service asks them (output_limits.py).
+    for topic in (topics.training, topics.dlq):
+        acls.append(Acl("TOPIC", topic, "LITERAL", "DESCRIBE_CONFIGS"))
+    # The feeds' groups, named as the service's (literal: not the service's input group), and the passes'.
+    for feed in FEEDS if consent_topic else FEEDS[:2]:
+        acls.append(Acl("GROUP", feed_group(group_id, feed), "LITERAL", "READ"))
+    acls.append(Acl("GROUP", replay_group(group_id), "LITERAL", "READ"))
+    acls.append(Acl("GROUP", backfill_group_prefix(group_id), "PREFIXED", "READ"))
+    # Each pass is a transactional producer whose id is its group's name.
+    acls.append(Acl("CLUSTER", "kafka-cluster", "LITERAL", "IDEMPOTENT_WRITE"))
+    for name, pattern in ((replay_group(group_id), "LITERAL"), (backfill_group_prefix(group_id), "PREFIXED")):
+        acls += [
+            Acl("TRANSACTIONAL_ID", name, pattern, "WRITE"),
+            Acl("TRANSACTIONAL_ID", name, pattern, "DESCRIBE"),
         ]
     return acls

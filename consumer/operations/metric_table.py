@@ -7,7 +7,8 @@ registry exposes (consumer/devtools/docs/reference.py).
 A declaration is a class attribute of `MetricTable`, whose name is the attribute of `Metrics` the code
 uses (`metrics.records`), in the order of the exposition. Every label value comes from a fixed set
 (source, decision, topic role, cause, result) or from Kafka topic names and partition numbers: never
-a user id, a date or text. Adding a metric: docs/development.md, "How to add a metric or an alert".
+a user id, a date or text (the recipients' metrics are labelled by consumer group name, a reader's
+deployment). Adding a metric: docs/development.md, "How to add a metric or an alert".
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ CHANGE_RESULTS = (
 RETRACTIONS = tuple(str(r) for r in Retraction)
 BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 SHADOW = "with TF_SHADOW_POLICY_FILE only"
+RECIPIENTS = "one per recipient at the last scan (TF_RECIPIENTS_INTERVAL_SECONDS), removed when the group is gone"
 
 
 @dataclass(frozen=True, eq=False)
@@ -191,6 +193,11 @@ class MetricTable:
         "batch_records", "Records in one consumed batch.", (1, 10, 100, 500, 1000, 2000, 5000, 10000)
     )
     produced = counter("produced_records_total", "Records acknowledged by the broker, by output.", {"output": OUTPUTS})
+    audit_receipts = counter(
+        "audit_receipts_total",
+        "Decision receipts written to the audit topic (docs/audit.md): one per input partition of a batch.",
+        when="with an audit key (TF_AUDIT_KEY_FILE)",
+    )
     produce_errors = counter(
         "produce_errors_total",
         "Deliveries that failed after retries (the error name is in the log).",
@@ -300,6 +307,32 @@ class MetricTable:
     )
     shadow_info = gauge(
         "shadow_policy_info", "The shadow policy, when one is set (value 1).", {"version": ()}, when=SHADOW
+    )
+    # The record of recipients (docs/recipients.md, GDPR Art. 19): the consumer groups with a committed
+    # offset on the training topic, scanned every TF_RECIPIENTS_INTERVAL_SECONDS. A group name is the
+    # only label: it names a reader's deployment, not a person.
+    recipients = gauge("recipients", "Consumer groups with a committed offset on the training topic, at the last scan.")
+    recipient_reads_revocations = gauge(
+        "recipient_reads_revocations",
+        "1 when the recipient has a committed offset on the revocations topic, 0 when it has none.",
+        {"group": ()},
+        when=RECIPIENTS,
+    )
+    recipient_unacknowledged = gauge(
+        "recipient_unacknowledged_revocations",
+        "Revocations offsets from the recipient's committed offset (the log start without one) to the end.",
+        {"group": ()},
+        when=RECIPIENTS,
+    )
+    recipient_oldest_seconds = gauge(
+        "recipient_oldest_unacknowledged_seconds",
+        "Age of the oldest revocation the recipient has not acknowledged (its timestamp to the scan; 0: none).",
+        {"group": ()},
+        when=RECIPIENTS,
+    )
+    recipient_scans_failed = counter(
+        "recipient_scans_failed_total",
+        "Scans of the recipients that failed (the error is in the log); the figures of the last scan stay.",
     )
 
 

@@ -1,6 +1,7 @@
 """Prometheus metrics: one process's registry, built from the declarations of metric_table.py (name,
 type, labels, help, buckets). Every label value comes from a fixed set (source, decision, topic role,
-error name) or from Kafka topic/partition numbers: never a user id, a date or text."""
+error name) or from Kafka topic/partition numbers and consumer group names: never a user id, a date or
+text."""
 
 from __future__ import annotations
 

@@ -88,6 +88,7 @@ class TopicNames:
     dlq: str = "training-filter.dlq.v1"
     content_changes: str = "content.changes.v1"
     account_changes: str = "accounts.changes.v1"
+    audit: str = "training-filter.audit.v1"
 
 
 DEFAULT_TOPICS = TopicNames()
@@ -120,6 +121,20 @@ SETTINGS: tuple[Setting, ...] = (
         "compacted topic of AccountChange records (key = user id): deleted accounts, corrected facts",
         Topic(),
     ),
+    Setting(
+        "AUDIT_TOPIC",
+        DEFAULT_TOPICS.audit,
+        "topic of the decision receipts (docs/audit.md), written when an audit key is set",
+        Topic(),
+    ),
+    Setting(
+        "AUDIT_KEY_FILE",
+        "",
+        "file holding the audit key that signs the decision receipts (a mounted Secret, at least 32 bytes, "
+        "not the pseudonymisation key); empty, with TF_AUDIT_KEY empty too: no receipts",
+        ReadFile(),
+    ),
+    Setting("AUDIT_KEY", "", "the audit key itself (prefer TF_AUDIT_KEY_FILE); at least 32 bytes", secret=True),
     Setting(
         "HMAC_KEY_FILE",
         "",
@@ -447,6 +462,16 @@ SETTINGS: tuple[Setting, ...] = (
         Number(0, 86_400, SECONDS),
         why="more than a day ahead is no clock skew: a child's post dated years ahead would pass the age check",
     ),
+    Setting(
+        "RECIPIENTS_INTERVAL_SECONDS",
+        "60",
+        "how often the service scans the recipients (the consumer groups that read the training topic) and "
+        "what they acknowledged of the revocations topic, for the training_filter_recipient_* metrics "
+        "(docs/recipients.md); 0: no scans",
+        Number(0, 3600, SECONDS),
+        why="a scan asks the broker for every consumer group's committed offsets: 0 disables it, else at least "
+        "5 s (checked); at most an hour, so that the ages the alerts watch are never older than that",
+    ),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -470,6 +495,7 @@ class Settings:
     account_changes_topic: str
     hmac_key: bytes = field(repr=False)
     policy: Policy
+    audit_topic: str
     processing_guarantee: str
     transactional_id: str
     transaction_interval_ms: int
@@ -507,7 +533,11 @@ class Settings:
     schema_registry_retry_seconds: float
     schema_registry_lookups_per_batch: int
     clock_skew_seconds: float
+    recipients_interval_seconds: float
     registry: RegistrySettings | None = None
+    audit_key: bytes | None = field(default=None, repr=False)  # None: no receipts (docs/audit.md)
+    policy_sha256: str = ""  # of the policy file's bytes, as receipts name it
+    shadow_policy_sha256: str | None = None
     shadow_policy: Policy | None = None  # TF_SHADOW_POLICY_FILE: decided beside `policy`, counted only
     kafka_common: dict[str, str] = field(default_factory=dict)
     kafka_consumer: dict[str, str] = field(default_factory=dict)
@@ -600,9 +630,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     # The key, the policy and the snapshot folders are checked even when a setting above is wrong:
     # every problem is reported in one go.
     key = settings_sources.hmac_key(values.pop("hmac_key_file", ""), values.pop("hmac_key", ""), problems)
+    audit_key = settings_sources.audit_key(values.pop("audit_key_file", ""), values.pop("audit_key", ""), key, problems)
     policy_path = values.pop("policy_file", "") or None
     policy = settings_sources.policy(policy_path, problems)
-    shadow_policy = settings_sources.shadow_policy(values.pop("shadow_policy_file", ""), policy, problems)
+    shadow_path = values.pop("shadow_policy_file", "")
+    shadow_policy = settings_sources.shadow_policy(shadow_path, policy, problems)
     consent_topic = settings_sources.consent_topic(values, env, policy, policy_path, shadow_policy, problems)
     registry = settings_sources.registry(values, env, problems)
     snapshots = {name: Path(p) if (p := values.pop(name, "")) else None for name in _SNAPSHOTS}
@@ -611,8 +643,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return Settings(
         registry=registry,
         hmac_key=key,
+        audit_key=audit_key,
         policy=policy,
+        policy_sha256=settings_sources.file_sha256(policy_path),
         shadow_policy=shadow_policy,
+        shadow_policy_sha256=settings_sources.file_sha256(shadow_path) if shadow_policy is not None else None,
         optout_snapshot_path=snapshots["optout_snapshot_path"],
         changes_snapshot_path=snapshots["changes_snapshot_path"],
         consent_topic=consent_topic,

@@ -6,7 +6,7 @@
   certificate) and not the other snapshot; its folder exists and is writable, and it is no folder;
   the key file is no other setting's file (a policy file as the key would be a key anyone can read).
 - Timings: the shortest consume() wait is at most the longest; the stall bound exceeds the longest
-  healthy turn of the loop.
+  healthy turn of the loop; the recipients' scan is off (0) or at least 5 s apart.
 - A TF_ variable that is no setting but one or two letters from one (a typo would silently leave
   the default in force).
 
@@ -25,6 +25,7 @@ from consumer.operations.setting_kinds import ReadFile, Topic, WriteFile
 PREFIX = "TF_"
 # librdkafka properties that name files the service reads (certificates, keys, keytabs).
 _KAFKA_FILES = (".location", "keytab")
+MIN_RECIPIENTS_INTERVAL = 5  # seconds, unless 0 (no scans)
 _IGNORED_PREFIXES = ("TF_TEST_", "TF_KAFKA_", "TF_CONSUMER_KAFKA_", "TF_PRODUCER_KAFKA_")
 
 
@@ -144,6 +145,13 @@ def timings(values: Mapping[str, Any], problems: list[str]) -> None:
             f"{PREFIX}BATCH_TIMEOUT_MS ({longest} ms) plus {PREFIX}REVOKE_FLUSH_SECONDS ({flush:g} s): /healthz "
             f"would fail, and the pod be restarted, during a rebalance; raise {PREFIX}HEALTH_STALL_SECONDS above "
             f"{longest / 1000 + flush:g}"
+        )
+    scan = values.get("recipients_interval_seconds")
+    if scan is not None and 0 < scan < MIN_RECIPIENTS_INTERVAL:
+        problems.append(
+            f"{PREFIX}RECIPIENTS_INTERVAL_SECONDS={scan:g} is below {MIN_RECIPIENTS_INTERVAL} s: each scan asks the "
+            "broker for every consumer group's offsets; set 0 to disable the scan, or at least "
+            f"{MIN_RECIPIENTS_INTERVAL}"
         )
 
 

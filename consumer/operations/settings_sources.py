@@ -1,16 +1,17 @@
-"""The settings that are read from files or checked against a policy: the pseudonymisation key, the
+"""The settings that are read from files or checked against a policy: the pseudonymisation and audit keys, the
 active and the shadow policy, the consent topic (which the policies require or forbid), and the
 schema registry's secrets and certificates. Each appends its problems (one line each, naming the
 variable) instead of raising, so that every problem is reported in one go."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from consumer.wire.registry import RegistrySettings
-from rules import Policy, PolicyError, load_policy
+from rules import Policy, PolicyError, default_policy_path, load_policy
 
 PREFIX = "TF_"
 MIN_HMAC_KEY_BYTES = 32
@@ -53,6 +54,36 @@ def hmac_key(path: str, inline: str, problems: list[str]) -> bytes:
     if len(key) < MIN_HMAC_KEY_BYTES:
         problems.append(f"{where}: the key is {len(key)} bytes; it must be at least {MIN_HMAC_KEY_BYTES}")
     return key
+
+
+def audit_key(path: str, inline: str, pseudonym_key: bytes, problems: list[str]) -> bytes | None:
+    """The key that signs receipts (docs/audit.md), or None: no receipts. Never the pseudonymisation
+    key: whoever checks receipts must not be able to compute pseudonyms."""
+    if not path and not inline:
+        return None
+    if path and inline:
+        problems.append(f"set only one of {PREFIX}AUDIT_KEY_FILE and {PREFIX}AUDIT_KEY")
+        return None
+    where = f"{PREFIX}AUDIT_KEY_FILE={path}" if path else f"{PREFIX}AUDIT_KEY"
+    try:
+        key = Path(path).read_bytes().rstrip(b"\r\n") if path else inline.encode("utf-8")
+    except OSError as exc:
+        problems.append(f"{where}: cannot read it ({exc.strerror or exc})")
+        return None
+    if len(key) < MIN_HMAC_KEY_BYTES:
+        problems.append(f"{where}: the key is {len(key)} bytes; it must be at least {MIN_HMAC_KEY_BYTES}")
+    elif key == pseudonym_key:
+        problems.append(f"{where}: the audit key is the pseudonymisation key; give the audit a key of its own")
+    return key
+
+
+def file_sha256(path: str | None) -> str:
+    """SHA-256 (hex) of a policy file's bytes (the packaged one when None), as receipts name it;
+    empty when it cannot be read (the policy check has said why)."""
+    try:
+        return hashlib.sha256(Path(path or default_policy_path()).read_bytes()).hexdigest()
+    except OSError:
+        return ""
 
 
 def policy(path: str | None, problems: list[str]) -> Policy | None:

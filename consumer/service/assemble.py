@@ -18,6 +18,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
+from consumer.audit.writer import ChainHeads, ReceiptWriter
 from consumer.changes.guard import ChangeGuard
 from consumer.changes.retractions import RetractionEmitter, Sources
 from consumer.consents.applier import history_query
@@ -33,7 +34,7 @@ from consumer.feeds.snapshots import Snapshots
 from consumer.operations import logs
 from consumer.operations.clients import Clients
 from consumer.operations.metrics import Metrics
-from consumer.operations.settings import Settings
+from consumer.operations.settings import ConfigError, Settings
 from consumer.service import lifecycle
 from consumer.service.client_configs import client, input_consumer_config, producer_config, producer_max_for
 from consumer.service.feed_parts import FeedBuilder
@@ -58,6 +59,7 @@ def assemble(settings: Settings, clients: Clients, state: State, metrics: Metric
         clients.producer, Producer, producer_config(s, limits, producer_max_for(s), build.kafka_log), "producer", s
     )
     processor = build.processor(producer, limits, feeds)
+    receipts = build.receipts(producer) if s.audit_key is not None else None
     consumer = client(
         clients.consumer,
         Consumer,
@@ -78,9 +80,10 @@ def assemble(settings: Settings, clients: Clients, state: State, metrics: Metric
             s.transaction_interval_ms / 1000,
             on_refused=on_refused,
             on_rewind=state.drop_held,
+            receipts=receipts,
         )
     else:
-        delivery = AtLeastOnce(consumer, producer, metrics, log, on_refused=on_refused)
+        delivery = AtLeastOnce(consumer, producer, metrics, log, on_refused=on_refused, receipts=receipts)
     sync_timeout = min(1.0, s.optout_max_lag_seconds / 2)
     return Parts(
         settings=s,
@@ -180,6 +183,30 @@ class Builder:
             clock_skew_ms=int(s.clock_skew_seconds * 1000),
             changes=ChangeGuard(feeds.changes.members, bounds),
         )
+
+    def receipts(self, producer: Any) -> ReceiptWriter:
+        """The decision receipts' writer (docs/audit.md), with a reader of the audit topic for the chain's
+        heads. The topic must exist: its partition count places each input partition's receipts."""
+        s = self.settings
+        metadata = producer.list_topics(s.audit_topic, timeout=10.0).topics.get(s.audit_topic)
+        if metadata is None or metadata.error is not None or not metadata.partitions:
+            raise ConfigError(
+                f"TF_AUDIT_TOPIC={s.audit_topic}: the audit topic does not exist or cannot be described "
+                "(create it as deploy/kubernetes/kafka does, and grant Describe and Write on it)"
+            )
+        reader = self.clients.consumer(
+            s.consumer_config(
+                **{
+                    "group.id": f"{s.group_id}-audit-chain",  # never joined, never committed: assign only
+                    "enable.auto.commit": False,
+                    "isolation.level": "read_committed",
+                    "enable.partition.eof": True,
+                    **self.kafka_log,
+                }
+            )
+        )
+        heads = ChainHeads(reader, s.audit_topic, len(metadata.partitions), self.log)
+        return ReceiptWriter(producer, self.codec, s, heads)
 
     def retraction_emitter(self, feeds: Feeds) -> RetractionEmitter:
         s = self.settings

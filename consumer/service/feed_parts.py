@@ -24,6 +24,7 @@ from consumer.consents.history import ConsentHistory
 from consumer.datapath.pseudonym import Pseudonymiser
 from consumer.feeds.feeds import Feeds
 from consumer.feeds.mirror import TopicMirror
+from consumer.operations.acls import feed_group
 from consumer.operations.clients import Clients
 from consumer.operations.metrics import Metrics
 from consumer.operations.settings import Settings
@@ -74,7 +75,7 @@ class FeedBuilder:
 
     def _config(self, feed: str) -> dict[str, Any]:
         s = self.settings
-        return s.consumer_config(**{"group.id": f"{s.group_id}-{feed}-feed"}, **self.kafka_log)
+        return s.consumer_config(**{"group.id": feed_group(s.group_id, feed)}, **self.kafka_log)
 
     # -- opt-outs -----------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from consumer.audit.receipts import RECEIPT
 from consumer.datapath.delivery import FatalDeliveryError
 from consumer.feeds.ends import FeedError
 from consumer.feeds.feeds import Feeds
@@ -60,6 +61,8 @@ def prepare_writes(codec: Codec, settings: Settings, state: State, metrics: Metr
         TRAINING_RECORD: subject_name(strategy, s.training_topic, TRAINING_RECORD),
         REVOCATION: subject_name(strategy, s.revocations_topic, REVOCATION),
     }
+    if s.audit_key is not None:
+        subjects[RECEIPT] = subject_name(strategy, s.audit_topic, RECEIPT)
     for name, subject in subjects.items():
         while True:
             try:

@@ -18,6 +18,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 
+from consumer.audit.audited_batch import AuditedBatch
 from consumer.datapath.dead_letters import UndeliverableError
 from consumer.datapath.delivery import FatalDeliveryError
 from consumer.service.parts import Parts
@@ -141,7 +142,12 @@ class Loop:
         batch = p.delivery.open_batch()
         tally: dict[Any, int] = {}
         try:
-            consumed = p.processor.process(messages, batch, tally)
+            if isinstance(batch, AuditedBatch):  # receipts: the feeds held still, their positions noted
+                with p.feeds.held_still() as batch.feeds:
+                    consumed = p.processor.process(messages, batch, tally)
+                batch.decided_at_ms = p.processor.latest_ms - p.processor.clock_skew_ms
+            else:
+                consumed = p.processor.process(messages, batch, tally)
         except KafkaException as exc:
             # produce() refused for a reason that is not the record's (offsets.PER_RECORD_ERRORS are
             # dead-lettered inside): in exactly-once, a transaction the broker made abortable; the

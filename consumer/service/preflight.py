@@ -31,6 +31,7 @@ from confluent_kafka.admin import AdminClient
 from consumer.changes.retractions import REVOCATION_QUEUE_KBYTES
 from consumer.datapath.output_limits import HEADROOM, OutputLimits
 from consumer.operations import kafka_settings
+from consumer.operations.acls import feed_group
 from consumer.operations.memory import MemoryBudget, memory_limit
 from consumer.operations.settings import ConfigError, Settings, load_settings
 from consumer.service.client_configs import (
@@ -80,7 +81,10 @@ def client_configs(s: Settings) -> dict[str, ClientConfig]:
         ClientConfig(Consumer, "consumer", INPUT, input_consumer_config(s, lambda _: None, quiet)),
         ClientConfig(Producer, "producer", OUTPUT, producer_config(s, limits, max_bytes, quiet)),
         ClientConfig(
-            Consumer, "consumer", "opt-out feed", s.consumer_config(**{"group.id": f"{group}-optout-feed", **quiet})
+            Consumer,
+            "consumer",
+            "opt-out feed",
+            s.consumer_config(**{"group.id": feed_group(group, "optout"), **quiet}),
         ),
         ClientConfig(
             Consumer,
@@ -106,7 +110,7 @@ def client_configs(s: Settings) -> dict[str, ClientConfig]:
                 Consumer,
                 "consumer",
                 "consent feed",
-                s.consumer_config(**{"group.id": f"{group}-consent-feed", **quiet}),
+                s.consumer_config(**{"group.id": feed_group(group, "consent"), **quiet}),
             )
         )
     return {c.what: c for c in configs}

@@ -13,6 +13,7 @@ import traceback
 from typing import Any
 
 from consumer import __version__
+from consumer.audit.exporter import service_exporter
 from consumer.datapath.delivery import FatalDeliveryError
 from consumer.feeds.ends import FeedError
 from consumer.operations import logs
@@ -55,8 +56,15 @@ class Service:
         if health is None:
             return 2
         parts: Parts | None = None
+        recipients = None
         try:
             parts = assemble(self.settings, self.clients, self.state, self.metrics, self.log)
+            # The record of recipients (docs/recipients.md): beside the data path, never in its way.
+            # Started once every client of the service is made: librdkafka clients made on two threads
+            # at once over TLS crashed the process (SIGSEGV) in the security tests.
+            recipients = service_exporter(self.settings, self.clients, self.metrics, self.log)
+            if recipients is not None:
+                recipients.start()
             lifecycle.catch_up(parts)
             if not self.state.stopping:
                 lifecycle.subscribe(parts)
@@ -79,6 +87,8 @@ class Service:
             self.state.exit_code = 1
         finally:
             lifecycle.shutdown(parts, self.state, self.settings, self.log)
+            if recipients is not None:
+                recipients.stop(timeout=1.0)
             health.stop()
         return self.state.exit_code
 

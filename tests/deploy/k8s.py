@@ -53,12 +53,15 @@ def expand(value: str, defined: dict[str, str]) -> str:
     return _REF.sub(replace, value)
 
 
-def container_environment(docs: list[dict], pod_name: str, secrets: dict[tuple[str, str], str]) -> dict[str, str]:
-    """The environment of the workload's container in the pod named `pod_name`, as the kubelet builds it:
-    envFrom ConfigMaps first, then `env` in order (values expanded against what is defined so far)."""
+def container_environment(
+    docs: list[dict], pod_name: str, secrets: dict[tuple[str, str], str], owner: dict | None = None
+) -> dict[str, str]:
+    """The environment of the container of the workload (or of `owner`, a Job) in the pod named
+    `pod_name`, as the kubelet builds it: envFrom ConfigMaps first, then `env` in order (values expanded
+    against what is defined so far)."""
     env: dict[str, str] = {}
     configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in kinds(docs, "ConfigMap")}
-    c = container(docs)
+    (c,) = (owner or workload(docs))["spec"]["template"]["spec"]["containers"]
     for source in c.get("envFrom", []):
         env.update(configmaps[source["configMapRef"]["name"]])
     for var in c.get("env", []):
@@ -78,20 +81,25 @@ def container_environment(docs: list[dict], pod_name: str, secrets: dict[tuple[s
     return env
 
 
-def mounted_files(docs: list[dict], root: Path, secrets: dict[tuple[str, str], str]) -> dict[str, Path]:
-    """Lay out the container's volume mounts under `root` (ConfigMap and Secret items as files, emptyDirs
-    as folders) and return mount path -> folder, so settings can be loaded against them."""
-    pod = workload(docs)["spec"]["template"]["spec"]
+def mounted_files(
+    docs: list[dict], root: Path, secrets: dict[tuple[str, str], str], owner: dict | None = None
+) -> dict[str, Path]:
+    """Lay out the container's volume mounts (the workload's, or `owner`'s) under `root` (ConfigMap and
+    Secret items as files, every key without items; emptyDirs as folders) and return mount path ->
+    folder, so settings can be loaded against them."""
+    pod = (owner or workload(docs))["spec"]["template"]["spec"]
     configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in kinds(docs, "ConfigMap")}
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts: dict[str, Path] = {}
-    for mount in container(docs)["volumeMounts"]:
+    (c,) = pod["containers"]
+    for mount in c["volumeMounts"]:
         folder = root / mount["mountPath"].lstrip("/")
         folder.mkdir(parents=True, exist_ok=True)
         volume = volumes[mount["name"]]
         if "configMap" in volume:
             data = configmaps[volume["configMap"]["name"]]
-            for item in volume["configMap"]["items"]:
+            items = volume["configMap"].get("items") or [{"key": k, "path": k} for k in data]
+            for item in items:
                 (folder / item["path"]).write_text(data[item["key"]])
         elif "secret" in volume:
             for item in volume["secret"]["items"]:

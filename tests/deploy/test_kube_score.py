@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.deploy.tools import OVERLAYS, render_text, tool
+from tests.deploy.tools import OVERLAYS, render_operations_text, render_text, tool
 
 GRADES = {1: "CRITICAL", 5: "WARNING", 7: "ALMOST_OK", 10: "OK"}
 
@@ -31,10 +31,10 @@ FLAGS = [
 # from the request to the limit while the opt-out filter is rebuilt).
 
 
-def score(overlay: str, tmp_path) -> list[dict]:
+def score(overlay: str, tmp_path, text: str | None = None) -> list[dict]:
     kube_score = tool("kube-score")
     rendered = tmp_path / f"{overlay}.yaml"
-    rendered.write_text(render_text(overlay))
+    rendered.write_text(render_text(overlay) if text is None else text)
     result = subprocess.run(
         [kube_score, "score", "--output-format=json", *FLAGS, str(rendered)],
         capture_output=True,
@@ -73,6 +73,31 @@ def test_kube_score_finds_nothing(overlay, tmp_path, capsys):
     assert ran[("Service", "service-targets-pod")] == "OK"
     if workload == "StatefulSet":
         assert ran[(workload, "statefulset-has-servicename")] == "OK"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kube_score_finds_nothing_in_the_operations_jobs(overlay, tmp_path, capsys):
+    """The overlay with components/operations (the operator commands' Jobs)."""
+    findings, ran = [], {}
+    for obj in score(overlay, tmp_path, render_operations_text(overlay)):
+        for check in obj["checks"]:
+            if check["skipped"]:
+                continue
+            name = obj["object_name"].rsplit("/", 1)[-1]
+            ran[(obj["type_meta"]["kind"], name, check["check"]["id"])] = check["grade"]
+            if check["grade"] < 10:
+                comments = "; ".join(c["summary"] for c in check.get("comments") or [])
+                findings.append(f"{obj['object_name']}: {check['check']['id']}: {comments}")
+    with capsys.disabled():
+        jobs = sorted({name for kind, name, _ in ran if kind == "Job"})
+        print(f"\nkube-score, overlay {overlay} + operations: Jobs {jobs}; findings: {len(findings)}")
+        for finding in findings:
+            print("  " + finding)
+    assert not findings
+    for job in ("training-filter-backfill", "training-filter-dlq-replay"):
+        assert ran[("Job", job, "pod-networkpolicy")] == 10
+        assert ran[("Job", job, "container-security-context-readonlyrootfilesystem")] == 10
+    assert ran[("NetworkPolicy", "training-filter-operations", "networkpolicy-targets-pod")] == 10
 
 
 def test_the_replica_floor_is_kedas():

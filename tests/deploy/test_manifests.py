@@ -18,9 +18,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from consumer.commands.backfill_scope import Scope
 from consumer.consents.fingerprints import slots_for
 from consumer.devtools.docs.links import anchors
-from consumer.operations.acls import required_acls
+from consumer.operations.acls import Acl, feed_group, operations_acls, replay_group, required_acls
 from consumer.operations.settings import load_settings
 from rules.policy import default_policy_path, load_policy
 from tests.deploy.k8s import (
@@ -49,6 +50,7 @@ OPT_IN = DEPLOY / "kubernetes" / "components" / "opt-in-consent"
 # Where every alert's runbook_url points: its entry in the SREs' page, by the alert's name in lower case.
 RUNBOOK = "https://github.com/platform/training-filter/blob/main/docs/operating.md"
 STRIMZI = "kafka.strimzi.io"
+OPERATIONS_USER = "training-filter-operations"  # the operator commands' KafkaUser
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -311,13 +313,15 @@ def test_the_kafka_secrets_are_replicated_into_the_service_namespace(overlay):
     KafkaUser asks the replicator to copy it into the service's namespace, where the pod and KEDA's
     TriggerAuthentication read it under the same name."""
     docs = render(overlay)
-    user = one(docs, "KafkaUser")
-    annotations = user["spec"]["template"]["secret"]["metadata"]["annotations"]
-    reflector = "reflector.v1.k8s.emberstack.com/"
-    assert annotations[reflector + "reflection-allowed"] == "true"
-    assert annotations[reflector + "reflection-auto-enabled"] == "true"
-    assert annotations[reflector + "reflection-allowed-namespaces"] == NAMESPACES[overlay]
-    assert annotations[reflector + "reflection-auto-namespaces"] == NAMESPACES[overlay]
+    assert {u["metadata"]["name"] for u in kinds(docs, "KafkaUser")} == {"training-filter", OPERATIONS_USER}
+    for each in kinds(docs, "KafkaUser"):  # the operator commands' user too (components/operations)
+        annotations = each["spec"]["template"]["secret"]["metadata"]["annotations"]
+        reflector = "reflector.v1.k8s.emberstack.com/"
+        assert annotations[reflector + "reflection-allowed"] == "true"
+        assert annotations[reflector + "reflection-auto-enabled"] == "true"
+        assert annotations[reflector + "reflection-allowed-namespaces"] == NAMESPACES[overlay]
+        assert annotations[reflector + "reflection-auto-namespaces"] == NAMESPACES[overlay]
+    user = one(docs, "KafkaUser", "training-filter")
     c = container(docs)
     (password,) = [e for e in c["env"] if e["name"] == "TF_KAFKA_SASL_PASSWORD"]
     assert password["valueFrom"]["secretKeyRef"] == {"name": user["metadata"]["name"], "key": "password"}
@@ -338,11 +342,20 @@ def test_podmonitor_and_prometheusrule_carry_the_same_release_label(overlay):
 
 
 @pytest.mark.parametrize("overlay", ["prod", "prod-opt-in"])
-def test_the_kafka_user_grants_exactly_the_required_acls(overlay):
+@pytest.mark.parametrize("user_name", ["training-filter", OPERATIONS_USER])
+def test_the_kafka_user_grants_exactly_the_required_acls(overlay, user_name):
+    """Each KafkaUser grants exactly its list of consumer/operations/acls.py: the service's
+    `required_acls`, the operator commands' `operations_acls` (no more: not the service's groups)."""
     docs = render(overlay)
     consent_topic = generated(docs, "ConfigMap", "training-filter")["data"].get("TF_CONSENT_TOPIC")
     assert (consent_topic is not None) is (overlay == "prod-opt-in")
-    (user,) = kinds(docs, "KafkaUser")
+    user = one(docs, "KafkaUser", user_name)
+    acls = required_acls if user_name == "training-filter" else operations_acls
+    assert granted_acls(user) == wanted_acls(acls(consent_topic=consent_topic))
+
+
+def wanted_acls(acls: list[Acl]) -> set[tuple[str, str | None, str | None, str]]:
+    """Acl objects as a Strimzi KafkaUser spells them: (resource type, name, pattern type, operation)."""
     names = {"TOPIC": "topic", "GROUP": "group", "CLUSTER": "cluster", "TRANSACTIONAL_ID": "transactionalId"}
     ops = {
         "READ": "Read",
@@ -351,21 +364,60 @@ def test_the_kafka_user_grants_exactly_the_required_acls(overlay):
         "DESCRIBE_CONFIGS": "DescribeConfigs",
         "IDEMPOTENT_WRITE": "IdempotentWrite",
     }
-    wanted = {
+    return {
         (
             names[a.resource_type],
             None if a.resource_type == "CLUSTER" else a.name,
             None if a.resource_type == "CLUSTER" else {"LITERAL": "literal", "PREFIXED": "prefix"}[a.pattern],
             ops[a.operation],
         )
-        for a in required_acls(consent_topic=consent_topic)
+        for a in acls
     }
+
+
+def granted_acls(user: dict) -> set[tuple[str, str | None, str | None, str]]:
     granted = set()
     for acl in user["spec"]["authorization"]["acls"]:
         r = acl["resource"]
         for op in acl["operations"]:
             granted.add((r["type"], r.get("name"), r.get("patternType"), op))
-    assert granted == wanted
+    return granted
+
+
+def test_the_operations_user_reads_what_the_service_user_may_not_and_shares_no_group():
+    """The reason for a second user: the DLQ and training Read stay off the service's, and the
+    commands' user can neither join the service's input group nor use its transactional ids."""
+    docs = render("prod")
+    service, operations = (granted_acls(one(docs, "KafkaUser", n)) for n in ("training-filter", OPERATIONS_USER))
+    for topic in ("training-filter.dlq.v1", "training.eligible.v1"):
+        assert ("topic", topic, "literal", "Read") in operations - service
+    for kind in ("group", "transactionalId"):
+        names = {(name, pattern) for t, name, pattern, _ in operations if t == kind}
+        assert names and all(name != "training-filter" for name, _ in names), names
+        assert all(name and name.startswith("training-filter-") for name, _ in names), names
+    assert not {a for a in operations if a[0] == "topic" and a[3] == "Write"} - {
+        ("topic", "training.eligible.v1", "literal", "Write"),
+        ("topic", "training.revocations.v1", "literal", "Write"),
+    }
+
+
+def test_the_operations_acls_cover_the_names_the_commands_use():
+    """The groups and transactional ids the commands build are the ones operations_acls grants."""
+    acls = operations_acls()
+    granted = {(a.resource_type, a.name, a.pattern) for a in acls if a.operation == "READ"}
+    policy = load_policy(DEPLOY / "kubernetes" / "components" / "shadow-policy" / "candidate-policy.toml")
+    scope = Scope(policy, b"new", None, None, {}, from_training=False, admit=False)
+    run = scope.group("training-filter", load_policy(default_policy_path()))
+    (prefix,) = [n for kind, n, pattern in granted if kind == "GROUP" and pattern == "PREFIXED"]
+    assert run.startswith(prefix) and len(run) > len(prefix)
+    assert ("GROUP", replay_group("training-filter"), "LITERAL") in granted
+    for feed in ("optout", "change"):
+        assert ("GROUP", feed_group("training-filter", feed), "LITERAL") in granted
+    assert ("GROUP", feed_group("training-filter", "consent"), "LITERAL") not in granted
+    with_consents = {a.name for a in operations_acls(consent_topic="privacy.consents.v1")}
+    assert {feed_group("training-filter", "consent"), "privacy.consents.v1"} <= with_consents
+    ids = {(a.name, a.pattern) for a in acls if a.resource_type == "TRANSACTIONAL_ID" and a.operation == "WRITE"}
+    assert ids == {(replay_group("training-filter"), "LITERAL"), (prefix, "PREFIXED")}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

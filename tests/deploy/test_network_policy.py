@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.deploy.k8s import kinds, workload
-from tests.deploy.tools import OVERLAYS, render, tool
+from tests.deploy.tools import OVERLAYS, render, render_operations, tool
 
 INTERNET = "203.0.113.10"
 CLUSTERS = {
@@ -107,6 +107,42 @@ def cases(overlay: str, docs: list[dict]) -> list[Case]:
     ]
 
 
+def operations_cases(overlay: str, docs: list[dict]) -> list[Case]:
+    """The operator commands' Jobs (components/operations): out to the brokers and DNS, nothing in."""
+    (job, *_) = kinds(docs, "Job")
+    w = workload(docs)
+    namespace = job["metadata"]["namespace"]
+    pod = Peer(namespace, job["spec"]["template"]["metadata"]["labels"], "198.51.100.60")
+    service = Peer(namespace, w["spec"]["template"]["metadata"]["labels"], "198.51.100.10")
+    cluster = CLUSTERS[overlay]
+    other = ({"dev-kafka", "platform-kafka"} - {cluster}).pop()
+    brokers, other_brokers = (
+        Peer("kafka", {"strimzi.io/cluster": c, "strimzi.io/kind": "Kafka", "strimzi.io/name": f"{c}-kafka"}, ip)
+        for c, ip in ((cluster, "198.51.100.20"), (other, "198.51.100.21"))
+    )
+    dns = Peer("kube-system", {"k8s-app": "kube-dns"}, "198.51.100.30")
+    prometheus = Peer(
+        "monitoring",
+        {"app.kubernetes.io/name": "prometheus", "prometheus": "kube-prometheus-stack-prometheus"},
+        "198.51.100.40",
+    )
+    internet = Peer(None, {}, INTERNET)
+    return [
+        Case("job -> brokers 9093/TCP", pod, brokers, 9093, "TCP", True),
+        Case("job -> kube-dns 53/UDP", pod, dns, 53, "UDP", True),
+        Case("job -> kube-dns 53/TCP", pod, dns, 53, "TCP", True),
+        Case("job -> brokers 9092 (plaintext)", pod, brokers, 9092, "TCP", False),
+        Case(f"job -> {other} brokers 9093", pod, other_brokers, 9093, "TCP", False),
+        Case("job -> internet 443", pod, internet, 443, "TCP", False),
+        Case("job -> API server 443", pod, Peer(None, {}, "192.0.2.1"), 443, "TCP", False),
+        Case("job -> service 9100", pod, service, 9100, "TCP", False, "metrics"),
+        Case("job -> prometheus 9090", pod, prometheus, 9090, "TCP", False),
+        Case("prometheus -> job 9100", prometheus, pod, 9100, "TCP", False),
+        Case("service -> job 8080", service, pod, 8080, "TCP", False),
+        Case("internet -> job 8080", internet, pod, 8080, "TCP", False),
+    ]
+
+
 def evaluate(docs: list[dict], traffic: list[Case], tmp_path) -> list[bool]:
     """Ask cyclonus whether each connection is allowed by the NetworkPolicies of `docs`."""
     cyclonus = tool("cyclonus")
@@ -165,6 +201,19 @@ def test_network_policy_allows_exactly_what_the_service_needs(overlay, tmp_path,
     traffic = cases(overlay, docs)
     verdicts = evaluate(docs, traffic, tmp_path)
     report = table(overlay, traffic, verdicts)
+    with capsys.disabled():
+        print("\n" + report)
+    assert [c.allowed for c in traffic] == verdicts, report
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_with_the_operations_jobs_allow_exactly_what_each_needs(overlay, tmp_path, capsys):
+    """The overlay with components/operations: the service's connections as without it, and the Jobs'
+    pods reach the brokers and DNS only."""
+    docs = render_operations(overlay)
+    traffic = cases(overlay, docs) + operations_cases(overlay, docs)
+    verdicts = evaluate(docs, traffic, tmp_path)
+    report = table(f"{overlay} + components/operations", traffic, verdicts)
     with capsys.disabled():
         print("\n" + report)
     assert [c.allowed for c in traffic] == verdicts, report

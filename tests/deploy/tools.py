@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from functools import cache
 from pathlib import Path
 
@@ -62,3 +63,24 @@ def render_text(overlay: str) -> str:
 
 def render(overlay: str) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(render_text(overlay)) if doc]
+
+
+OPERATIONS = DEPLOY / "kubernetes" / "components" / "operations"
+
+
+@cache
+def render_operations_text(overlay: str, for_real: bool = False) -> str:
+    """An overlay built with components/operations (and its for-real component), as an operator builds
+    it: a kustomization of their own, outside the repository, naming both (docs/operating.md)."""
+    components = [OPERATIONS, OPERATIONS / "for-real"] if for_real else [OPERATIONS]
+    with tempfile.TemporaryDirectory() as folder:
+        paths = [os.path.relpath(p, folder) for p in (DEPLOY / "kubernetes" / "overlays" / overlay, *components)]
+        kustomization = {"resources": paths[:1], "components": paths[1:]}
+        (Path(folder) / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+        result = subprocess.run([kustomize(), "build", folder], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def render_operations(overlay: str, for_real: bool = False) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(render_operations_text(overlay, for_real)) if doc]

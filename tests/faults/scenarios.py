@@ -30,7 +30,7 @@ from confluent_kafka.admin import (
 
 from consumer.devtools.generator import Generated, StreamGenerator
 from consumer.devtools.local_kafka import LocalKafka
-from consumer.operations.acls import required_acls
+from consumer.operations.acls import Acl, required_acls
 from consumer.wire.codec import TRAINING_RECORD, Codec
 from tests.harness import ServiceProcess, Topics, produce, read_all
 
@@ -227,9 +227,12 @@ def _probe(service: ServiceProcess, path: str) -> int:
         return 0
 
 
-def grant(admin: AdminClient, topics: Topics, group: str, user: str = SERVICE_USER) -> list[AclBinding]:
+def grant(
+    admin: AdminClient, topics: Topics, group: str, user: str = SERVICE_USER, acls: list[Acl] | None = None
+) -> list[AclBinding]:
+    """`acls` (by default the service's, `required_acls`) granted to `user` on the broker."""
     bindings = []
-    for acl in required_acls(group, topics):
+    for acl in required_acls(group, topics) if acls is None else acls:
         kind = "BROKER" if acl.resource_type == "CLUSTER" else acl.resource_type  # confluent-kafka's name for it
         bindings.append(
             AclBinding(

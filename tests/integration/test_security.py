@@ -1,14 +1,20 @@
 """Security: no personal data in logs or metric labels; SASL/SCRAM over TLS with exactly the
-documented ACLs; bad credentials and a missing permission fail safely."""
+documented ACLs, the service's and the operator commands'; bad credentials and a missing permission
+fail safely."""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
+import orjson
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import (
     AclBindingFilter,
     AclOperation,
@@ -20,12 +26,16 @@ from confluent_kafka.admin import (
 
 from consumer.devtools.generator import StreamGenerator
 from consumer.devtools.local_kafka import LocalKafka, LocalKafkaError
+from consumer.operations.acls import operations_acls
 from consumer.wire.codec import TRAINING_RECORD, Codec
 from tests.faults.scenarios import SERVICE_PASSWORD, SERVICE_USER, grant, secure_env
 from tests.harness import HMAC_KEY, ServiceProcess, Topics, produce, read_all
+from tests.integration.test_backfill import policy_file, policy_retractions, posts, publish
 
 pytestmark = pytest.mark.integration
 CODEC = Codec()
+OPERATIONS_USER = "tf-operations"  # the operator commands' own user (deploy/kubernetes/kafka)
+OPERATIONS_PASSWORD = "tf-operations-test-password"
 
 
 def test_no_user_id_birth_date_text_or_key_in_any_log_line_or_metric(kafka, topics, new_service):
@@ -115,7 +125,9 @@ def _is_version(value: str) -> bool:
 @pytest.fixture(scope="module")
 def secure_broker() -> Iterator[LocalKafka]:
     try:
-        broker = LocalKafka(secure=True, scram_users={SERVICE_USER: SERVICE_PASSWORD}).start()
+        broker = LocalKafka(
+            secure=True, scram_users={SERVICE_USER: SERVICE_PASSWORD, OPERATIONS_USER: OPERATIONS_PASSWORD}
+        ).start()
     except LocalKafkaError as exc:
         pytest.fail(f"the secure local broker did not start: {exc}", pytrace=False)
     yield broker
@@ -145,6 +157,52 @@ def test_the_service_over_sasl_ssl_with_exactly_the_documented_acls(secure_broke
     assert ids == {g.record_id for g in stream if g.expected == "eligible"}
     assert read_all(secure_broker.bootstrap, topics.revocations), "revocations need their ACLs too"
     assert SERVICE_PASSWORD not in service.log_path.read_text()
+
+
+def test_the_record_of_recipients_needs_the_documented_group_describe_and_says_so_without_it(secure_broker):
+    """`audit recipients` over SASL_SSL with exactly the documented ACLs lists a recipient; without the
+    Describe on every group it fails naming the permission, never reports an empty record."""
+    topics = Topics.unique(secure_broker.bootstrap)
+    admin = AdminClient({"bootstrap.servers": secure_broker.bootstrap})
+    group = f"tf-{topics.posts}"
+    grant(admin, topics, group)
+    recipient = f"ml-{topics.posts}"
+    produce(secure_broker.bootstrap, [(topics.training, b"k", b"v"), (topics.revocations, b"k", b"v")])
+    reader = Consumer({"bootstrap.servers": secure_broker.bootstrap, "group.id": recipient, "log_level": 3})
+    reader.commit(offsets=[TopicPartition(topics.training, 0, 1), TopicPartition(topics.revocations, 0, 1)],
+                  asynchronous=False)  # fmt: skip
+    reader.close()
+    env = {
+        **os.environ,
+        **topics.env(),
+        **secure_env(secure_broker),
+        "TF_BOOTSTRAP_SERVERS": secure_broker.secure_bootstrap,
+        "TF_GROUP_ID": group,
+    }
+    command = [sys.executable, "-m", "consumer.cli", "audit", "recipients", "--json"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    (line,) = [orjson.loads(text) for text in done.stdout.splitlines()]
+    assert (line["group"], line["reads_revocations"], line["unacknowledged"]) == (recipient, True, 0)
+
+    describe_groups = AclBindingFilter(
+        ResourceType.GROUP,
+        "*",
+        ResourcePatternType.LITERAL,
+        f"User:{SERVICE_USER}",
+        "*",
+        AclOperation.DESCRIBE,
+        AclPermissionType.ALLOW,
+    )
+    for future in admin.delete_acls([describe_groups]).values():
+        assert future.result(30), "the documented ACLs include Describe on every group"
+    try:
+        time.sleep(2)  # let the broker's authorizer see the change
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert (done.returncode, done.stdout) == (1, ""), done.stderr
+        assert "GROUP_AUTHORIZATION_FAILED" in done.stderr and 'Describe on the group "*"' in done.stderr
+    finally:
+        grant(admin, topics, group)
 
 
 def test_wrong_password_fails_start_up_without_leaking_it(secure_broker, tmp_path):
@@ -210,3 +268,56 @@ def test_a_write_permission_removed_stops_the_service_and_loses_nothing(secure_b
     assert restarted.stop() == 0
     assert eligible - ids == set(), "records were lost when the output could not be written"
     assert ids - eligible == set()
+
+
+def test_the_operator_commands_run_with_exactly_the_operations_acls(secure_broker, tmp_path):
+    """`dlq replay` and `backfill --from-training` as a user granted operations_acls() and nothing else
+    (the KafkaUser training-filter-operations), on a broker that enforces ACLs. The service's user
+    cannot replay: it has no Read on the DLQ, which is why the commands have a user of their own."""
+    topics = Topics.unique(secure_broker.bootstrap)
+    admin = AdminClient({"bootstrap.servers": secure_broker.bootstrap})
+    group = f"tf-{topics.posts}"
+    grant(admin, topics, group)
+    grant(admin, topics, group, OPERATIONS_USER, operations_acls(group, topics))
+    records = posts(2)  # u-25 and u-40 eligible; minors and an opted-out minor refused
+    publish(secure_broker, topics, records)
+    produce(secure_broker.bootstrap, [(topics.posts, b"u-x", b"\x00not an avro record")])
+    service = ServiceProcess(
+        secure_broker.secure_bootstrap, topics, tmp_path, group=group, env_overrides=secure_env(secure_broker)
+    )
+    service.start().wait_ready(90)
+    service.wait_processed(len(records) + 1)
+    service.wait_settled()
+    assert service.stop() == 0
+
+    def command(user: str, password: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+        env = {
+            **os.environ,
+            **topics.env(),
+            "TF_BOOTSTRAP_SERVERS": secure_broker.secure_bootstrap,
+            "TF_GROUP_ID": group,
+            "TF_HMAC_KEY": HMAC_KEY.decode(),
+            "TF_OPTOUT_CAPACITY": "200000",
+            **secure_env(secure_broker, user, password),
+        }
+        cli = [sys.executable, "-m", "consumer.cli", *args, "--json"]
+        return subprocess.run(cli, env=env, capture_output=True, timeout=150, check=False)
+
+    def summary(result: subprocess.CompletedProcess[bytes]) -> dict:
+        assert result.returncode == 0, result.stderr.decode(errors="replace")[-3000:]
+        # A feed without its group's ACL still reads (assigned), but warns of it on every sync.
+        assert b"AUTHORIZATION_FAILED" not in result.stderr, result.stderr.decode(errors="replace")[-3000:]
+        return orjson.loads(result.stdout)
+
+    denied = command(SERVICE_USER, SERVICE_PASSWORD, "dlq", "replay")
+    assert denied.returncode == 1, denied.stderr.decode(errors="replace")[-3000:]
+    assert b"AUTHORIZATION_FAILED" in denied.stderr
+
+    replayed = summary(command(OPERATIONS_USER, OPERATIONS_PASSWORD, "dlq", "replay"))
+    assert (replayed["letters"], replayed["replayed"], sum(replayed["still_undecodable"].values())) == (1, 0, 1)
+    strict = policy_file(tmp_path, 30, "strict-30")
+    backfilled = summary(
+        command(OPERATIONS_USER, OPERATIONS_PASSWORD, "backfill", "--from-training", "--policy", str(strict))
+    )
+    assert (backfilled["decided"], backfilled["retracted"]) == (4, 2)  # u-40's stay; u-25's two retracted
+    assert sorted(k for k, _ in policy_retractions(secure_broker, topics)) == [b"policy/u-25/0", b"policy/u-25/1"]

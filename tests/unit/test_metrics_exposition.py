@@ -12,8 +12,11 @@ from pathlib import Path
 
 from prometheus_client import generate_latest
 
+from consumer.audit.acknowledgements import assess
+from consumer.audit.exporter import RecipientsExporter
 from consumer.operations.metrics import Metrics
 from rules import Reason, Source
+from tests.service_fixture import RecordingLog
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -74,6 +77,12 @@ def running() -> Metrics:
     m.ready.set(1)
     m.registry_available.set(0)
     m.transactions.labels("committed").inc(3)
+    exporter = RecipientsExporter(None, m, RecordingLog(), 60)  # type: ignore[arg-type]
+    good = assess("ml-good", {0: 4}, {0: 0}, {0: 4}, {})
+    behind = assess("ml-behind", {0: 1}, {0: 0}, {0: 4}, {(0, 1): 1_700_000_000_000})
+    exporter.publish([good, behind, assess("ml-gone", {}, {0: 0}, {0: 4}, {(0, 0): 0})], 1_700_000_090_000)
+    exporter.publish([good, behind], 1_700_000_120_000)
+    m.recipient_scans_failed.inc()
     return m
 
 

@@ -78,6 +78,11 @@ def test_input_pauses_while_the_optout_feed_cannot_sync_and_resumes_after():
     _, records = stream(200)
     with InProcessService(kafka, settings(TF_OPTOUT_MAX_LAG_SECONDS="0.5")) as svc:
         svc.wait_subscribed()
+        # The revocation emitter joins its own group (on the opt-out topic too) in the loop's turns: the
+        # topic is taken away only once it holds its partitions, as the test means the feed alone to fail
+        # (under load the join came after, and the fake cannot assign a topic it no longer has).
+        (emitter,) = [c for c in svc.clients.of_kind(FakeConsumer) if c.group_id.endswith("-revocations")]
+        svc.wait(lambda: any(t == "optouts" for t, _ in list(emitter.positions)), what="the emitter assigned")
         optouts = kafka.topics.pop("optouts")  # the opt-out topic unreadable: every sync fails
         svc.wait(lambda: svc.service.state.paused, what="input paused")
         feed(kafka, records)

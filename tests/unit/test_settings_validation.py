@@ -23,6 +23,7 @@ TOPIC_ROLES = [
     "TF_DLQ_TOPIC",
     "TF_CONTENT_CHANGES_TOPIC",
     "TF_ACCOUNT_CHANGES_TOPIC",
+    "TF_AUDIT_TOPIC",
 ]
 DEFAULT_POLICY = default_policy_path().read_text()
 OPT_IN_POLICY = DEFAULT_POLICY.replace('version = "', 'consent_model = "opt_in"\nversion = "opt-in-', 1)

@@ -48,7 +48,8 @@ def settings_table() -> str:
 
 def _exposed_metrics() -> tuple[Metrics, Metrics]:
     """A registry as a fresh process has it, and one with every family given a series, as the running
-    service gives them: the build info, a partition's lag, every feed's lag, the shadow's counts."""
+    service gives them: the build info, a partition's lag, every feed's lag, the shadow's counts, a
+    recipient's figures."""
     fresh, running = Metrics(), Metrics()
     running.feed_lag(lambda: 0.0)
     running.feed_lag(lambda: 0.0, "consent", {"gates_input": "true"})
@@ -56,6 +57,12 @@ def _exposed_metrics() -> tuple[Metrics, Metrics]:
     running.info.labels("0.1.0", "policy", "at-least-once", "compiled").set(1)
     running.set_consumer_lag({("posts.v1", 0): 0})
     running.shadow_sink("candidate")
+    for gauge in (
+        running.recipient_reads_revocations,
+        running.recipient_unacknowledged,
+        running.recipient_oldest_seconds,
+    ):
+        gauge.labels("ml-team-reader").set(0)
     return fresh, running
 
 
