@@ -191,10 +191,8 @@ def _audit_verify(args: argparse.Namespace) -> int:
     return main_audit_verify(args, sys.stdout, sys.stderr)
 
 
-def _add_audit(sub: Any) -> None:
+def _add_audit_verify(actions: Any) -> None:
     """`training-filter audit verify`: the decision receipts checked (consumer/commands/audit_verify.py)."""
-    audit = sub.add_parser("audit", help="the audit topic: `audit verify` checks the decision receipts")
-    actions = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     verify = actions.add_parser(
         "verify",
         help="check the decision receipts of a window against the input, the feeds and the training topic",
@@ -303,8 +301,13 @@ def _add_audit(sub: Any) -> None:
     recipients (docs/recipients.md)."""
     from consumer.audit.acknowledgements import BOUND_SECONDS
 
-    audit = sub.add_parser("audit", help="accountability: `audit recipients` lists who reads the training topic")
+    audit = sub.add_parser(
+        "audit",
+        help="accountability: `audit verify` checks the decision receipts, `audit recipients` lists who reads "
+        "the training topic",
+    )
     actions = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    _add_audit_verify(actions)
     recipients = actions.add_parser(
         "recipients",
         help="the record of recipients (GDPR Art. 19): every consumer group that reads the training topic, and "
