@@ -50,7 +50,7 @@ def receipted(kafka: FakeKafka) -> int:
     return sum(
         CODEC.decode_own(m.value(), RECEIPT)["records"]
         for m in kafka.records("audit")
-        if m.key() is not None and m.key().startswith(b"receipt/")
+        if (m.key() or b"").startswith(b"receipt/")
     )
 
 

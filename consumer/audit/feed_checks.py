@@ -7,7 +7,9 @@
   receipt does not name at all counts as read from nothing. The record's timestamp is the broker's
   (LogAppendTime) or its producer's (CreateTime): docs/audit.md says which to configure.
 - **Revocations**: every opt-out, consent withdrawal (when consents gate), content change and account
-  change appended before the window's end (less a grace for the emitter to catch up) must have its
+  change that the service's retraction emitter has committed past (its group `<TF_GROUP_ID>-revocations`
+  commits only behind acknowledged retractions), or that was appended before the window's end less a
+  grace for the emitter to catch up, must have its
   retraction on the revocations topic, under the key docs/retractions.md names (`<pseudonym>`,
   `consent/`, `content/`, `deleted/` or `account/`): else `missing_revocation`. A permanent one (an
   opt-out, a deletion) must be in force: not lifted.
@@ -74,17 +76,26 @@ class StaleFeeds:
 
 
 def expected_retractions(
-    store: FeedStore, s: Settings, codec: Codec, pseudonymiser: Pseudonymiser, before_ms: int, consents_gate: bool
+    store: FeedStore,
+    s: Settings,
+    codec: Codec,
+    pseudonymiser: Pseudonymiser,
+    before_ms: int,
+    consents_gate: bool,
+    handled: dict[tuple[str, int], int],
 ) -> Iterable[tuple[bytes, bool, str, int, int, str]]:
-    """(key, permanent, topic, partition, offset, what) of each retraction the feeds' records call for."""
+    """(key, permanent, topic, partition, offset, what) of each retraction the feeds' records call for:
+    those the emitter's group has committed past (`handled`: it commits only behind acknowledged
+    retractions), and those appended before `before_ms` (it had time enough)."""
     pseudonym = pseudonymiser.pseudonym
     sources = [(s.optouts_topic, "optout"), (s.content_changes_topic, "content"), (s.account_changes_topic, "account")]
     if consents_gate and s.consent_topic is not None:
         sources.append((s.consent_topic, "consent"))
     for topic, kind in sources:
         for partition in store.partitions(True, topic):
+            done = handled.get((topic, partition), 0)
             for msg in store.records[True, topic, partition]:
-                if msg.timestamp()[1] >= before_ms:
+                if msg.offset() >= done and msg.timestamp()[1] >= before_ms:
                     continue
                 for key, permanent, what in _keys(kind, msg, codec, pseudonym):
                     yield key, permanent, topic, partition, msg.offset(), what

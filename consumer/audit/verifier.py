@@ -169,6 +169,25 @@ class Reading:
             store.add(is_committed, read_spans(self.clients, self.config(is_committed), spans))
         return store
 
+    def emitter_committed(self) -> dict[tuple[str, int], int]:
+        """How far the service's retraction emitter (its group `<TF_GROUP_ID>-revocations`) has committed on
+        each feed partition: every record before is retracted (consumer/changes/retractions.py)."""
+        from confluent_kafka import TopicPartition
+
+        s = self.s
+        topics = [s.optouts_topic, s.content_changes_topic, s.account_changes_topic]
+        topics += [s.consent_topic] if s.consent_topic else []
+        try:
+            parts = [TopicPartition(t, p) for t in topics for p in self.queries.partitions(t, TIMEOUT_SECONDS)]
+        except FeedError as exc:
+            raise PassError(str(exc)) from exc
+        group = self.clients.consumer({**self.config(True), "group.id": f"{s.group_id}-revocations"})
+        try:
+            found = group.committed(parts, timeout=TIMEOUT_SECONDS)
+        finally:
+            group.close()
+        return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
+
     def _in_force(self) -> dict[bytes, bytes | None]:
         topic = self.s.revocations_topic
         latest: dict[bytes, bytes | None] = {}

@@ -62,7 +62,14 @@ class Pass:
         self.totals = Totals()
         self.skipped: dict[tuple[str, int], list[Interval]] = {}  # ranges not re-decided (already reported)
 
-    def run(self, read: Read, config: dict[str, Any], on_read: Callable[[int], None], before_ms: int) -> Totals:
+    def run(
+        self,
+        read: Read,
+        config: dict[str, Any],
+        on_read: Callable[[int], None],
+        before_ms: int,
+        handled: dict[tuple[str, int], int],
+    ) -> Totals:
         s = self.s
         gating = {"optouts": [s.optouts_topic], "changes": [s.content_changes_topic, s.account_changes_topic]}
         if s.consent_topic is not None:
@@ -85,7 +92,7 @@ class Pass:
         self._overlaps(read.receipts)
         self._unmatched(read)
         opt_in = any(p.consent_model == "opt_in" for p in self.policies.values()) and s.policy.consent_model == "opt_in"
-        expected = expected_retractions(read.store, s, self.codec, self.pseudonymiser, before_ms, opt_in)
+        expected = expected_retractions(read.store, s, self.codec, self.pseudonymiser, before_ms, opt_in, handled)
         self.totals.revocations = check_revocations(
             expected, read.in_force, self.codec, s.revocations_topic, self.findings
         )

@@ -113,7 +113,7 @@ def verify(
         grace_ms = int(max(60.0, 2 * s.optout_max_lag_seconds) * 1000)
         before = min(window.until_ms or started, started - grace_ms)
         totals = Pass(s, clients, codec, pseudonymiser, redecider, policies, findings).run(
-            read, reading.config(True), progress.update, before
+            read, reading.config(True), progress.update, before, reading.emitter_committed()
         )
         progress.finish()
     finally:
