@@ -185,6 +185,45 @@ def _dlq_replay(args: argparse.Namespace) -> int:
     return main_replay(args, sys.stdout, sys.stderr)
 
 
+def _audit_verify(args: argparse.Namespace) -> int:
+    from consumer.commands.audit_verify import main_audit_verify
+
+    return main_audit_verify(args, sys.stdout, sys.stderr)
+
+
+def _add_audit_verify(actions: Any) -> None:
+    """`training-filter audit verify`: the decision receipts checked (consumer/commands/audit_verify.py)."""
+    verify = actions.add_parser(
+        "verify",
+        help="check the decision receipts of a window against the input, the feeds and the training topic",
+        description="Reads the receipts of a window from the audit topic (TF_AUDIT_TOPIC) and checks each one's "
+        "signature (TF_AUDIT_KEY_FILE) and place in its chain; re-reads the input they cover and re-decides it "
+        "under the recorded policy (found by hash in --policies) with the feeds as they were at the recorded "
+        "positions; checks that every input offset is covered, that the training topic holds exactly what the "
+        "re-decision admits, that no feed was stale, and that every opt-out, withdrawal and change has its "
+        "retraction. Lists each discrepancy (kind, topic, partition, offset, what to do); exit status 0 when "
+        "all verified, 1 with discrepancies, 2 for a configuration error. Progress on standard error. Unless "
+        "--no-record, writes its signed VerificationResult to the audit topic. Configured by the service's "
+        "TF_* variables (see `training-filter run --help`): run it with the service's settings.",
+    )
+    verify.add_argument(
+        "--since", metavar="TIME", help="input records from this time on (ISO-8601 with an offset, or epoch ms)"
+    )
+    verify.add_argument("--until", metavar="TIME", help="input records before this time")
+    verify.add_argument(
+        "--offsets",
+        action="append",
+        metavar="TOPIC:PARTITION:FIRST-LAST",
+        help="these offsets of an input partition (repeat for more); instead of --since/--until",
+    )
+    verify.add_argument(
+        "--policies", metavar="DIR", help="the folder of every policy file deployed (default: TF_POLICY_FILE's folder)"
+    )
+    verify.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    verify.add_argument("--no-record", action="store_true", help="do not write the result to the audit topic")
+    verify.set_defaults(func=_audit_verify)
+
+
 def _add_dlq(sub: Any) -> None:
     """`training-filter dlq replay`: the dead letters decided again (consumer/commands/dlq_replay.py)."""
     dlq = sub.add_parser("dlq", help="the dead-letter topic: `dlq replay` decides its letters again")
@@ -289,8 +328,13 @@ def _add_audit(sub: Any) -> None:
     recipients (docs/recipients.md)."""
     from consumer.audit.acknowledgements import BOUND_SECONDS
 
-    audit = sub.add_parser("audit", help="accountability: `audit recipients` lists who reads the training topic")
+    audit = sub.add_parser(
+        "audit",
+        help="accountability: `audit verify` checks the decision receipts, `audit recipients` lists who reads "
+        "the training topic",
+    )
     actions = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    _add_audit_verify(actions)
     recipients = actions.add_parser(
         "recipients",
         help="the record of recipients (GDPR Art. 19): every consumer group that reads the training topic, and "

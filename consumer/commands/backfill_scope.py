@@ -76,7 +76,7 @@ def scope_of(args: Any, active: Policy | None) -> Scope:
         raise UsageError(str(exc)) from exc
     if since is not None and until is not None and until <= since:
         raise UsageError("--until must be later than --since")
-    offsets = _offsets(args.offsets or [])
+    offsets = parse_offsets(args.offsets or [])
     if offsets and (since is not None or until is not None or args.from_training):
         raise UsageError("--offsets is a range of its own: give it without --since, --until and --from-training")
     if args.from_training and args.admit:
@@ -87,7 +87,8 @@ def scope_of(args: Any, active: Policy | None) -> Scope:
     return Scope(policy, text, since, until, offsets, bool(args.from_training), bool(args.admit))
 
 
-def _offsets(given: list[str]) -> Offsets:
+def parse_offsets(given: list[str]) -> Offsets:
+    """--offsets TOPIC:PARTITION:FIRST-LAST, each checked (a UsageError says what to fix)."""
     out: Offsets = {}
     for item in given:
         try:
