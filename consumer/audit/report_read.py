@@ -59,8 +59,9 @@ class TopicReader:
             settings.consumer_config(
                 {"log_level": 3},
                 **{
-                    # Assigned, never subscribed, never committed: the group only names the reader.
-                    "group.id": f"{settings.group_id}-report-{uuid.uuid4().hex[:8]}",
+                    # Assigned, never subscribed, never committed: the group only names the reader (under
+                    # the audit user's <group>-audit- prefix, consumer/operations/acls.py).
+                    "group.id": f"{settings.group_id}-audit-report-{uuid.uuid4().hex[:8]}",
                     "enable.auto.commit": False,
                     "isolation.level": "read_committed",
                     "enable.partition.eof": True,
