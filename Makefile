@@ -7,7 +7,7 @@ BUILT := .venv/.fastpath-built
 # The recipes' tools (pyspark, apache-flink, pyarrow: the [recipes] extra), installed by make recipes-test only.
 RECIPES_STAMP := .venv/.recipes-installed
 
-.PHONY: help install tools demo test unit integration faults bench deploy-check image image-test image-clean recipes-test lint docs kafka-start kafka-stop registry-start registry-stop clean clean-tools
+.PHONY: help install tools browser demo test unit integration faults bench deploy-check image image-test image-clean recipes-test lint docs kafka-start kafka-stop registry-start registry-stop clean clean-tools
 
 # The external tools the tests run, at pinned versions, built into a project-local, git-ignored folder
 # (no sudo, nothing system-wide). Each Go tool is installed into a folder named after its version,
@@ -80,6 +80,20 @@ $(NPM_STAMP): deploy/validate/package.json deploy/validate/package-lock.json
 
 tools: $(addprefix $(TOOLS_BIN)/,$(GO_TOOLS)) $(NPM_STAMP)  ## build the deploy-check tools into .tools (pinned; cached)
 
+# The report's browser test (tests/integration/test_report.py) renders the page in Debian's chromium, the one
+# tool that apt installs (so as root, as the image's tools): nothing to do when a chromium is on PATH or
+# TF_TEST_CHROMIUM names one; otherwise, not as root, it says what to run.
+browser:  ## install Debian's chromium for the report's browser test if it is missing (apt-get, as root)
+	@if [ -n "$$TF_TEST_CHROMIUM" ] || command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "browser: apt-get install chromium" >&2; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	else \
+		echo "the report's browser test needs chromium: run \`make browser\` as root, or apt-get install chromium" >&2; \
+		exit 1; \
+	fi
+
 demo: $(BUILT)  ## run the whole pipeline on a local Kafka with a generated stream
 	$(PYTHON) -m consumer.cli demo
 
@@ -87,7 +101,7 @@ demo: $(BUILT)  ## run the whole pipeline on a local Kafka with a generated stre
 # TEST_WORKERS=0 runs them in this process, one after the other.
 TEST_WORKERS ?= 2
 
-test: $(BUILT) tools  ## all tests but the image's and the Spark/Flink/Java recipes': unit, integration against the real Kafka and schema registry, faults, deploy
+test: $(BUILT) tools browser  ## all tests but the image's and the Spark/Flink/Java recipes': unit, integration against the real Kafka and schema registry, faults, deploy
 	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests --ignore=tests/image --ignore=tests/recipes
 
 unit: $(BUILT) tools  ## the in-process suite (no broker): pytest -m "not integration", with its coverage floors
@@ -95,7 +109,7 @@ unit: $(BUILT) tools  ## the in-process suite (no broker): pytest -m "not integr
 		--cov-report=term --cov-report=json:.coverage.json
 	$(PYTHON) -m tests.coverage_floor .coverage.json
 
-integration: $(BUILT)  ## the integration tests only
+integration: $(BUILT) browser  ## the integration tests only
 	$(PYTHON) -m pytest -q tests/integration
 
 faults: $(BUILT) tools  ## the fault-injection suite, long form (prints the table; CI runs the short form)

@@ -251,6 +251,33 @@ def _add_backfill(sub: Any) -> None:
     backfill.set_defaults(func=_backfill)
 
 
+def _report(args: argparse.Namespace) -> int:
+    from consumer.commands.report import main_report
+
+    return main_report(args, sys.stdout, sys.stderr)
+
+
+def _add_report(sub: Any) -> None:
+    """`training-filter report`: the effectiveness report (consumer/commands/report.py, docs/audit.md)."""
+    report = sub.add_parser(
+        "report",
+        help="write the effectiveness report (report.html and report.md) from the audit topic",
+        description="Reads the audit topic (receipts, verification results, recipients' snapshots), the opt-out, "
+        "change and consent topics and the retractions over a window, and writes DIR/report.html, one "
+        "self-contained page (no script, nothing fetched) with plots of decisions by reason, dead letters, "
+        "opt-out-to-effect latency, retractions and their latency, recipients' acknowledgement lag and the "
+        "verifier's results, and DIR/report.md with the same sections as tables. With an audit key "
+        "(TF_AUDIT_KEY_FILE) records not signed correctly are left out and counted. Configured by the "
+        "service's TF_* variables (see `training-filter run --help`).",
+    )
+    report.add_argument("--window", default="7d", help="how far back from --until: 7d, 24h, 90m, 2w (default 7d)")
+    report.add_argument(
+        "--until", metavar="TIME", help="the window's end, ISO-8601 with an offset or epoch ms (default: now)"
+    )
+    report.add_argument("--out", default=".", metavar="DIR", help="the folder to write report.html and report.md into")
+    report.set_defaults(func=_report)
+
+
 def _audit_recipients(args: argparse.Namespace) -> int:
     from consumer.audit.command import main_recipients
 
@@ -424,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_dlq(sub)
     _add_backfill(sub)
+    _add_report(sub)
     _add_audit(sub)
 
     demo = sub.add_parser(

@@ -63,6 +63,7 @@ class Topics(TopicNames):
             f"dlq-{tag}",
             f"content-changes-{tag}",
             f"account-changes-{tag}",
+            f"audit-{tag}",
         )
         specs = service_topics(topics, partitions=partitions)
         for spec in specs:
@@ -85,6 +86,7 @@ class Topics(TopicNames):
             "TF_DLQ_TOPIC": self.dlq,
             "TF_CONTENT_CHANGES_TOPIC": self.content_changes,
             "TF_ACCOUNT_CHANGES_TOPIC": self.account_changes,
+            "TF_AUDIT_TOPIC": self.audit,
         }
 
     def input_topic(self, source: str) -> str:

@@ -24,7 +24,7 @@ class Range:
 
     def __init__(self, first: int, last: int) -> None:
         self.first, self.last = first, last
-        self.decisions: dict[str, int] = {}
+        self.decisions: dict[Any, int] = {}  # by Reason, or by name (dead letters): str() of either
         self.dead_letters: dict[str, int] = {}
 
     @property
@@ -33,12 +33,15 @@ class Range:
 
 
 class AuditedBatch(PendingBatch):
-    __slots__ = ("batch_id", "decided_at_ms", "feeds", "ranges", "receipts_due", "spans")
+    __slots__ = ("batch_id", "decided_at_ms", "feeds", "ranges", "receipts_due", "spans", "training_spans")
 
     def __init__(self, output: str = "training") -> None:
         super().__init__(output)
         self.ranges: dict[TopicPartition, Range] = {}
-        # (topic, partition) -> [first offset, last offset, records] of the outputs acknowledged.
+        # Training partition -> [first offset, last offset, records] of the records acknowledged (one
+        # producer delivers a partition's records in the order produced: the last is the highest).
+        self.training_spans: dict[int, list[int]] = {}
+        # (topic, partition) -> the same, of the dead letters (rare: kept the general way).
         self.spans: dict[TopicPartition, list[int]] = {}
         self.feeds: list[tuple[str, str, int, int]] = []  # (feed, topic, partition, next offset)
         self.decided_at_ms = 0
@@ -46,12 +49,19 @@ class AuditedBatch(PendingBatch):
         self.receipts_due = True  # not yet written
 
     def delivered(self, err: Any, msg: Any) -> None:
+        """A training record's delivery report: PendingBatch's, and where it went (inlined: per record)."""
         if err is not None:
             PendingBatch.delivered(self, err, msg)
             return
-        self.outstanding -= 1  # PendingBatch.delivered's success, inlined: this runs once per record
+        self.outstanding -= 1
         self.produced += 1
-        self._span(msg.topic(), msg.partition(), msg.offset())
+        offset = msg.offset()
+        span = self.training_spans.get(msg.partition())
+        if span is None:
+            self.training_spans[msg.partition()] = [offset, offset, 1]
+        else:
+            span[1] = offset
+            span[2] += 1
 
     def dead_letter_report(self, provenance: Provenance, headers: list[tuple[str, bytes]], truncated: bool) -> Any:
         report = super().dead_letter_report(provenance, headers, truncated)
@@ -83,15 +93,18 @@ class AuditedBatch(PendingBatch):
     # -- what the hot loop and the dead-letter writer tell it -------------------------------------
 
     def add_run(self, topic: str, partition: int, first: int, last: int, counts: dict[Any, int]) -> None:
+        """A run of one partition's records decided: `counts` by Reason (named when written)."""
         found = self.ranges.get((topic, partition))
         if found is None:
             found = self.ranges[topic, partition] = Range(first, last)
-        else:
-            found.first, found.last = min(found.first, first), max(found.last, last)
+        else:  # a dead letter inside the run may have opened its range already
+            if first < found.first:
+                found.first = first
+            if last > found.last:
+                found.last = last
         decisions = found.decisions
         for reason, count in counts.items():
-            name = str(reason)
-            decisions[name] = decisions.get(name, 0) + count
+            decisions[reason] = decisions.get(reason, 0) + count
 
     def note_dead_letter(self, provenance: Provenance, cause: str, decision: str) -> None:
         topic, partition, offset = provenance

@@ -14,9 +14,11 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from consumer.audit.acknowledgements import Recipient
+from consumer.audit.recipients_record import RecipientsRecorder
 from consumer.operations.clients import Clients
 from consumer.operations.metrics import Metrics
 from consumer.operations.settings import Settings
+from consumer.wire.codec import Codec
 
 
 class Scanner(Protocol):
@@ -35,8 +37,10 @@ class RecipientsExporter:
         log: Any,
         interval: float,
         clock: Callable[[], float] = time.time,
+        recorder: RecipientsRecorder | None = None,
     ) -> None:
         self.scanner = scanner
+        self.recorder = recorder  # with an audit key: each scan also kept on the audit topic
         self.metrics = metrics
         self.log = log
         self.interval = interval
@@ -62,6 +66,8 @@ class RecipientsExporter:
             self.thread.join(timeout)
         if not self.thread.is_alive():  # a scan stuck past the timeout keeps its clients; a daemon
             self.scanner.close()
+            if self.recorder is not None:
+                self.recorder.close(timeout)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -80,7 +86,14 @@ class RecipientsExporter:
             self.metrics.recipient_scans_failed.inc()
             self.scans += 1
             return False
-        self.publish(recipients, int(self.clock() * 1000))
+        now_ms = int(self.clock() * 1000)
+        self.publish(recipients, now_ms)
+        if self.recorder is not None:
+            try:
+                self.recorder.record(recipients, now_ms)
+            except Exception as exc:  # the metrics are published; the record is tried again at the next scan
+                self.log.warning("recipients_record_failed", error=type(exc).__name__)
+                self.metrics.recipient_scans_failed.inc()
         self.scans += 1
         return True
 
@@ -101,7 +114,9 @@ class RecipientsExporter:
         self.log.debug("recipients_scanned", recipients=len(recipients), behind=behind)
 
 
-def service_exporter(settings: Settings, clients: Clients, metrics: Metrics, log: Any) -> RecipientsExporter | None:
+def service_exporter(
+    settings: Settings, clients: Clients, metrics: Metrics, log: Any, codec: Codec | None = None
+) -> RecipientsExporter | None:
     """The running service's exporter, from its settings (None with TF_RECIPIENTS_INTERVAL_SECONDS=0).
     Its clients connect at the first scan, so a broker that cannot be reached is a failed scan."""
     from consumer.audit.recipients import RecipientScan, Topics
@@ -113,6 +128,12 @@ def service_exporter(settings: Settings, clients: Clients, metrics: Metrics, log
     topics = Topics(training=s.training_topic, revocations=s.revocations_topic, own_group=s.group_id)
     config = s.consumer_config(logger=logs.kafka_logger())
     timeout = min(10.0, s.recipients_interval_seconds)
+    recorder = None
+    if s.audit_key is not None and codec is not None:  # kept over time on the audit topic, for the effectiveness report
+        producer = clients.producer(
+            s.producer_config(**{"enable.idempotence": True, "acks": "all"}, logger=logs.kafka_logger())
+        )
+        recorder = RecipientsRecorder(producer, codec, s.audit_key, s.audit_topic)
     return RecipientsExporter(
-        RecipientScan(clients, config, topics, timeout), metrics, log, s.recipients_interval_seconds
+        RecipientScan(clients, config, topics, timeout), metrics, log, s.recipients_interval_seconds, recorder=recorder
     )

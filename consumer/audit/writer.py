@@ -11,6 +11,8 @@ the audit topic must not gain partitions while receipts are written.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import socket
 import time
 import uuid
@@ -22,7 +24,7 @@ from confluent_kafka import KafkaError, TopicPartition
 
 from consumer import __version__
 from consumer.audit.audited_batch import AuditedBatch
-from consumer.audit.receipts import RECEIPT, chain_hash, parse_key, receipt_key, sign
+from consumer.audit.receipts import RECEIPT, chain_hash, parse_key, receipt_key
 from consumer.operations.settings import Settings
 from consumer.wire.codec import Codec
 
@@ -120,6 +122,7 @@ class ReceiptWriter:
         self.codec = codec
         self.key = settings.audit_key
         self.topic = settings.audit_topic
+        self.training_topic = settings.training_topic
         self.heads = heads
         self.clock = clock
         s = settings
@@ -136,20 +139,21 @@ class ReceiptWriter:
         }
         self.written = 0  # receipts produced, for the metrics
 
-    def write(self, batch: AuditedBatch) -> None:
-        """The batch's receipts, one per input partition it still owns, in partition order."""
+    def write(self, batch: AuditedBatch) -> int:
+        """The batch's receipts, one per input partition it still owns, in partition order: how many."""
         batch.receipts_due = False
         if not batch.ranges:
-            return
+            return 0
         written_at = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+        spans = {**{(self.training_topic, p): span for p, span in batch.training_spans.items()}, **batch.spans}
         outputs = [
             {"topic": t, "partition": p, "first_offset": first, "last_offset": last, "records": n}
-            for (t, p), (first, last, n) in sorted(batch.spans.items())
+            for (t, p), (first, last, n) in sorted(spans.items())
         ]
         feeds = [
             {"feed": feed, "topic": t, "partition": p, "next_offset": offset} for feed, t, p, offset in batch.feeds
         ]
-        batch_id = uuid.uuid4().hex
+        batch_id, before = uuid.uuid4().hex, self.written
         decided_at = dt.datetime.fromtimestamp(batch.decided_at_ms / 1000, dt.UTC)
         for (topic, partition), found in sorted(batch.ranges.items()):
             if (topic, partition) not in self.heads.heads:
@@ -171,7 +175,7 @@ class ReceiptWriter:
                 **self.static,
                 "hmac_sha256": "",
             }
-            value = self.codec.encode(RECEIPT, sign(self.codec, self.key, record))
+            value = signed_value(self.codec, self.key, record)
             key = receipt_key(topic, partition)
             batch.outstanding += 1
             self.producer.produce(
@@ -183,7 +187,21 @@ class ReceiptWriter:
             )
             self.heads.heads[topic, partition] = chain_hash(value)
             self.written += 1
+        return self.written - before
 
 
-def _counts(counts: dict[str, int]) -> list[dict[str, Any]]:
-    return [{"name": name, "records": n} for name, n in sorted(counts.items()) if n]
+def signed_value(codec: Codec, key: bytes, record: dict[str, Any]) -> bytes:
+    """The framed value of `record` signed: what `codec.encode(RECEIPT, sign(...))` gives, encoded once.
+    `hmac_sha256` is the schema's last field, so the body with it empty is the body before it plus the
+    empty string's one byte (0), and the signed value is that prefix plus the digest as an Avro string."""
+    body = codec.encode_body(RECEIPT, record)  # with hmac_sha256 ""
+    assert body[-1:] == b"\x00", "hmac_sha256 must be the receipt schema's last field, empty here"
+    digest = hmac.new(key, body, hashlib.sha256).hexdigest().encode()
+    return codec.header(RECEIPT) + body[:-1] + b"\x80\x01" + digest  # 64: zig-zag varint 128
+
+
+def _counts(counts: dict[Any, int]) -> list[dict[str, Any]]:
+    named: dict[str, int] = {}
+    for what, n in counts.items():  # Reason members and their names (str() of a Reason is its name)
+        named[str(what)] = named.get(str(what), 0) + n
+    return [{"name": name, "records": n} for name, n in sorted(named.items()) if n]

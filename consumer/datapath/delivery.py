@@ -135,7 +135,7 @@ class AtLeastOnce:
             if not isinstance(batch, AuditedBatch) or not batch.outputs_done:
                 break
             if batch.receipts_due:
-                self.receipts.write(batch)
+                self.metrics.audit_receipts.inc(self.receipts.write(batch))
 
     def take_counts(self) -> tuple[int, int]:
         """(records of the batches' output, dead letters) acknowledged since the last call."""
@@ -297,7 +297,7 @@ class ExactlyOnce(AtLeastOnce):
             return False
         for batch in self.batches:
             if isinstance(batch, AuditedBatch):
-                self.receipts.write(batch)
+                self.metrics.audit_receipts.inc(self.receipts.write(batch))
         return True
 
     def _finish_batches(self) -> None:

@@ -145,11 +145,14 @@ def _start_service(bootstrap: str, work: Path) -> tuple[subprocess.Popen[bytes],
     """`training-filter run` in a subprocess, with a fresh key and a snapshot in `work`; once ready."""
     port = free_port()
     key_file = work / "hmac.key"
-    key_file.write_bytes(secrets.token_bytes(32))
+    key_file.write_text(secrets.token_hex(32))  # text: a key file's trailing newline is not the key
+    audit_key = work / "audit.key"  # the demo writes decision receipts too (docs/audit.md)
+    audit_key.write_text(secrets.token_hex(32))
     env = {
         **os.environ,
         "TF_BOOTSTRAP_SERVERS": bootstrap,
         "TF_HMAC_KEY_FILE": str(key_file),
+        "TF_AUDIT_KEY_FILE": str(audit_key),
         "TF_METRICS_HOST": "127.0.0.1",
         "TF_METRICS_PORT": str(port),
         "TF_OPTOUT_CAPACITY": "1000000",
@@ -226,6 +229,8 @@ def _report(
     if sample is not None:
         print("one of them, as ML teams read it:")
         print("  " + dumps(sample).decode()[:600])
+    receipts = int(scrape(port).get(("training_filter_audit_receipts_total", ()), 0))
+    print(f"training-filter.audit.v1 holds {receipts} signed decision receipts (docs/audit.md).")
     print(f"metrics: http://127.0.0.1:{port}/metrics  (readiness /readyz, liveness /healthz)")
     if keep_running:  # otherwise the broker is gone when this command returns
         print(

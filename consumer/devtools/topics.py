@@ -36,6 +36,8 @@ def service_topics(names: TopicNames = DEFAULT_TOPICS, partitions: int = 4) -> l
         TopicSpec(names.account_changes, 1, {"cleanup.policy": "compact", **forever}),
         # The DLQ holds the original values, which are personal data: a bounded retention (14 days).
         TopicSpec(names.dlq, 1, {"retention.ms": str(14 * 24 * 3600 * 1000), **large}),
+        # The decision receipts (docs/audit.md): an accountability record, kept long, never compacted.
+        TopicSpec(names.audit, 2, {"retention.ms": str(400 * 24 * 3600 * 1000)}),
     ]
 
 

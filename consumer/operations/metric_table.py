@@ -193,6 +193,11 @@ class MetricTable:
         "batch_records", "Records in one consumed batch.", (1, 10, 100, 500, 1000, 2000, 5000, 10000)
     )
     produced = counter("produced_records_total", "Records acknowledged by the broker, by output.", {"output": OUTPUTS})
+    audit_receipts = counter(
+        "audit_receipts_total",
+        "Decision receipts written to the audit topic (docs/audit.md): one per input partition of a batch.",
+        when="with an audit key (TF_AUDIT_KEY_FILE)",
+    )
     produce_errors = counter(
         "produce_errors_total",
         "Deliveries that failed after retries (the error name is in the log).",

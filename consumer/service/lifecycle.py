@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from consumer.audit.receipts import RECEIPT
+from consumer.audit.receipts import RECEIPT, RECIPIENTS
 from consumer.datapath.delivery import FatalDeliveryError
 from consumer.feeds.ends import FeedError
 from consumer.feeds.feeds import Feeds
@@ -63,6 +63,10 @@ def prepare_writes(codec: Codec, settings: Settings, state: State, metrics: Metr
     }
     if s.audit_key is not None:
         subjects[RECEIPT] = subject_name(strategy, s.audit_topic, RECEIPT)
+        if s.recipients_interval_seconds > 0:  # the record of recipients, kept over time
+            # Under its record name whatever the strategy: the audit topic holds several record types,
+            # and one <topic>-value subject cannot hold two unrelated schemas.
+            subjects[RECIPIENTS] = subject_name("record", s.audit_topic, RECIPIENTS)
     for name, subject in subjects.items():
         while True:
             try:

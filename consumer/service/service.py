@@ -62,7 +62,7 @@ class Service:
             # The record of recipients (docs/recipients.md): beside the data path, never in its way.
             # Started once every client of the service is made: librdkafka clients made on two threads
             # at once over TLS crashed the process (SIGSEGV) in the security tests.
-            recipients = service_exporter(self.settings, self.clients, self.metrics, self.log)
+            recipients = service_exporter(self.settings, self.clients, self.metrics, self.log, parts.codec)
             if recipients is not None:
                 recipients.start()
             lifecycle.catch_up(parts)

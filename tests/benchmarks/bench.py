@@ -18,12 +18,13 @@ service):
 - `shadow_service` and `opt_in`: the service without and with a shadow policy, under the opt-out
   and the opt-in model (alternating runs);
 - `shadow`: the shadow policy's cost in the hot loop alone (in-process);
-- `changes_service`: the service with empty and with full change topics (the change set's cost).
+- `changes_service`: the service with empty and with full change topics (the change set's cost);
+- `receipts_service`: the service without and with decision receipts (their cost, issue 23).
 
 Snapshot load and filter build for 10 million opt-outs are measured while the input is prepared.
 
     python -m tests.benchmarks.bench [--records N] [--optouts N] [--repeat N] [--quick] [--output FILE]
-                                     [--only training-filter|shadow|opt-in|retractions] [--consents]
+                                     [--only training-filter|shadow|opt-in|retractions|receipts] [--consents]
 """
 
 from __future__ import annotations
@@ -38,7 +39,16 @@ from typing import Any
 import orjson
 
 from rules import Decider, load_policy
-from tests.benchmarks import changes_service, guarantees, latency, opt_in, scale_out, shadow_service, throughput
+from tests.benchmarks import (
+    changes_service,
+    guarantees,
+    latency,
+    opt_in,
+    receipts_service,
+    scale_out,
+    shadow_service,
+    throughput,
+)
 from tests.benchmarks.harness import HARNESS_CPU, PIPELINE_CPU, Harness, log, running
 from tests.benchmarks.shadow import measure as shadow_overhead
 from tests.benchmarks.stages import profile
@@ -63,6 +73,8 @@ def run_all(h: Harness) -> dict[str, Any]:
     r["opt_in_service"] = opt_in.run(h, h.args.repeat)
     log("training-filter with empty and with full change topics")
     r["changes_service"] = changes_service.run(h, h.args.shadow_repetitions)
+    log("training-filter without and with decision receipts")
+    r["receipts_service"] = receipts_service.run(h, h.args.shadow_repetitions)
     log("shadow policy overhead (in-process)")
     r["shadow_overhead"] = shadow_overhead(
         min(len(h.values), 200_000), 7 if not h.args.quick else 3, bootstrap=h.bootstrap
@@ -121,7 +133,19 @@ def only_retractions(h: Harness) -> None:
     print(f"\nwritten to {output}")
 
 
+def only_receipts(h: Harness) -> None:
+    """Issue 23: the service without and with decision receipts, alternating (`--shadow-repetitions`
+    pairs: the CPU cost). Written to results/receipts.json (`--output` to change)."""
+    log("training-filter without and with decision receipts")
+    h.results["receipts_service"] = receipts_service.run(h, h.args.shadow_repetitions)
+    print(orjson.dumps(h.results["receipts_service"], option=orjson.OPT_INDENT_2).decode())
+    output = h.args.output if h.args.output != DEFAULT_OUTPUT else DEFAULT_OUTPUT.with_name("receipts.json")
+    output.write_bytes(orjson.dumps(h.results, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    print(f"\nwritten to {output}")
+
+
 ONLY: dict[str, Callable[[Harness], None]] = {
+    "receipts": only_receipts,
     "retractions": only_retractions,
     "training-filter": only_training_filter,
     "shadow": only_shadow,

@@ -9,12 +9,14 @@ decoding, deciding, building and the producer call, per input record (malformed 
   the machine than time: the figure to compare two versions by.
 - `--against DIR`: the same measurement of another checkout of this repository (e.g. a `git worktree`
   of an older commit), interleaved with this one, and the ratio.
+- `--receipts`: this checkout with and without decision receipts (issue 23: at most 3 % more per
+  record): the batches kept as receipts need them, and their receipts written, signed, to a stub.
 - `--changes`: this checkout with and without a change set (issue 22: the goal is under 5 % more per
   record), interleaved, and the ratio. The set holds `--stopped` record ids and `--corrected` accounts
   that the stream does not contain, as in production, where almost every record passes the check.
 
     .venv/bin/python -m tests.benchmarks.hot_loop [--records 100000] [--repeat 7] [--instructions]
-        [--against DIR | --changes [--stopped 1000000] [--corrected 100000]]
+        [--against DIR | --changes [--stopped 1000000] [--corrected 100000] | --receipts]
 """
 
 from __future__ import annotations
@@ -67,8 +69,15 @@ class _Msg:
 
 
 class _Producer:
+    """Acknowledges at once, with a delivery report that says where (as librdkafka's does)."""
+
+    def __init__(self) -> None:
+        self.report = _Msg("training", 0, -1, b"", b"")
+
     def produce(self, topic: str, value: Any = None, key: Any = None, partition: int = -1, on_delivery: Any = None):
-        on_delivery(None, None)
+        report = self.report
+        report._o += 1
+        on_delivery(None, report)
 
     def poll(self, timeout: float = 0) -> int:
         return 0
@@ -98,9 +107,26 @@ def change_guard(stopped: int, corrected: int) -> Any:
     return ChangeGuard(changes)
 
 
-def passes(path: Path, repeat: int, changes: tuple[int, int] | None = None) -> list[float]:
+def receipt_writer() -> Any:
+    """A receipt writer that signs and encodes every receipt into a producer that keeps nothing."""
+    from consumer.audit.writer import ChainHeads, ReceiptWriter
+    from consumer.operations.settings import load_settings
+    from consumer.wire.codec import Codec
+
+    class Sink:
+        def produce(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+    s = load_settings({"TF_BOOTSTRAP_SERVERS": "x:1", "TF_HMAC_KEY": "k" * 32, "TF_AUDIT_KEY": "a" * 32})
+    heads = ChainHeads(None, s.audit_topic, 6, None)
+    heads.heads = {(t, p): None for t in ("posts.v1", "ai-interactions.v1") for p in range(6)}
+    return ReceiptWriter(Sink(), Codec(), s, heads, replica="bench")
+
+
+def passes(path: Path, repeat: int, changes: tuple[int, int] | None = None, receipts: bool = False) -> list[float]:
     """µs a record of each of `repeat` passes over the stream in `path` (run in this checkout's code);
-    `changes`: (stopped, corrected) for a change set, None for none."""
+    `changes`: (stopped, corrected) for a change set, None for none; `receipts`: batches kept for
+    receipts, and theirs written."""
     from consumer.datapath.batch import BatchProcessor
     from consumer.datapath.offsets import PendingBatch
     from consumer.datapath.pseudonym import Pseudonymiser
@@ -130,11 +156,20 @@ def passes(path: Path, repeat: int, changes: tuple[int, int] | None = None) -> l
         on_backpressure=lambda: None,
         **({"changes": change_guard(*changes)} if changes is not None else {}),
     )
+    writer = receipt_writer() if receipts else None
+    batch_type: Any = PendingBatch
+    if receipts:
+        from consumer.audit.audited_batch import AuditedBatch
+
+        batch_type = AuditedBatch
     out = []
     for _ in range(repeat):
         started = time.perf_counter()
         for i in range(0, len(msgs), 2000):
-            processor.process(msgs[i : i + 2000], PendingBatch(), {})
+            batch = batch_type()
+            processor.process(msgs[i : i + 2000], batch, {})
+            if writer is not None:
+                writer.write(batch)
         out.append((time.perf_counter() - started) / len(msgs) * 1e6)
     return out
 
@@ -167,6 +202,7 @@ def main() -> None:
     parser.add_argument("--instructions", action="store_true", help="count instructions under callgrind")
     parser.add_argument("--against", type=Path, help="another checkout to measure in the same run")
     parser.add_argument("--changes", action="store_true", help="with and without a change set, and the ratio")
+    parser.add_argument("--receipts", action="store_true", help="with and without decision receipts, and the ratio")
     parser.add_argument("--stopped", type=int, default=1_000_000, help="record ids in the change set")
     parser.add_argument("--corrected", type=int, default=100_000, help="corrected accounts in the change set")
     parser.add_argument("--output", type=Path, help="also write the figures and the machine as JSON here")
@@ -174,7 +210,7 @@ def main() -> None:
     parser.add_argument("--stream", type=Path, help=argparse.SUPPRESS)
     a = parser.parse_args()
     if a.child:
-        runs = passes(a.stream, a.repeat, (a.stopped, a.corrected) if a.changes else None)
+        runs = passes(a.stream, a.repeat, (a.stopped, a.corrected) if a.changes else None, a.receipts)
         count = len(pickle.loads(a.stream.read_bytes())["stream"])
         print(f"records={count} " + " ".join(f"{r:.4f}" for r in runs))
         return
@@ -185,6 +221,8 @@ def main() -> None:
     if a.changes:
         variants = [("without", ROOT, ()), ("with", ROOT, ("--changes", "--stopped", str(a.stopped)))]
         variants[1] = (variants[1][0], ROOT, (*variants[1][2], "--corrected", str(a.corrected)))
+    if a.receipts:
+        variants = [("without", ROOT, ()), ("with", ROOT, ("--receipts",))]
     with tempfile.TemporaryDirectory() as folder:
         stream = Path(folder) / "stream.pickle"
         write_stream(stream, min(a.records, 20_000) if a.instructions else a.records)
@@ -193,9 +231,9 @@ def main() -> None:
     if a.against:
         ratio = per["this"] / per["against"]
         print(f"ratio (this / against): {ratio:.3f}")
-    if a.changes:
+    if a.changes or a.receipts:
         ratio = per["with"] / per["without"]
-        print(f"ratio (with a change set / without): {ratio:.3f}")
+        print(f"ratio (with {'receipts' if a.receipts else 'a change set'} / without): {ratio:.3f}")
     if a.output:
         from tests.benchmarks.harness import machine
 

@@ -43,6 +43,10 @@ def run_all(kafka: Any, records: list[Any], s: Any) -> None:
         feed(kafka, records)
         svc.wait(lambda: svc.metric("training_filter_records_total") >= len(records), what="all decided")
         svc.wait(lambda: covered(kafka) >= len(records), what="every record receipted")
+        svc.wait(
+            lambda: svc.metric("training_filter_audit_receipts_total") == len(kafka.records("audit")),
+            what="the receipts counted",
+        )
 
 
 def covered(kafka: Any) -> int:
@@ -157,3 +161,15 @@ def test_receipt_keys_place_one_input_partition_in_one_audit_partition():
         placed.setdefault(m.key(), set()).add(m.partition())
     assert placed and all(len(p) == 1 for p in placed.values())
     assert receipt_key("posts", 3) == b"receipt/posts/3" and parse_key(b"receipt/a/b/7") == ("a/b", 7)
+
+
+def test_the_writer_encodes_once_the_bytes_that_sign_then_encode_give():
+    """consumer/audit/writer.signed_value relies on hmac_sha256 being the schema's last field."""
+    from consumer.audit.receipts import sign
+    from consumer.audit.writer import signed_value
+    from tests.samples import RECEIPT as SAMPLE
+
+    for record in ({**SAMPLE, "hmac_sha256": ""}, {**SAMPLE, "decisions": [], "outputs": [], "hmac_sha256": ""}):
+        assert signed_value(CODEC, AUDIT_KEY.encode(), record) == CODEC.encode(
+            RECEIPT, sign(CODEC, AUDIT_KEY.encode(), record)
+        )

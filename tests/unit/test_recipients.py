@@ -420,3 +420,34 @@ def test_the_command_exits_1_when_the_scan_fails_and_2_on_a_configuration_error(
     monkeypatch.delenv("TF_KAFKA_BOOTSTRAP_SERVERS")
     code, _, err = run_command(broker(), monkeypatch, timeout=0.0)
     assert code == 2 and "--timeout" in err
+
+
+def test_with_an_audit_key_each_scan_is_kept_signed_on_the_audit_topic():
+    """The effectiveness report plots the lag over time from these (consumer/audit/recipients_record.py)."""
+    from consumer.audit.receipts import RECIPIENTS, signed_by
+    from consumer.audit.recipients_record import RecipientsRecorder
+    from tests.fakes import FakeKafka
+    from tests.service_fixture import CODEC
+
+    kafka = FakeKafka()
+    kafka.create_topic("audit", 2)
+    key = b"a" * 32
+    recorder = RecipientsRecorder(kafka.clients().producer({}), CODEC, key, "audit", replica="pod-1")
+    good = assess("ml-good", {0: 4}, {0: 0}, {0: 4}, {})
+    ignores = assess("ml-ignores", {}, {0: 0}, {0: 4}, {(0, 0): NOW - 7200_000})
+    exporter = RecipientsExporter(
+        Scripted([[good, ignores]]), Metrics(), RecordingLog(), 60, lambda: NOW / 1000, recorder=recorder
+    )
+    assert exporter.scan_once()
+    exporter.stop()
+    [msg] = kafka.records("audit")
+    snapshot = CODEC.decode_own(msg.value(), RECIPIENTS)
+    assert msg.key() == b"recipients/pod-1" and signed_by(CODEC, key, snapshot, RECIPIENTS)
+    by_group = {r["group"]: r for r in snapshot["recipients"]}
+    assert by_group["ml-ignores"] == {
+        "group": "ml-ignores",
+        "reads_revocations": False,
+        "unacknowledged": 4,
+        "oldest_unacknowledged_seconds": 7200.0,
+    }
+    assert by_group["ml-good"]["oldest_unacknowledged_seconds"] is None

@@ -42,6 +42,9 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "bench-consent-set-notes": lambda root: figures.consent_set_notes(figures.load(root, "consents.json")),
     "bench-shadow": lambda root: figures.shadow_overhead(figures.load(root, "shadow.json")),
     "bench-opt-in": lambda root: figures.opt_in_service(figures.load(root, "opt-in.json")),
+    "bench-receipts": lambda root: figures.receipts(
+        figures.load(root, "receipts.json"), figures.load(root, "hot-loop-receipts.json")
+    ),
     "bench-retractions": lambda root: figures.retractions(
         figures.load(root, "retractions.json"), figures.load(root, "hot-loop-changes.json")
     ),

@@ -354,6 +354,38 @@ def retractions(r: dict[str, Any], hot_loop: dict[str, Any]) -> str:
     return table(["figure", "measured", "goal met"], rows) + f"\n\nMeasured on {where}.\n"
 
 
+def receipts(r: dict[str, Any], hot_loop: dict[str, Any]) -> str:
+    """Issue 23's cost figures: the service without and with decision receipts, in alternating pairs
+    (`bench --only receipts`: results/receipts.json), and the hot loop alone under callgrind
+    (`hot_loop --receipts --instructions`: results/hot-loop-receipts.json)."""
+    x, m = r["receipts_service"], r["machine"]
+    low, high = x["cpu_ratio_paired_min_max"]
+    per_million = x["receipts_written"] / max(1, x["records_decided_with_receipts"]) * 1_000_000
+    rows = [
+        [
+            "service: CPU per record with receipts / without",
+            f"{x['cpu_ratio_paired']:.3f} ({low:.3f}–{high:.3f}), {x['repetitions']} alternating pairs; "
+            f"{x['without']['cpu_us_per_record']:.2f} against {x['with']['cpu_us_per_record']:.2f} CPU µs/record, "
+            f"{x['without']['records_per_second']:,.0f} against {x['with']['records_per_second']:,.0f} records/s, "
+            f"peak RSS {x['without']['peak_rss_mib']:.0f} against {x['with']['peak_rss_mib']:.0f} MiB (medians)",
+            _yes(x["cpu_ratio_paired"] <= 1.03) + " (goal: at most 3 % more)",
+        ],
+        ["receipts written", f"{x['receipts_written']:,} ({per_million:,.0f} per million records decided)", "–"],
+        [
+            "hot loop alone: instructions per record with receipts / without",
+            f"{hot_loop['ratio']:.3f} ({hot_loop['per_record']['with']:,.0f} / "
+            f"{hot_loop['per_record']['without']:,.0f} {hot_loop['unit']}; batches of 2,000, their receipts "
+            "signed and encoded, the delivery reports' spans)",
+            "– (the decide path and the receipts alone: no Kafka client in it)",
+        ],
+    ]
+    where = (
+        f"{m['cpu']}, {m['cores']} cores, {m['date']} (`tests/benchmarks/results/receipts.json`, "
+        "`tests/benchmarks/results/hot-loop-receipts.json`)"
+    )
+    return table(["figure", "measured", "goal met"], rows) + f"\n\nMeasured on {where}.\n"
+
+
 def _carrying(x: dict[str, Any] | None) -> list[str]:
     what = "service: CPU per record carrying a full change set / an empty one"
     if not x:
