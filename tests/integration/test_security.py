@@ -30,7 +30,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from consumer.audit.receipts import RECEIPT, chain_hash
+from consumer.audit.receipts import RECEIPT, chain_hash, parse_key
 from consumer.devtools.generator import StreamGenerator
 from consumer.devtools.local_kafka import LocalKafka, LocalKafkaError
 from consumer.devtools.topics import TopicSpec, ensure_topics
@@ -166,6 +166,8 @@ def receipt_chains(broker: LocalKafka, topic: str) -> dict[tuple[str, int], list
     """The audit topic's receipts by input partition, in the order written (one audit partition each)."""
     chains: dict[tuple[str, int], list[tuple[bytes, dict[str, Any]]]] = {}
     for m in read_all(broker.bootstrap, topic):
+        if parse_key(m.key()) is None:  # the record of recipients, kept beside the receipts
+            continue
         r = CODEC.decode_own(m.value(), RECEIPT)
         chains.setdefault((r["input_topic"], r["input_partition"]), []).append((m.value(), r))
     return chains
