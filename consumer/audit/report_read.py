@@ -34,6 +34,7 @@ from consumer.audit.report_series import (
 )
 from consumer.commands.transactional_pass import PassError
 from consumer.datapath.pseudonym import Pseudonymiser
+from consumer.operations.acls import audit_group
 from consumer.operations.clients import Clients
 from consumer.operations.settings import Settings
 from consumer.wire.codec import CONSENT, REVOCATION, Codec, CodecError
@@ -59,9 +60,9 @@ class TopicReader:
             settings.consumer_config(
                 {"log_level": 3},
                 **{
-                    # Assigned, never subscribed, never committed: the group only names the reader (under
-                    # the audit user's <group>-audit- prefix, consumer/operations/acls.py).
-                    "group.id": f"{settings.group_id}-audit-report-{uuid.uuid4().hex[:8]}",
+                    # Assigned, never subscribed, never committed: the group only names the reader, under
+                    # the prefix the auditors' KafkaUser may read (acls.audit_acls).
+                    "group.id": f"{audit_group(settings.group_id, 'report')}-{uuid.uuid4().hex[:8]}",
                     "enable.auto.commit": False,
                     "isolation.level": "read_committed",
                     "enable.partition.eof": True,

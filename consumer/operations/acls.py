@@ -1,8 +1,9 @@
-"""The Kafka ACLs training-filter needs, and nothing more: one list for the service (`required_acls`) and
-one for the operator commands `dlq replay` and `backfill` (`operations_acls`), which run as a Kafka user
-of their own; the Strimzi KafkaUsers in deploy/kubernetes/kafka and the security tests are checked
-against them. The consumer group and transactional id names the code uses are made here too, so that
-the lists cannot drift from them."""
+"""The Kafka ACLs training-filter needs, and nothing more: one list for the service (`required_acls`), one
+for the operator commands `dlq replay` and `backfill` (`operations_acls`) and one for the auditors'
+commands `audit verify` and `report` (`audit_acls`), each run as a Kafka user of its own; the Strimzi
+KafkaUsers in deploy/kubernetes/kafka and the security tests are checked against them. The consumer
+group and transactional id names the code uses are made here too, so that the lists cannot drift from
+them."""
 
 from __future__ import annotations
 
@@ -38,6 +39,17 @@ def backfill_group_prefix(group_id: str) -> str:
     return f"{group_id}-backfill-"
 
 
+def audit_group(group_id: str, command: str) -> str:
+    """The group.id of an audit command's consumer (`verify`, `report`; the service's own `chain`, which
+    reads the receipts' chain heads back): assigned, never committed."""
+    return f"{group_id}-audit-{command}"
+
+
+def audit_group_prefix(group_id: str) -> str:
+    """What every audit_group starts with: the auditors' user may read under it, and nothing else."""
+    return audit_group(group_id, "")
+
+
 def _read(topic: str) -> list[Acl]:
     return [Acl("TOPIC", topic, "LITERAL", "READ"), Acl("TOPIC", topic, "LITERAL", "DESCRIBE")]
 
@@ -66,10 +78,15 @@ def required_acls(
         acls += [Acl("TOPIC", topic, "LITERAL", "WRITE"), Acl("TOPIC", topic, "LITERAL", "DESCRIBE")]
     # The revocations topic is also read: the register of every objection, by pseudonym (optout_feed.py).
     acls.append(Acl("TOPIC", topics.revocations, "LITERAL", "READ"))
+    # The audit topic, append-only: Write (the receipts), Describe (its partition count places them) and
+    # Read (the chain's head of each assigned partition, by assignment under the "-audit-chain" group,
+    # consumer/audit/writer.py). Never Delete (DeleteRecords), Alter or AlterConfigs: the service cannot
+    # take back, truncate or shorten the retention of what it has said it decided.
+    acls += [Acl("TOPIC", topics.audit, "LITERAL", op) for op in ("WRITE", "DESCRIBE", "READ")]
     # The output topics' max.message.bytes sets the input size limit (output_limits.py).
     for topic in (topics.training, topics.dlq):
         acls.append(Acl("TOPIC", topic, "LITERAL", "DESCRIBE_CONFIGS"))
-    # The input group, and the "-optout-feed" and "-revocations" groups derived from it.
+    # The input group, and the "-optout-feed", "-revocations" and "-audit-chain" groups derived from it.
     acls.append(Acl("GROUP", group_id, "PREFIXED", "READ"))
     # The record of recipients (consumer/audit/recipients.py): Describe on every group lets ListGroups
     # list them all (KIP-231: without Describe on the cluster, only the groups one may Describe) and
@@ -132,4 +149,40 @@ def operations_acls(
             Acl("TRANSACTIONAL_ID", name, pattern, "WRITE"),
             Acl("TRANSACTIONAL_ID", name, pattern, "DESCRIBE"),
         ]
+    return acls
+
+
+def audit_acls(
+    group_id: str = "training-filter",
+    topics: TopicNames = DEFAULT_TOPICS,
+    consent_topic: str | None = None,
+) -> list[Acl]:
+    """The KafkaUser "training-filter-audit" of `audit verify` and `report` (docs/audit.md), the auditors':
+    Read on everything they re-read to check a decision, and Write on the audit topic alone, where the
+    verifier appends its signed result. It writes no record, retraction or dead letter, and joins no
+    group of the service: an auditor can check the service, never act as it."""
+    acls = []
+    # The verifier re-reads the input ranges, rebuilds the feeds (opt-outs, changes, consents where a
+    # policy is opt-in), compares the emitted records and revocations, counts the dead letters; the
+    # report reads the receipts and the feeds' and revocations' timestamps.
+    read = (
+        topics.posts,
+        topics.ai,
+        topics.optouts,
+        *((consent_topic,) if consent_topic else ()),
+        topics.content_changes,
+        topics.account_changes,
+        topics.training,
+        topics.revocations,
+        topics.dlq,
+        topics.audit,
+    )
+    for topic in read:
+        acls += _read(topic)
+    # Append-only, as the service's: never Delete, Alter or AlterConfigs on the audit topic.
+    acls.append(Acl("TOPIC", topics.audit, "LITERAL", "WRITE"))
+    # Its consumers are assigned and commit nothing; librdkafka still asks for their group's coordinator.
+    acls.append(Acl("GROUP", audit_group_prefix(group_id), "PREFIXED", "READ"))
+    # An idempotent producer for the result (brokers before 3.0 ask for this; it lets it write nothing).
+    acls.append(Acl("CLUSTER", "kafka-cluster", "LITERAL", "IDEMPOTENT_WRITE"))
     return acls

@@ -87,6 +87,12 @@ ENV_FILES: tuple[EnvFile, ...] = (
                 'The Secret "training-filter-hmac" is mounted there: the key is never in a ConfigMap.',
             ),
             given(
+                "TF_AUDIT_KEY_FILE",
+                "/etc/training-filter/audit/key",
+                'The Secret "training-filter-audit-key" is mounted there: the replicas sign their decision receipts '
+                "(docs/audit.md) with it, a key apart from the pseudonymisation key.",
+            ),
+            given(
                 "TF_POLICY_FILE",
                 "/etc/training-filter/policy/policy.toml",
                 'The ConfigMap "training-filter-policy" (base/policy.toml, a copy of the packaged default) is '

@@ -32,6 +32,7 @@ from consumer.feeds.background import BackgroundSync
 from consumer.feeds.feeds import Feeds
 from consumer.feeds.snapshots import Snapshots
 from consumer.operations import logs
+from consumer.operations.acls import audit_group
 from consumer.operations.clients import Clients
 from consumer.operations.metrics import Metrics
 from consumer.operations.settings import ConfigError, Settings
@@ -197,7 +198,7 @@ class Builder:
         reader = self.clients.consumer(
             s.consumer_config(
                 **{
-                    "group.id": f"{s.group_id}-audit-chain",  # never joined, never committed: assign only
+                    "group.id": audit_group(s.group_id, "chain"),  # never joined, never committed: assign only
                     "enable.auto.commit": False,
                     "isolation.level": "read_committed",
                     "enable.partition.eof": True,

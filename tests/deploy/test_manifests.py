@@ -21,7 +21,15 @@ import yaml
 from consumer.commands.backfill_scope import Scope
 from consumer.consents.fingerprints import slots_for
 from consumer.devtools.docs.links import anchors
-from consumer.operations.acls import Acl, feed_group, operations_acls, replay_group, required_acls
+from consumer.operations.acls import (
+    Acl,
+    audit_acls,
+    audit_group,
+    feed_group,
+    operations_acls,
+    replay_group,
+    required_acls,
+)
 from consumer.operations.settings import load_settings
 from rules.policy import default_policy_path, load_policy
 from tests.deploy.k8s import (
@@ -51,6 +59,18 @@ OPT_IN = DEPLOY / "kubernetes" / "components" / "opt-in-consent"
 RUNBOOK = "https://github.com/platform/training-filter/blob/main/docs/operating.md"
 STRIMZI = "kafka.strimzi.io"
 OPERATIONS_USER = "training-filter-operations"  # the operator commands' KafkaUser
+AUDIT_USER = "training-filter-audit"  # the auditors' KafkaUser (audit verify, report)
+AUDIT_TOPIC = "training-filter.audit.v1"
+# Test values of the pod's keys, by Secret (a generated one under its hashed name): the audit key must
+# differ from the pseudonymisation key, or the service refuses it.
+KEYS = {"training-filter-hmac": "k" * 32, "training-filter-audit-key": "a" * 32}
+
+
+def key_of(secret_name: str) -> str:
+    """The test value of a key Secret, by its name with or without kustomize's hash."""
+    (value,) = [v for name, v in KEYS.items() if re.fullmatch(rf"{name}(-[a-z0-9]{{10}})?", secret_name)] or [None]
+    assert value is not None, f"no test value for the Secret {secret_name}: add it to KEYS"
+    return value
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -124,26 +144,33 @@ def test_the_pod_meets_the_restricted_profile_and_shuts_down_in_time(overlay):
     config = generated(docs, "ConfigMap", "training-filter")
     assert pod["terminationGracePeriodSeconds"] > float(config["data"]["TF_SHUTDOWN_GRACE_SECONDS"])
     mounts = {m["mountPath"] for m in c["volumeMounts"]}
-    for setting in ("TF_OPTOUT_SNAPSHOT_PATH", "TF_HMAC_KEY_FILE", "TF_POLICY_FILE", "TF_KAFKA_SSL_CA_LOCATION"):
+    for setting in (
+        "TF_OPTOUT_SNAPSHOT_PATH",
+        "TF_HMAC_KEY_FILE",
+        "TF_AUDIT_KEY_FILE",
+        "TF_POLICY_FILE",
+        "TF_KAFKA_SSL_CA_LOCATION",
+    ):
         assert str(Path(config["data"][setting]).parent) in mounts, setting
     if "TF_CONSENT_SNAPSHOT_PATH" in config["data"]:
         assert str(Path(config["data"]["TF_CONSENT_SNAPSHOT_PATH"]).parent) in mounts
     secret_env = {e["name"] for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
     assert secret_env == {"TF_KAFKA_SASL_PASSWORD"}
-    assert not any("HMAC_KEY" in k and k != "TF_HMAC_KEY_FILE" for k in config["data"]), "no key in a ConfigMap"
+    for key in ("HMAC_KEY", "AUDIT_KEY"):
+        assert not any(key in k and k != f"TF_{key}_FILE" for k in config["data"]), "no key in a ConfigMap"
 
 
 def _pod_settings(docs: list[dict], pod_name: str, root: Path):
     """The service's own settings loader on the environment and files the rendered pod would have."""
     secrets = {
         ("training-filter", "password"): "a-password",
-        ("training-filter-hmac", "key"): "k" * 32,
+        **{(name, "key"): value for name, value in KEYS.items()},
         ("platform-kafka-cluster-ca-cert", "ca.crt"): "-----BEGIN CERTIFICATE-----",
         ("dev-kafka-cluster-ca-cert", "ca.crt"): "-----BEGIN CERTIFICATE-----",
     }
-    for secret in kinds(docs, "Secret"):  # generated ones (the dev key) under their hashed names
-        for key in secret.get("data", {}):
-            secrets[(secret["metadata"]["name"], key)] = "k" * 32
+    for secret in kinds(docs, "Secret"):  # generated ones (the dev keys) under their hashed names
+        if secret["metadata"]["name"] != "training-filter-kafka-username":
+            secrets[(secret["metadata"]["name"], "key")] = key_of(secret["metadata"]["name"])
     env = container_environment(docs, pod_name, secrets)
     mounts = mounted_files(docs, root, secrets)
     return env, load_settings(relocate(env, mounts))
@@ -167,6 +194,9 @@ def test_the_rendered_pod_configuration_is_accepted_by_the_service(overlay, tmp_
         assert settings.policy == load_policy(default_policy_path())
         assert settings.consent_topic is None
     assert settings.kafka_common["sasl.password"] == "a-password"
+    # Receipts on, signed with the mounted audit key (not the pseudonymisation key), on the declared topic.
+    assert settings.audit_key == KEYS["training-filter-audit-key"].encode() != settings.hmac_key
+    assert settings.audit_topic == AUDIT_TOPIC
     assert settings.exactly_once is overlay.endswith("exactly-once")
     # dev evaluates the shadow-policy component's candidate beside the default (counted only)
     if overlay == "dev":
@@ -313,8 +343,8 @@ def test_the_kafka_secrets_are_replicated_into_the_service_namespace(overlay):
     KafkaUser asks the replicator to copy it into the service's namespace, where the pod and KEDA's
     TriggerAuthentication read it under the same name."""
     docs = render(overlay)
-    assert {u["metadata"]["name"] for u in kinds(docs, "KafkaUser")} == {"training-filter", OPERATIONS_USER}
-    for each in kinds(docs, "KafkaUser"):  # the operator commands' user too (components/operations)
+    assert {u["metadata"]["name"] for u in kinds(docs, "KafkaUser")} == {"training-filter", OPERATIONS_USER, AUDIT_USER}
+    for each in kinds(docs, "KafkaUser"):  # the operator commands' and the auditors' users too
         annotations = each["spec"]["template"]["secret"]["metadata"]["annotations"]
         reflector = "reflector.v1.k8s.emberstack.com/"
         assert annotations[reflector + "reflection-allowed"] == "true"
@@ -342,15 +372,16 @@ def test_podmonitor_and_prometheusrule_carry_the_same_release_label(overlay):
 
 
 @pytest.mark.parametrize("overlay", ["prod", "prod-opt-in"])
-@pytest.mark.parametrize("user_name", ["training-filter", OPERATIONS_USER])
+@pytest.mark.parametrize("user_name", ["training-filter", OPERATIONS_USER, AUDIT_USER])
 def test_the_kafka_user_grants_exactly_the_required_acls(overlay, user_name):
     """Each KafkaUser grants exactly its list of consumer/operations/acls.py: the service's
-    `required_acls`, the operator commands' `operations_acls` (no more: not the service's groups)."""
+    `required_acls`, the operator commands' `operations_acls`, the auditors' `audit_acls` (no more:
+    not the service's groups)."""
     docs = render(overlay)
     consent_topic = generated(docs, "ConfigMap", "training-filter")["data"].get("TF_CONSENT_TOPIC")
     assert (consent_topic is not None) is (overlay == "prod-opt-in")
     user = one(docs, "KafkaUser", user_name)
-    acls = required_acls if user_name == "training-filter" else operations_acls
+    acls = {"training-filter": required_acls, OPERATIONS_USER: operations_acls, AUDIT_USER: audit_acls}[user_name]
     assert granted_acls(user) == wanted_acls(acls(consent_topic=consent_topic))
 
 
@@ -399,6 +430,64 @@ def test_the_operations_user_reads_what_the_service_user_may_not_and_shares_no_g
         ("topic", "training.eligible.v1", "literal", "Write"),
         ("topic", "training.revocations.v1", "literal", "Write"),
     }
+
+
+# What a KafkaUser could do to the audit topic beyond appending to it and reading it: delete records
+# (DeleteRecords is the Delete operation), change its retention or cleanup policy, or everything.
+TAMPERING = {"Delete", "Alter", "AlterConfigs", "All"}
+
+
+@pytest.mark.parametrize("overlay", ["prod", "prod-opt-in"])
+def test_the_audit_topic_is_append_only_for_every_user(overlay):
+    """The service appends receipts and reads their chain back; the auditors read and append the
+    verifier's result; the operator commands have no right on it. Nobody may delete or reconfigure it."""
+    docs = render(overlay)
+    on_audit = {
+        name: {op for kind, topic, _, op in granted_acls(one(docs, "KafkaUser", name)) if topic == AUDIT_TOPIC}
+        for name in ("training-filter", OPERATIONS_USER, AUDIT_USER)
+    }
+    assert on_audit == {
+        "training-filter": {"Write", "Describe", "Read"},
+        OPERATIONS_USER: set(),
+        AUDIT_USER: {"Read", "Describe", "Write"},
+    }
+    for name in on_audit:
+        user = granted_acls(one(docs, "KafkaUser", name))
+        assert not {a for a in user if a[3] in TAMPERING}, name
+        assert not {a for a in user if a[0] == "topic" and a[2] == "prefix"}, (
+            f"{name}: a topic prefix reaches the audit topic"
+        )
+        assert not {a for a in user if a[0] == "cluster" and a[3] != "IdempotentWrite"}, name
+
+
+@pytest.mark.parametrize("overlay", ["prod", "prod-opt-in"])
+def test_the_audit_user_reads_what_the_verifier_rereads_and_writes_only_the_audit_topic(overlay):
+    """`audit verify` re-reads every topic a decision depends on or produced; neither it nor `report`
+    writes a record, a retraction or a dead letter, uses a transactional id, or joins the service's
+    groups: only its own `-audit-<command>` groups."""
+    docs = render(overlay)
+    config = generated(docs, "ConfigMap", "training-filter")["data"]
+    audit = granted_acls(one(docs, "KafkaUser", AUDIT_USER))
+    topics = [
+        "posts.v1",
+        "ai-interactions.v1",
+        "privacy.optouts.v1",
+        "content.changes.v1",
+        "accounts.changes.v1",
+        "training.eligible.v1",
+        "training.revocations.v1",
+        "training-filter.dlq.v1",
+        AUDIT_TOPIC,
+    ] + ([config["TF_CONSENT_TOPIC"]] if overlay == "prod-opt-in" else [])
+    for topic in topics:
+        assert {("topic", topic, "literal", op) for op in ("Read", "Describe")} <= audit, topic
+    assert {a for a in audit if a[3] == "Write"} == {("topic", AUDIT_TOPIC, "literal", "Write")}
+    assert not [a for a in audit if a[0] == "transactionalId"]
+    assert {(name, pattern) for kind, name, pattern, _ in audit if kind == "group"} == {
+        ("training-filter-audit-", "prefix")
+    }
+    for command in ("verify", "report"):
+        assert audit_group(config["TF_GROUP_ID"], command).startswith("training-filter-audit-")
 
 
 def test_the_operations_acls_cover_the_names_the_commands_use():
@@ -536,6 +625,30 @@ def test_the_output_topics_take_the_largest_output(overlay):
     topics = {t["metadata"]["name"]: t for t in kinds(render(overlay), "KafkaTopic")}
     for name in ("training.eligible.v1", "training-filter.dlq.v1"):
         assert int(topics[name]["spec"]["config"]["max.message.bytes"]) == REQUIRED_TOPIC_BYTES, name
+
+
+# The receipts are the accountability record: kept at least a year's audit (the KafkaTopic says 400 days).
+AUDIT_RETENTION_MIN_MS = 365 * 86_400_000
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_audit_topic_keeps_every_receipt_for_a_year_on_a_fixed_partition_count(overlay):
+    """Delete only (compaction by key would keep one receipt per input partition and break the chain),
+    at least a year's retention and longer than the data it speaks for, replicated as the outputs are,
+    and a partition count written out: receipts are placed by crc32(key) modulo it (writer.py)."""
+    docs = render(overlay)
+    name = generated(docs, "ConfigMap", "training-filter")["data"].get("TF_AUDIT_TOPIC", AUDIT_TOPIC)
+    topics = {t["spec"].get("topicName", t["metadata"]["name"]): t for t in kinds(docs, "KafkaTopic")}
+    spec = topics[name]["spec"]
+    config = spec["config"]
+    assert str(config.get("cleanup.policy")) == "delete", f"{name}: receipts must never be compacted"
+    assert int(config["retention.ms"]) >= AUDIT_RETENTION_MIN_MS, f"{name}: less than a year's audit"
+    assert int(config["retention.ms"]) > int(topics["training.eligible.v1"]["spec"]["config"]["retention.ms"])
+    assert int(config.get("retention.bytes", "-1")) == -1, f"{name}: a size bound would drop receipts early"
+    assert config["min.insync.replicas"] == "2" and spec["replicas"] == 3
+    assert isinstance(spec["partitions"], int) and spec["partitions"] > 0
+    text = (DEPLOY / "kubernetes" / "kafka" / "kafkatopics.yaml").read_text()
+    assert "NEVER add partitions" in text, "the KafkaTopic must warn that its partitions are fixed"
 
 
 # The DLQ holds original input values (personal data) for as long as it keeps them: long enough for an

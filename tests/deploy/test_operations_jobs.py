@@ -18,7 +18,7 @@ from consumer.commands.backfill_scope import scope_of
 from consumer.operations.settings import load_settings
 from rules.policy import load_policy
 from tests.deploy.k8s import container_environment, kinds, mounted_files, one, relocate, selects, workload
-from tests.deploy.test_manifests import K8S_VERSION, NAMESPACES, OPERATIONS_USER
+from tests.deploy.test_manifests import K8S_VERSION, KEYS, NAMESPACES, OPERATIONS_USER, key_of
 from tests.deploy.tools import DEPLOY, OVERLAYS, render, render_operations, render_operations_text, tool
 
 JOBS = {"training-filter-backfill": "backfill", "training-filter-dlq-replay": "dlq replay"}
@@ -41,13 +41,13 @@ def job_settings(docs: list[dict], job: dict, root: Path):
     """The service's settings loader on what the Job's pod would have, and the pod's environment."""
     secrets = {
         (OPERATIONS_USER, "password"): "an-operations-password",
-        ("training-filter-hmac", "key"): "k" * 32,
+        **{(name, "key"): value for name, value in KEYS.items()},
         ("platform-kafka-cluster-ca-cert", "ca.crt"): "-----BEGIN CERTIFICATE-----",
         ("dev-kafka-cluster-ca-cert", "ca.crt"): "-----BEGIN CERTIFICATE-----",
     }
     for secret in kinds(docs, "Secret"):
-        for key in secret.get("data", {}):
-            secrets[(secret["metadata"]["name"], key)] = "k" * 32
+        if secret["metadata"]["name"] != "training-filter-kafka-username":
+            secrets[(secret["metadata"]["name"], "key")] = key_of(secret["metadata"]["name"])
     env = container_environment(docs, f"{job['metadata']['name']}-x7k2p", secrets, job)
     mounts = mounted_files(docs, root, secrets, job)
     return env, relocate(env, mounts), mounts
@@ -126,6 +126,13 @@ def test_the_jobs_configuration_is_accepted_and_a_dry_run_unless_for_real(overla
         assert settings.kafka_common["sasl.username"] == OPERATIONS_USER
         assert settings.kafka_common["sasl.password"] == "an-operations-password"
         assert settings.group_id == "training-filter", "the operations KafkaUser's ACLs are named after it"
+        # The commands write no receipts: the audit key stays with the service and the auditors.
+        assert settings.audit_key is None
+        assert not [
+            v
+            for v in pod_of(job)[0]["volumes"]
+            if v.get("secret", {}).get("secretName", "").startswith("training-filter-audit-key")
+        ]
         args = build_parser().parse_args(pod_of(job)[1]["args"])
         assert (
             " ".join(pod_of(job)[1]["args"][: len(JOBS[job["metadata"]["name"]].split())])
