@@ -25,6 +25,7 @@ from confluent_kafka import KafkaError, TopicPartition
 from consumer import __version__
 from consumer.audit.audited_batch import AuditedBatch
 from consumer.audit.receipts import RECEIPT, chain_hash, parse_key, receipt_key
+from consumer.feeds.ends import FeedError
 from consumer.operations.settings import Settings
 from consumer.wire.codec import Codec
 
@@ -32,8 +33,8 @@ from consumer.wire.codec import Codec
 FIRST_WINDOW, HEAD_LOOKUP_SECONDS = 256, 30.0
 
 
-class AuditTopicError(Exception):
-    """The audit topic cannot be used (missing, or its partitions unknown)."""
+class AuditTopicError(FeedError):
+    """The audit topic cannot be used: its receipts cannot be read back (the service stops, exit 1)."""
 
 
 def audit_partition(key: bytes, partitions: int) -> int:
@@ -94,6 +95,12 @@ class ChainHeads:
             while not done and self.clock() < deadline:
                 for msg in self.reader.consume(num_messages=1000, timeout=0.5):
                     err = msg.error()
+                    if err is not None and err.code() != KafkaError._PARTITION_EOF and not err.retriable():
+                        # Without Read on the audit topic every chain would restart unseen: stop instead.
+                        raise AuditTopicError(
+                            f"TF_AUDIT_TOPIC={self.topic}: cannot read the last receipts back ({err.name()}); "
+                            "the service needs Read on the audit topic (consumer/operations/acls.py)"
+                        )
                     if err is not None:
                         done = done or err.code() == KafkaError._PARTITION_EOF
                     elif msg.offset() >= end:

@@ -183,6 +183,9 @@ def audit_acls(
     acls.append(Acl("TOPIC", topics.audit, "LITERAL", "WRITE"))
     # Its consumers are assigned and commit nothing; librdkafka still asks for their group's coordinator.
     acls.append(Acl("GROUP", audit_group_prefix(group_id), "PREFIXED", "READ"))
+    # The verifier asks how far the service's retraction emitter has committed (a retraction is owed
+    # for every feed record it passed): Describe on that one group lets it fetch the offsets, not join.
+    acls.append(Acl("GROUP", f"{group_id}-revocations", "LITERAL", "DESCRIBE"))
     # An idempotent producer for the result (brokers before 3.0 ask for this; it lets it write nothing).
     acls.append(Acl("CLUSTER", "kafka-cluster", "LITERAL", "IDEMPOTENT_WRITE"))
     return acls

@@ -46,7 +46,9 @@ def test_the_auditors_write_only_the_audit_topic_and_read_only_under_their_own_g
     acls = audit_acls("tf", consent_topic="consents")
     writes = {(a.resource_type, a.name) for a in acls if a.operation == "WRITE"}
     assert writes == {("TOPIC", "training-filter.audit.v1")}
-    assert {(a.name, a.pattern) for a in acls if a.resource_type == "GROUP"} == {("tf-audit-", "PREFIXED")}
+    groups = {(a.name, a.pattern, a.operation) for a in acls if a.resource_type == "GROUP"}
+    # Read under its own prefix; Describe only on the emitter's group (the verifier fetches its offsets).
+    assert groups == {("tf-audit-", "PREFIXED", "READ"), ("tf-revocations", "LITERAL", "DESCRIBE")}
     assert audit_group_prefix("tf") == "tf-audit-"
     for command in ("verify", "report"):
         assert audit_group("tf", command) == f"tf-audit-{command}"
@@ -65,5 +67,5 @@ def test_the_report_reads_under_an_audit_group_the_auditors_user_may_use():
     clients = FakeKafka().clients()
     TopicReader(clients, s).close()
     (reader,) = clients.made
-    (prefix,) = [a.name for a in audit_acls(s.group_id) if a.resource_type == "GROUP"]
+    (prefix,) = [a.name for a in audit_acls(s.group_id) if a.resource_type == "GROUP" and a.operation == "READ"]
     assert reader.group_id.startswith(audit_group(s.group_id, "report")) and reader.group_id.startswith(prefix)

@@ -91,7 +91,11 @@ def test_a_deleted_receipt_is_a_gap_and_a_broken_chain(receipted, monkeypatch):
 def _middle(kafka: Any) -> Any:
     """A receipt of audit partition 0 that has a successor in its chain."""
     log = kafka.topics["audit"].partitions[0]
-    return next(r for i, r in enumerate(log) if any(later.key == r.key for later in log[i + 1 :]))
+    return next(
+        r
+        for i, r in enumerate(log)
+        if r.key.startswith(b"receipt/") and any(later.key == r.key for later in log[i + 1 :])
+    )
 
 
 def _edit(kafka: Any, change: dict[str, Any], key: bytes | None) -> None:
@@ -137,7 +141,7 @@ def test_a_post_decided_without_an_old_opt_out_is_a_stale_feed(base, monkeypatch
     clone = copy(kafka)
     # An opt-out the broker appended an hour before the service decided, which no receipt's positions
     # include: the feed was stale and the service should have paused (its author's posts were emitted).
-    receipts = [CODEC.decode_own(m.value(), RECEIPT) for m in clone.records("audit")]
+    receipts = [CODEC.decode_own(m.value(), RECEIPT) for m in clone.records("audit") if m.key().startswith(b"receipt/")]
     decided_at = min(int(r["decided_at"].timestamp() * 1000) for r in receipts)
     optout = CODEC.encode(OPTOUT, {"user_id": "late-user", "opted_out_at": 0, "source": "objection_form"})
     clone.append("optouts", optout, b"late-user", partition=0, timestamp=decided_at - 3_600_000)

@@ -178,3 +178,31 @@ def test_the_writer_encodes_once_the_bytes_that_sign_then_encode_give():
         assert signed_value(CODEC, AUDIT_KEY.encode(), record) == CODEC.encode(
             RECEIPT, sign(CODEC, AUDIT_KEY.encode(), record)
         )
+
+
+def test_a_chain_head_that_cannot_be_read_back_stops_the_service_instead_of_a_silent_new_chain():
+    """Without Read on the audit topic every chain would restart unseen (the verifier would call each a
+    broken chain): the head's look-up names the topic and what to grant."""
+    from confluent_kafka import KafkaError
+
+    from consumer.audit.writer import AuditTopicError, ChainHeads
+    from tests.fakes import Msg
+    from tests.service_fixture import RecordingLog
+
+    class Refused:
+        def get_watermark_offsets(self, tp: Any, timeout: float = -1, cached: bool = False) -> tuple[int, int]:
+            return 0, 10
+
+        def assign(self, partitions: Any) -> None:
+            pass
+
+        def unassign(self) -> None:
+            pass
+
+        def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Msg]:
+            error = KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED)
+            return [Msg("audit", None, None, 0, 0, error=error)]
+
+    heads = ChainHeads(Refused(), "audit", 2, RecordingLog())
+    with pytest.raises(AuditTopicError, match="TF_AUDIT_TOPIC=audit: cannot read the last receipts back"):
+        heads.assigned([("posts", 0)])
