@@ -8,8 +8,9 @@ acknowledged them. A crash between the two repeats some, which a reader tolerate
 
 - an opt-out: the author, for good (key `<pseudonym>`, as version 1);
 - a consent withdrawal: the author (key `consent/<pseudonym>`); a grant after a withdrawal: the same
-  key, now only what was created before the grant (the consent mirror says whether the user withdrew
-  before: `withdrew_before`; asked again while it has not read that far);
+  key, now only what was created before the first grant since the withdrawal (the consent mirror says
+  whether the user withdrew before, and since when they are eligible again: `regrant_bound`; asked
+  again while it has not read that far);
 - a content change: the record (key `content/<record_id>`);
 - an account change: what the account's facts retract under the active policy (key `account/<pseudonym>`;
   a deletion `deleted/<pseudonym>`, which nothing replaces).
@@ -42,7 +43,10 @@ from consumer.wire.registry import RegistryUnavailable
 from rules import DEFAULT_CLOCK_SKEW_MS, Decider, Retraction, account_retraction
 
 REVOCATION_QUEUE_KBYTES = 16_384
-WithdrewBefore = Callable[[bytes, int, str, int, int], "bool | None"]
+# (pseudonym, grant's at, its topic, partition, offset) -> the bound (ms), NO_BOUND (a first grant), or
+# None: the consent mirror has not read that far (ask again).
+RegrantBound = Callable[[bytes, int, str, int, int], "int | None"]
+NO_BOUND = -1
 
 
 def key(reason: Retraction, pseudonym: bytes, record_id: str | None = None) -> bytes:
@@ -116,7 +120,7 @@ class RetractionEmitter:
         metrics: Metrics,
         log: Any,
         flush_seconds: float,
-        withdrew_before: WithdrewBefore | None = None,
+        regrant_bound: RegrantBound | None = None,
         clock_skew_ms: int = DEFAULT_CLOCK_SKEW_MS,
     ) -> None:
         self.sources = sources
@@ -124,7 +128,7 @@ class RetractionEmitter:
         self.pseudonym = pseudonymiser.pseudonym
         self.decider = decider  # the active policy: what an account's facts retract
         self.skew_ms = clock_skew_ms  # with the clock, the latest created_at a record can have (as the batch)
-        self.withdrew_before = withdrew_before
+        self.regrant_bound = regrant_bound
         self.metrics = metrics
         self.log = log
         self.flush_seconds = flush_seconds
@@ -230,18 +234,18 @@ class RetractionEmitter:
         if not granted:
             return [self._author(Retraction.CONSENT_WITHDRAWN, u, at_ms) for u in users]
         out = []
-        for user_id in users:  # a grant retracts what was written before it, if the user withdrew before
-            regrant = self._withdrew_before(self.pseudonym(user_id), at_ms, msg)
-            if regrant is None:
+        for user_id in users:  # after a withdrawal, a grant retracts what was written before it counts from
+            bound = self._regrant_bound(self.pseudonym(user_id), at_ms, msg)
+            if bound is None:
                 return None
-            if regrant:
-                out.append(self._author(Retraction.CONSENT_WITHDRAWN, user_id, at_ms, before=at_ms))
+            if bound != NO_BOUND:
+                out.append(self._author(Retraction.CONSENT_WITHDRAWN, user_id, at_ms, before=bound))
         return out
 
-    def _withdrew_before(self, pseudonym: bytes, at_ms: int, msg: Any) -> bool | None:
-        if self.withdrew_before is None:
-            return False
-        return self.withdrew_before(pseudonym, at_ms, msg.topic(), msg.partition(), msg.offset())
+    def _regrant_bound(self, pseudonym: bytes, at_ms: int, msg: Any) -> int | None:
+        if self.regrant_bound is None:
+            return NO_BOUND
+        return self.regrant_bound(pseudonym, at_ms, msg.topic(), msg.partition(), msg.offset())
 
     def _produce(self, batch: PendingBatch, k: bytes, v: dict[str, Any]) -> None:
         encoded = self.codec.encode(REVOCATION, v)

@@ -170,14 +170,16 @@ def consent_mirror(
     )
 
 
-def history_query(mirror: TopicMirror[ConsentApplier]) -> Callable[[bytes, int, str, int, int], bool | None]:
-    """What the retraction emitter asks of a grant it handles (consumer/changes/retractions.py): did this
-    user withdraw before `at_ms`? None while the mirror has not read the topic that far (ask again)."""
+def history_query(mirror: TopicMirror[ConsentApplier]) -> Callable[[bytes, int, str, int, int], int | None]:
+    """What the retraction emitter asks of a grant it handles (consumer/changes/retractions.py): since
+    when is this user eligible again, if they withdrew before `at_ms` (-1: they did not, a first grant)?
+    None while the mirror has not read the topic that far (ask again)."""
 
-    def withdrew_before(pseudonym: bytes, at_ms: int, topic: str, partition: int, offset: int) -> bool | None:
+    def regrant_bound(pseudonym: bytes, at_ms: int, topic: str, partition: int, offset: int) -> int | None:
         with mirror.lock:
             if mirror.positions.get((topic, partition), 0) <= offset:
                 return None
-            return mirror.applier.history.withdrew_before(pseudonym, at_ms)
+            bound = mirror.applier.history.regrant_bound(pseudonym, at_ms)
+            return -1 if bound is None else bound
 
-    return withdrew_before
+    return regrant_bound

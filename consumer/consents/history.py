@@ -69,8 +69,26 @@ class ConsentHistory:
             return True  # a first grant: the user's earlier content too, as before
         if at_ms <= known:
             return False
-        self.since[pseudonym] = at_ms
+        if self._counted(pseudonym, known, at_ms) is None:
+            self.since[pseudonym] = at_ms
         return True
+
+    def _counted(self, pseudonym: bytes, known: int, at_ms: int) -> int | None:
+        """The grant after the latest withdrawal (`known`) that counts already, if it is not later than
+        `at_ms`: the first that followed the withdrawal; a repeat of it moves nothing."""
+        current = self.since.get(pseudonym)
+        if current is not None and current != BLOCKED and known < current <= at_ms:
+            return current
+        return None
+
+    def regrant_bound(self, pseudonym: bytes, at_ms: int) -> int | None:
+        """What a grant at `at_ms` makes eligible from, if the user withdrew before it (None: a first
+        grant, or a withdrawal after it supersedes it): the first grant since that withdrawal."""
+        known = self.withdrawn.get(pseudonym)
+        if known is None or known >= at_ms:
+            return None
+        counted = self._counted(pseudonym, known, at_ms)
+        return at_ms if counted is None else counted
 
     def withdrawal_retracted(self, pseudonym: bytes, at_ms: int, granted: bool) -> bool:
         """A `consent/` retraction of a withdrawal (created_before null) read back. `granted`: the consent
@@ -95,14 +113,9 @@ class ConsentHistory:
             self.withdrawn[pseudonym] = since_ms - 1  # some withdrawal before it: older grants are stale
         elif known >= since_ms:
             return True  # withdrawn again after this re-grant: the later withdrawal stands
-        current = self.since.get(pseudonym)
-        if current is None or current == BLOCKED or since_ms > current:
+        if self._counted(pseudonym, self.withdrawn[pseudonym], since_ms) is None:
             self.since[pseudonym] = since_ms
         return True
-
-    def withdrew_before(self, pseudonym: bytes, at_ms: int) -> bool:
-        known = self.withdrawn.get(pseudonym)
-        return known is not None and known < at_ms
 
     # -- snapshots ---------------------------------------------------------------------------------
 

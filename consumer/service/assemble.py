@@ -233,7 +233,7 @@ class Builder:
             self.metrics,
             self.log,
             s.revoke_flush_seconds,
-            withdrew_before=history_query(feeds.consents) if opt_in and feeds.consents is not None else None,
+            regrant_bound=history_query(feeds.consents) if opt_in and feeds.consents is not None else None,
             clock_skew_ms=int(s.clock_skew_seconds * 1000),
         )
 

@@ -343,3 +343,20 @@ def test_a_record_admitted_with_its_accounts_birth_date_is_decided_under_a_shado
     run(proc, [Msg("posts", value, b"u-known")])
     assert shadow.totals == {(Source.POST, Reason.ELIGIBLE, Reason.ELIGIBLE): 1}
     assert [topic for topic, *_ in producer.sent] == ["training"]
+
+
+def test_a_second_grant_after_one_withdrawal_does_not_move_the_bound_of_the_first():
+    """Withdrawn at 1,000, granted at 2,000, the grant sent again at 3,000 (a consent service that
+    re-publishes): what was written from 2,000 on is eligible (the first grant that followed the
+    withdrawal, as docs/retractions.md and the oracle say), not only from 3,000 on; and the second
+    grant's retraction names the same bound, so that a reader holding the last read keeps the same."""
+    history = ConsentHistory(10)
+    p = b"p" * 64
+    assert history.withdraw(p, 1_000)
+    assert history.grant(p, 2_000) and history.since[p] == 2_000
+    assert history.grant(p, 3_000) and history.since[p] == 2_000, "the repeat changes nothing"
+    assert history.regrant_bound(p, 3_000) == 2_000 and history.regrant_bound(p, 2_000) == 2_000
+    assert history.regrant_bound(p, 500) is None, "no withdrawal before it: a first grant"
+    assert history.withdraw(p, 4_000) and history.grant(p, 5_000) and history.since[p] == 5_000, "a new withdrawal"
+    history.regrant_retracted(p, 6_000)  # the ledger's retraction of a later repeat
+    assert history.since[p] == 5_000

@@ -144,16 +144,20 @@ def test_a_re_grant_under_opt_in_admits_only_what_was_written_after_it(tmp_path)
         kafka.append("consents", consent(regranted, False, 1_000), regranted.encode())
         kafka.append("consents", consent(regranted, True, grant_at), regranted.encode())
         svc.wait(lambda: len(changes(kafka)) == 2, what="the withdrawal and the re-grant retracted")
+        # The grant sent again later (a consent service re-publishing): the first grant still counts.
+        kafka.append("consents", consent(regranted, True, grant_at + 86_400_000), regranted.encode())
+        svc.wait(lambda: len(changes(kafka)) == 3, what="the repeated grant retracted")
         feed(kafka, records)
         svc.wait(lambda: svc.metric("training_filter_records_total") == len(records), what="all decided")
     eligible_theirs = {g.record_id for g in records if g.user_id == regranted and g.expected == "eligible"}
     after = {rid for at, rid in theirs if int(at.timestamp() * 1000) >= grant_at} & eligible_theirs
     assert after and eligible_theirs - after, "the stream gives the user eligible records on both sides of the grant"
     assert set(emitted_ids(kafka)) & eligible_theirs == after, "before the re-grant: out; from it on: in"
-    (k1, withdrawal), (k2, regrant) = changes(kafka)
-    assert k1 == k2 == b"consent/" + key_of(regranted).encode()
+    (k1, withdrawal), (k2, regrant), (k3, repeat) = changes(kafka)
+    assert k1 == k2 == k3 == b"consent/" + key_of(regranted).encode()
     assert (withdrawal["reason"], withdrawal["created_before"]) == ("consent_withdrawn", None)
     assert regrant["created_before"] == dt.datetime.fromtimestamp(grant_at / 1000, dt.UTC)
+    assert repeat["created_before"] == regrant["created_before"], "the last read names the first grant's bound"
 
 
 def consent(user: str, granted: bool, at: int) -> bytes:
