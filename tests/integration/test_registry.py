@@ -18,6 +18,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.serialization import MessageField, SerializationContext
 from fastavro.schema import to_parsing_canonical_form
 
+from consumer.audit.receipts import RECEIPT, RECIPIENTS, VERIFICATION
 from consumer.operations.settings import DEFAULT_TOPICS
 from consumer.wire.codec import (
     ACCOUNT_CHANGE,
@@ -46,7 +47,15 @@ TOPIC_OF = {
     CONSENT: "privacy.consents.v1",  # TF_CONSENT_TOPIC has no default; the README's example name
     CONTENT_CHANGE: "content.changes.v1",  # docs/retractions.md's names
     ACCOUNT_CHANGE: "accounts.changes.v1",
+    RECEIPT: DEFAULT_TOPICS.audit,
 }
+# The audit topic's other records are registered under their record names (consumer/service/lifecycle.py):
+# one <topic>-value subject cannot hold unrelated schemas.
+BY_RECORD_NAME = (VERIFICATION, RECIPIENTS)
+
+
+def subject_of(name: str) -> str:
+    return name if name in BY_RECORD_NAME else f"{TOPIC_OF[name]}-value"
 
 
 def project_schemas() -> list[tuple[str, str]]:
@@ -95,16 +104,16 @@ def test_a_fresh_registry_gives_the_project_schemas_ids_from_1(fresh_registry):
 
     ids: dict[str, int] = {}
     for name, text in project_schemas():
-        subject = f"{TOPIC_OF[name]}-value"
+        subject = subject_of(name)
         ids[subject] = sr.register_schema(subject, Schema(text, "AVRO"))
     print(f"\nids assigned by a fresh registry: {ids}")
-    assert list(ids.values()) == list(range(1, len(TOPIC_OF) + 1))
-    assert len(ids) == len(TOPIC_OF) == 8
+    assert list(ids.values()) == list(range(1, len(TOPIC_OF) + len(BY_RECORD_NAME) + 1))
+    assert len(ids) == len(TOPIC_OF) + len(BY_RECORD_NAME) == 11
     assert sorted(sr.get_subjects()) == sorted(ids)
 
     texts = dict(project_schemas())
     for name, text in texts.items():
-        subject = f"{TOPIC_OF[name]}-value"
+        subject = subject_of(name)
         schema_id = ids[subject]
         assert canonical(sr.get_schema(schema_id).schema_str) == canonical(text)
         latest = sr.get_latest_version(subject)

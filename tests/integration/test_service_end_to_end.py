@@ -71,7 +71,14 @@ def test_ten_thousand_records_exactly_the_eligible_ones_reach_training(kafka, to
     shadow_only = {"training_filter_shadow_decisions_total", "training_filter_shadow_policy_info"}
     # Likewise the consent feed's lag, only with a consent topic: test_service_consents.py checks it.
     consents_only = {"training_filter_consent_feed_lag_seconds"}
-    missing = queried - exposed - shadow_only - consents_only
+    # And the recipients' gauges, labelled by group, only once a group reads the training topic:
+    # tests/integration/test_recipients.py checks them, and their alerts on a real Prometheus.
+    recipients_only = {
+        "training_filter_recipient_reads_revocations",
+        "training_filter_recipient_unacknowledged_revocations",
+        "training_filter_recipient_oldest_unacknowledged_seconds",
+    }
+    missing = queried - exposed - shadow_only - consents_only - recipients_only
     assert missing == set(), "the dashboard or alerts query metrics the service does not expose"
     assert service.stop() == 0
 
