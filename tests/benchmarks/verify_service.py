@@ -129,4 +129,3 @@ def _wait_committed(
         raise RuntimeError(f"{group} did not commit {', '.join(topics)} to the end in {timeout:.0f} s")
     finally:
         consumer.close()
-
