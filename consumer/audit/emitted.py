@@ -1,6 +1,8 @@
 """The training topic as the verifier compares it: each record's provenance (input topic, partition,
 offset) and a digest of its Avro body, so that a record is matched with what the re-decision of its input
-builds, field for field (record id, provenance, text, pseudonym, policy version), not only by id."""
+builds, field for field (record id, provenance, text, pseudonym, policy version), not only by id. And
+the eligible records whose output the broker refused for good: the dead-letter topic's `output_rejected`
+letters, by the provenance their tf.source.* headers name (consumer/datapath/refused.py)."""
 
 from __future__ import annotations
 
@@ -59,11 +61,28 @@ def provenance_of(
     return where
 
 
+def refused_output(msg: Any) -> Provenance | None:
+    """The input record a dead letter names when it is an eligible record's output that the broker
+    refused for good (`tf.cause: output_rejected`); None for any other letter."""
+    headers = dict(msg.headers() or [])
+    if headers.get("tf.cause") != b"output_rejected":
+        return None
+    try:
+        return (
+            headers["tf.source.topic"].decode(),
+            int(headers["tf.source.partition"]),
+            int(headers["tf.source.offset"]),
+        )
+    except (KeyError, ValueError, UnicodeDecodeError):
+        return None  # not a letter the service writes: it accounts for nothing
+
+
 @dataclass
 class EmittedIndex:
     training_topic: str
     by_provenance: dict[Provenance, list[Emitted]] = field(default_factory=dict)
     records: int = 0
+    refused: set[Provenance] = field(default_factory=set)  # output_rejected letters on the DLQ
 
     def add(self, where: Provenance, msg: Any) -> None:
         self.by_provenance.setdefault(where, []).append(Emitted(msg.partition(), msg.offset(), digest(msg.value())))

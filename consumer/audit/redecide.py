@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,9 @@ class PolicyFolderError(ValueError):
     """The policy folder cannot be read (a configuration error)."""
 
 
-def kept_policies(folder: Path) -> dict[str, Policy]:
+def kept_policies(folder: Path, skipped: Callable[[Path, str], None] = lambda path, why: None) -> dict[str, Policy]:
     """The policy files of `folder` (*.toml) by the SHA-256 of their bytes. One that does not load is
-    skipped: a receipt naming its hash then says `unknown_policy`."""
+    skipped, and `skipped` told the file and why: a receipt naming its hash then says `unknown_policy`."""
     try:
         paths = sorted(folder.glob("*.toml"))
     except OSError as exc:
@@ -46,8 +47,12 @@ def kept_policies(folder: Path) -> dict[str, Policy]:
     for path in paths:
         try:
             out[file_sha256(path.read_bytes())] = load_policy(path)
-        except (OSError, PolicyError, UnicodeDecodeError):
-            continue
+        except OSError as exc:
+            skipped(path, f"cannot read it ({exc.strerror or type(exc).__name__})")
+        except UnicodeDecodeError:
+            skipped(path, "it is not UTF-8 text")
+        except PolicyError as exc:
+            skipped(path, str(exc))
     return out
 
 

@@ -10,7 +10,8 @@ topics read for it, each once.
    revocations topic's latest value per key.
 4. The training topic from a little before the window: every record whose provenance is in the input
    read, by digest (consumer/audit/emitted.py); one elsewhere that no receipt covers, appended in the
-   window, is `injected`.
+   window, is `injected`. The dead-letter topic from as far back: the eligible records whose output
+   the broker refused for good (their `output_rejected` letters), which are not on the training topic.
 
 Then consumer/audit/verify_pass.py decides each receipt again and compares.
 """
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from consumer.audit.coverage import Interval, merged
-from consumer.audit.emitted import EmittedIndex, provenance_of
+from consumer.audit.emitted import EmittedIndex, provenance_of, refused_output
 from consumer.audit.feed_state import FeedStore
 from consumer.audit.findings import Findings
 from consumer.audit.receipt_log import Receipt, ReceiptLog
@@ -100,6 +101,7 @@ class Reading:
         in_force = self._in_force()
         emitted = self._training(t0, window, hull, covered, findings)
         err.write(f"audit verify: {emitted.records:,} training records read from {self.s.training_topic}\n")
+        self._refused(t0, hull, emitted)
         return Read(ranges.spans, ranges.log_start, receipts, covered, hull, store, in_force, emitted, log.read)
 
     def _window(self, window: Window, findings: Findings) -> Ranges:
@@ -196,6 +198,15 @@ class Reading:
             if key is not None:
                 latest[key] = msg.value()
         return latest
+
+    def _refused(self, t0: int, hull: dict[Partition, Span], index: EmittedIndex) -> None:
+        """The `output_rejected` letters on the dead-letter topic naming input records that are read."""
+        spans, _ = self._spans_from(self.s.dlq_topic, t0 - MARGIN_MS, 0)
+        for msg in read_spans(self.clients, self.config(True), spans):
+            where = refused_output(msg)
+            span = hull.get(where[:2]) if where is not None else None
+            if where is not None and span is not None and span.start <= where[2] < span.end:
+                index.refused.add(where)
 
     def _training(
         self,

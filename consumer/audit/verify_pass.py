@@ -5,10 +5,12 @@ Per receipt: its policy found by hash (`unknown_policy` if not kept, or of anoth
 state at its positions (consumer/audit/feed_state.py), checked for staleness; its input records
 re-decided (consumer/audit/redecide.py): `records`, the counts by decision and by dead-letter cause
 must be the re-decision's (`counts_differ`), and every record it admits must be on the training topic
-with that body (`not_emitted`). Then, over the window: offsets holding records that no receipt covers
-(`gap`), overlaps under exactly-once (`conflict`), training records no re-decision accounts for
-(`emitted_not_eligible` where receipts cover their input, `injected` where none does), and the
-retractions the feeds call for (`missing_revocation`).
+with that body (`not_emitted`), unless the broker refused its output for good: then its
+`output_rejected` letter must be on the dead-letter topic, and it counts as the service counted it
+(`eligible`, or `undeliverable` when refused on an earlier attempt too). Then, over the window:
+offsets holding records that no receipt covers (`gap`), overlaps under exactly-once (`conflict`),
+training records no re-decision accounts for (`emitted_not_eligible` where receipts cover their input,
+`injected` where none does), and the retractions the feeds call for (`missing_revocation`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from consumer.audit.audited_batch import UNDELIVERABLE
 from consumer.audit.coverage import Interval, merged, overlaps, uncovered
 from consumer.audit.feed_checks import StaleFeeds, check_revocations, expected_retractions
 from consumer.audit.feed_state import FeedPool
@@ -30,7 +33,9 @@ from consumer.datapath.pseudonym import Pseudonymiser
 from consumer.operations.clients import Clients
 from consumer.operations.settings import Settings
 from consumer.wire.codec import Codec
-from rules import Policy
+from rules import Policy, Reason
+
+REFUSED = "output_rejected"  # the dead-letter cause of an output the broker refused for good
 
 
 @dataclass
@@ -141,9 +146,12 @@ class Pass:
         state = pool.state(rec["replica"], positions, opt_in)
         decided = self.redecider.decide(r, policy, rec["policy_sha256"], state, messages)
         self.totals.records += len(messages)
-        self._counts(r, len(messages), decided.decisions, decided.dead_letters)
-        for where, digest in sorted(decided.eligible.items()):
-            if not read.emitted.match(where, digest):
+        missing = [where for where, digest in sorted(decided.eligible.items()) if not read.emitted.match(where, digest)]
+        # Eligible, but the broker refused its output for good: its letter on the DLQ stands for it.
+        refused = [where for where in missing if where in read.emitted.refused]
+        self._counts(r, len(messages), *_as_delivered(rec, decided.decisions, decided.dead_letters, len(refused)))
+        for where in missing:
+            if where not in read.emitted.refused:
                 f.add(
                     "not_emitted",
                     where[0],
@@ -241,6 +249,24 @@ class Pass:
                         f"its provenance ({tp[0]} partition "
                         f"{tp[1]} offset {offset}) is covered by no receipt: the service did not write it",
                     )
+
+
+def _as_delivered(
+    rec: dict[str, Any], decisions: Counter[str], dead_letters: Counter[str], refused: int
+) -> tuple[Counter[str], Counter[str]]:
+    """The re-decision's counts as the service keeps them when the broker refused `refused` eligible
+    records' outputs for good (consumer/datapath/refused.py): each one an `output_rejected` dead letter,
+    still counted `eligible`, or `undeliverable` when it was refused on an earlier attempt too (as
+    many as the receipt says, if their letters are there; more is a discrepancy)."""
+    if not refused:
+        return decisions, dead_letters
+    decisions, dead_letters = Counter(decisions), Counter(dead_letters)
+    dead_letters[REFUSED] += refused
+    said = sum(c["records"] for c in rec["decisions"] if c["name"] == UNDELIVERABLE)
+    if said <= refused:
+        decisions[str(Reason.ELIGIBLE)] -= said
+        decisions[UNDELIVERABLE] += said
+    return decisions, dead_letters
 
 
 def _inside(intervals: list[Interval], offset: int) -> bool:

@@ -85,12 +85,18 @@ def window_of(args: Any) -> Window:
     return Window(since, until, offsets)
 
 
-def policies_of(args: Any, env: dict[str, str]) -> dict[str, Any]:
+def policies_of(args: Any, env: dict[str, str], err: IO[str]) -> dict[str, Any]:
+    """The kept policies by hash; each file that does not load named on `err`, with why (a receipt
+    decided under it would otherwise be an unexplained `unknown_policy`)."""
+
+    def skipped(path: Path, why: str) -> None:
+        err.write(f"audit verify: --policies: {path} does not load, left out: {why}\n")
+
     folder = args.policies or (str(Path(env["TF_POLICY_FILE"]).parent) if env.get("TF_POLICY_FILE") else None)
     if folder is None:
         raise UsageError("give --policies DIR, the folder of every policy file deployed (or set TF_POLICY_FILE)")
     try:
-        return kept_policies(Path(folder))
+        return kept_policies(Path(folder), skipped)
     except PolicyFolderError as exc:
         raise UsageError(f"--policies {exc}") from exc
 
@@ -204,7 +210,7 @@ def main_audit_verify(args: Any, out: IO[str], err: IO[str], clients: Clients | 
         window = window_of(args)
         settings = load_settings(env)
         audit = audit_settings(env, settings)
-        policies = policies_of(args, env)
+        policies = policies_of(args, env, err)
         logs.configure(settings.log_level, stream=getattr(err, "buffer", None))  # stdout is the summary's
         kafka = clients or KafkaClients()
         summary = verify(settings, audit, window, policies, kafka, err)

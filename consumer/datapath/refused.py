@@ -107,6 +107,7 @@ class RefusedOutputs:
                 continue
             headers = dead_letter_headers("undeliverable", "output_rejected", provenance, -1, None)
             headers.append(("tf.error", rejected.error.encode()))
+            batch.note_dead_letter(provenance, "output_rejected", "")  # its receipt counted it eligible already
             self.dead_letters.write(batch, None, None, headers, provenance, force_truncate=True)
             source = self.sources.get(provenance[0])
             if source is not None:

@@ -21,10 +21,13 @@ service):
 - `changes_service`: the service with empty and with full change topics (the change set's cost);
 - `receipts_service`: the service without and with decision receipts (their cost, issue 23).
 
+`--only verify` (not in the full run): the service writes `--records` records (default 1,000,000) with
+receipts, then `training-filter audit verify` checks them all, timed (`verify_service`).
+
 Snapshot load and filter build for 10 million opt-outs are measured while the input is prepared.
 
     python -m tests.benchmarks.bench [--records N] [--optouts N] [--repeat N] [--quick] [--output FILE]
-                                     [--only training-filter|shadow|opt-in|retractions|receipts] [--consents]
+                                     [--only training-filter|shadow|opt-in|retractions|receipts|verify] [--consents]
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from tests.benchmarks import (
     scale_out,
     shadow_service,
     throughput,
+    verify_service,
 )
 from tests.benchmarks.harness import HARNESS_CPU, PIPELINE_CPU, Harness, log, running
 from tests.benchmarks.shadow import measure as shadow_overhead
@@ -55,6 +59,7 @@ from tests.benchmarks.stages import profile
 from tests.benchmarks.table import table
 
 DEFAULT_OUTPUT = Path(__file__).parent / "results" / "latest.json"
+VERIFY_RECORDS = 1_000_000  # issue 23: "a million records in minutes"
 
 
 def run_all(h: Harness) -> dict[str, Any]:
@@ -144,8 +149,20 @@ def only_receipts(h: Harness) -> None:
     print(f"\nwritten to {output}")
 
 
+def only_verify(h: Harness) -> None:
+    """Issue 23: how long the verifier takes over `--records` records the real service decided with
+    receipts. Written to results/verify.json (`--output` to change)."""
+    log(f"training-filter with receipts, then audit verify over {len(h.values):,} records")
+    h.results["verify"] = verify_service.run(h)
+    print(orjson.dumps(h.results["verify"], option=orjson.OPT_INDENT_2).decode())
+    output = h.args.output if h.args.output != DEFAULT_OUTPUT else DEFAULT_OUTPUT.with_name("verify.json")
+    output.write_bytes(orjson.dumps(h.results, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    print(f"\nwritten to {output}")
+
+
 ONLY: dict[str, Callable[[Harness], None]] = {
     "receipts": only_receipts,
+    "verify": only_verify,
     "retractions": only_retractions,
     "training-filter": only_training_filter,
     "shadow": only_shadow,
@@ -155,7 +172,7 @@ ONLY: dict[str, Callable[[Harness], None]] = {
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--records", type=int, default=400_000)
+    parser.add_argument("--records", type=int, help="input records (default 400,000; 1,000,000 for --only verify)")
     parser.add_argument("--optouts", type=int, default=10_000_000)
     parser.add_argument("--latency-seconds", type=float, default=8.0)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each pipeline (medians are reported)")
@@ -169,6 +186,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--consents", action="store_true", help="only the consent set's memory and look-up cost")
     args = parser.parse_args(argv)
+    if args.records is None:
+        args.records = VERIFY_RECORDS if args.only == "verify" else 400_000
     if args.quick:
         args.records, args.optouts, args.latency_seconds, args.repeat = 20_000, 200_000, 2.0, 1
         args.shadow_repetitions = 1

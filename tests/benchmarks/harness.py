@@ -207,7 +207,8 @@ class Harness:
         generator = self._generate_input()
         self.optouts_topic = self.topic("optouts", 1, {"cleanup.policy": "compact"})
         opted = generator.optouts()
-        self.produce(self.optouts_topic, list(opted))
+        self.optout_records = list(opted)  # the input's objecting users, for scenarios with topics of their own
+        self.produce(self.optouts_topic, self.optout_records)
         # One revocations topic for every service run: the snapshot names it (the emitters start at its end).
         self.revocations_topic = self.topic("revocations", 1, {"cleanup.policy": "compact"})
         self._build_optouts(opted)

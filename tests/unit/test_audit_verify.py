@@ -12,7 +12,7 @@ import pytest
 from consumer.audit.receipts import RECEIPT, sign
 from consumer.operations.settings import load_settings
 from consumer.wire.codec import OPTOUT, REVOCATION, TRAINING_RECORD
-from tests.audit_fixture import CODEC, decided, env, verify
+from tests.audit_fixture import CODEC, POLICY, decided, env, verify
 from tests.service_fixture import make_kafka, stream
 
 
@@ -141,7 +141,8 @@ def test_a_post_decided_without_an_old_opt_out_is_a_stale_feed(base, monkeypatch
     clone = copy(kafka)
     # An opt-out the broker appended an hour before the service decided, which no receipt's positions
     # include: the feed was stale and the service should have paused (its author's posts were emitted).
-    receipts = [CODEC.decode_own(m.value(), RECEIPT) for m in clone.records("audit") if m.key().startswith(b"receipt/")]
+    audit = clone.records("audit")  # receipts, and the record of recipients' snapshots
+    receipts = [CODEC.decode_own(m.value(), RECEIPT) for m in audit if (m.key() or b"").startswith(b"receipt/")]
     decided_at = min(int(r["decided_at"].timestamp() * 1000) for r in receipts)
     optout = CODEC.encode(OPTOUT, {"user_id": "late-user", "opted_out_at": 0, "source": "objection_form"})
     clone.append("optouts", optout, b"late-user", partition=0, timestamp=decided_at - 3_600_000)
@@ -160,6 +161,19 @@ def test_an_unknown_policy_is_named_and_a_bad_window_is_a_configuration_error(re
     assert code == 2 and "--until must be later" in err
     code, _, err = verify(kafka, monkeypatch, TF_AUDIT_KEY="short")
     assert code == 2 and "TF_AUDIT_KEY" in err
+
+
+def test_a_policy_file_that_does_not_load_is_named_on_stderr(receipted, monkeypatch, tmp_path):
+    kafka, _ = receipted
+    (tmp_path / "policy.toml").write_bytes(POLICY.read_bytes())  # the one deployed: it still verifies
+    (tmp_path / "broken.toml").write_text("version = [\n")
+    (tmp_path / "latin1.toml").write_bytes("# caf\xe9\n".encode("latin-1"))
+    code, out, err = verify(kafka, monkeypatch, "--json", "--no-record", "--policies", str(tmp_path))
+    assert code == 0 and orjson.loads(out)["passed"], err
+    said = [line for line in err.splitlines() if "does not load" in line]
+    assert len(said) == 2, err
+    assert any(str(tmp_path / "broken.toml") in line for line in said)
+    assert any(str(tmp_path / "latin1.toml") in line and "UTF-8" in line for line in said)
 
 
 def test_the_result_is_recorded_signed_on_the_audit_topic(receipted, monkeypatch):

@@ -45,6 +45,7 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "bench-receipts": lambda root: figures.receipts(
         figures.load(root, "receipts.json"), figures.load(root, "hot-loop-receipts.json")
     ),
+    "bench-verify": lambda root: figures.verify(figures.load(root, "verify.json")),
     "bench-retractions": lambda root: figures.retractions(
         figures.load(root, "retractions.json"), figures.load(root, "hot-loop-changes.json")
     ),

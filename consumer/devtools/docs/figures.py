@@ -386,6 +386,38 @@ def receipts(r: dict[str, Any], hot_loop: dict[str, Any]) -> str:
     return table(["figure", "measured", "goal met"], rows) + f"\n\nMeasured on {where}.\n"
 
 
+def verify(r: dict[str, Any]) -> str:
+    """Issue 23's verifier figure (`bench --only verify`: results/verify.json): `training-filter audit
+    verify` as its own process over every record the real service decided with receipts."""
+    x, m = r["verify"], r["machine"]
+    summary, service = x["summary"], x["service"]
+    per_million = x["seconds"] / x["records"] * 1_000_000
+    rows = [
+        [
+            f"audit verify over {x['records']:,} records",
+            f"{x['seconds']:.1f} s ({x['records_per_second']:,.0f} records/s; {per_million / 60:.1f} min per "
+            f"million), {x['cpu_seconds']:.1f} CPU s ({x['cpu_us_per_record']:.1f} µs/record), "
+            f"peak RSS {x['peak_rss_mib']:,.0f} MiB; exit status {x['exit_status']}",
+            _yes(per_million <= 600 and x["exit_status"] == 0) + " (goal: a million records in minutes)",
+        ],
+        [
+            "what it checked",
+            f"{summary['receipts']:,} receipts, {summary['records']:,} input records re-decided, "
+            f"{summary['training_records_read']:,} training records compared, "
+            f"{summary['revocations_checked']:,} retractions looked up: "
+            + ("passed" if summary["passed"] else f"{summary['discrepancy_count']:,} discrepancies"),
+            "–",
+        ],
+        [
+            "the service that decided them (audit key on)",
+            f"{service['seconds']:.1f} s, {service['cpu_seconds']:.1f} CPU s",
+            "–",
+        ],
+    ]
+    where = f"{m['cpu']}, {m['cores']} cores, {m['date']} (`tests/benchmarks/results/verify.json`)"
+    return table(["figure", "measured", "goal met"], rows) + f"\n\nMeasured on {where}.\n"
+
+
 def _carrying(x: dict[str, Any] | None) -> list[str]:
     what = "service: CPU per record carrying a full change set / an empty one"
     if not x:
