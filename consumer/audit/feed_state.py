@@ -30,63 +30,30 @@ from consumer.operations.settings import Settings
 from consumer.optouts.applier import OptOutApplier
 from consumer.optouts.filter import OptOutFilter
 from consumer.wire.codec import Codec
+from consumer.wire.held_record import HeldRecord
 
 Position = tuple[str, str, int]  # feed, topic, partition
 COMMITTED = {"optouts": False, "changes": False, "consents": True}  # how each mirror reads its topics
 FEEDS = tuple(COMMITTED)
 
 
-class StoredMsg:
-    """A feed record as the appliers read it (what confluent_kafka.Message offers them)."""
-
-    __slots__ = ("_key", "_offset", "_partition", "_timestamp", "_topic", "_value")
-
-    def __init__(self, msg: Any) -> None:
-        self._topic, self._partition, self._offset = msg.topic(), msg.partition(), msg.offset()
-        self._key, self._value, self._timestamp = msg.key(), msg.value(), msg.timestamp()[1]
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def timestamp(self) -> tuple[int, int]:
-        return 1, self._timestamp
-
-    def headers(self) -> None:
-        return None
-
-    def error(self) -> None:
-        return None
-
-
 class FeedStore:
     """The records of the feed topics, by (committed only, topic, partition), in offset order."""
 
     def __init__(self) -> None:
-        self.records: dict[tuple[bool, str, int], list[StoredMsg]] = {}
+        self.records: dict[tuple[bool, str, int], list[HeldRecord]] = {}
         self.offsets: dict[tuple[bool, str, int], list[int]] = {}
 
     def add(self, committed: bool, messages: Iterable[Any]) -> None:
         for msg in messages:
             key = (committed, msg.topic(), msg.partition())
-            self.records.setdefault(key, []).append(StoredMsg(msg))
+            self.records.setdefault(key, []).append(HeldRecord.of(msg))
         for key, records in self.records.items():
             if key[0] == committed:
                 records.sort(key=lambda m: m.offset())
                 self.offsets[key] = [m.offset() for m in records]
 
-    def between(self, committed: bool, topic: str, partition: int, start: int, end: int) -> list[StoredMsg]:
+    def between(self, committed: bool, topic: str, partition: int, start: int, end: int) -> list[HeldRecord]:
         """The records of offsets [start, end)."""
         key = (committed, topic, partition)
         offsets = self.offsets.get(key)

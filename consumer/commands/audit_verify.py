@@ -26,9 +26,8 @@ from consumer.audit.receipts import MIN_AUDIT_KEY_BYTES, VERIFICATION, sign
 from consumer.audit.redecide import PolicyFolderError, Redecider, kept_policies
 from consumer.audit.verifier import Reading, Window
 from consumer.audit.verify_pass import Pass, Totals
-from consumer.commands.backfill_scope import parse_offsets
+from consumer.commands.backfill_scope import parse_offsets, time_bounds
 from consumer.commands.guarded import UsageError, guarded
-from consumer.commands.jsonl import JsonRecordError, epoch_ms
 from consumer.commands.progress import Progress
 from consumer.datapath.pseudonym import Pseudonymiser
 from consumer.operations import logs
@@ -40,7 +39,6 @@ from consumer.service.state import State
 from consumer.wire.codec import Codec
 from consumer.wire.registry import Registry
 
-DEFAULT_AUDIT_TOPIC = "training-filter.audit.v1"
 SHOWN_AT_MOST = 200  # discrepancies printed as text (--json and the recorded result keep up to 1,000)
 
 
@@ -50,35 +48,19 @@ class Audit:
     topic: str
 
 
-def audit_settings(env: dict[str, str], settings: Settings) -> Audit:
-    """The audit key and topic: the service's settings when it has them, else TF_AUDIT_KEY_FILE,
-    TF_AUDIT_KEY and TF_AUDIT_TOPIC as docs/audit.md describes them."""
-    key = getattr(settings, "audit_key", None)
-    topic = getattr(settings, "audit_topic", None) or env.get("TF_AUDIT_TOPIC", "").strip() or DEFAULT_AUDIT_TOPIC
-    if key is None:
-        path = env.get("TF_AUDIT_KEY_FILE", "").strip()
-        try:
-            key = Path(path).read_bytes().strip() if path else env.get("TF_AUDIT_KEY", "").encode()
-        except OSError as exc:
-            raise UsageError(f"TF_AUDIT_KEY_FILE={path}: cannot read it ({exc.strerror}): mount the audit key") from exc
-    if len(key) < MIN_AUDIT_KEY_BYTES:
+def audit_settings(settings: Settings) -> Audit:
+    """The audit key and topic, as the service's settings read and checked them (TF_AUDIT_KEY_FILE or
+    TF_AUDIT_KEY: at least 32 bytes, never the pseudonymisation key; TF_AUDIT_TOPIC)."""
+    if settings.audit_key is None:
         raise UsageError(
-            f"the audit key (TF_AUDIT_KEY_FILE or TF_AUDIT_KEY) is {'missing' if not key else f'{len(key)} bytes'}: "
+            "the audit key (TF_AUDIT_KEY_FILE or TF_AUDIT_KEY) is missing: "
             f"give the key the service signs receipts with (at least {MIN_AUDIT_KEY_BYTES} bytes)"
         )
-    if key == settings.hmac_key:
-        raise UsageError("the audit key is the pseudonymisation key (TF_HMAC_KEY): receipts are signed with another")
-    return Audit(key, topic)
+    return Audit(settings.audit_key, settings.audit_topic)
 
 
 def window_of(args: Any) -> Window:
-    try:
-        since = epoch_ms(args.since, "--since") if args.since is not None else None
-        until = epoch_ms(args.until, "--until") if args.until is not None else None
-    except JsonRecordError as exc:
-        raise UsageError(str(exc)) from exc
-    if since is not None and until is not None and until <= since:
-        raise UsageError("--until must be later than --since")
+    since, until = time_bounds(args)
     offsets = parse_offsets(args.offsets or [])
     if offsets and (since is not None or until is not None):
         raise UsageError("--offsets is a window of its own: give it without --since and --until")
@@ -209,7 +191,7 @@ def main_audit_verify(args: Any, out: IO[str], err: IO[str], clients: Clients | 
         env = dict(os.environ)
         window = window_of(args)
         settings = load_settings(env)
-        audit = audit_settings(env, settings)
+        audit = audit_settings(settings)
         policies = policies_of(args, env, err)
         logs.configure(settings.log_level, stream=getattr(err, "buffer", None))  # stdout is the summary's
         kafka = clients or KafkaClients()

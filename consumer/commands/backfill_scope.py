@@ -69,13 +69,7 @@ def scope_of(args: Any, active: Policy | None) -> Scope:
             f"--policy {path}: its version {policy.version!r} is the active policy's, but its rules differ: give the "
             "new policy its own version (every record it admits carries it)"
         )
-    try:
-        since = epoch_ms(args.since, "--since") if args.since is not None else None
-        until = epoch_ms(args.until, "--until") if args.until is not None else None
-    except JsonRecordError as exc:
-        raise UsageError(str(exc)) from exc
-    if since is not None and until is not None and until <= since:
-        raise UsageError("--until must be later than --since")
+    since, until = time_bounds(args)
     offsets = parse_offsets(args.offsets or [])
     if offsets and (since is not None or until is not None or args.from_training):
         raise UsageError("--offsets is a range of its own: give it without --since, --until and --from-training")
@@ -85,6 +79,19 @@ def scope_of(args: Any, active: Policy | None) -> Scope:
             "--from-training)"
         )
     return Scope(policy, text, since, until, offsets, bool(args.from_training), bool(args.admit))
+
+
+def time_bounds(args: Any) -> tuple[int | None, int | None]:
+    """--since and --until in epoch ms (ISO-8601 with an offset, or epoch ms), checked: a UsageError
+    says what to fix."""
+    try:
+        since = epoch_ms(args.since, "--since") if args.since is not None else None
+        until = epoch_ms(args.until, "--until") if args.until is not None else None
+    except JsonRecordError as exc:
+        raise UsageError(str(exc)) from exc
+    if since is not None and until is not None and until <= since:
+        raise UsageError("--until must be later than --since")
+    return since, until
 
 
 def parse_offsets(given: list[str]) -> Offsets:

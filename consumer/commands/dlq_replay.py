@@ -31,52 +31,14 @@ from consumer.operations.acls import replay_group
 from consumer.operations.clients import Clients, KafkaClients
 from consumer.operations.settings import Settings, load_settings
 from consumer.service.state import State
+from consumer.wire.held_record import HeldRecord
 from rules import Reason
 
 HEADERS_ONLY, OTHER_TOPIC, NOT_A_LETTER = "headers_only", "other_topic", "not_a_dead_letter"
 
 
-class Letter:
-    """The input record a dead letter holds, as the batch processor reads a consumed record."""
-
-    __slots__ = ("_headers", "_key", "_offset", "_partition", "_timestamp", "_topic", "_value")
-
-    def __init__(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        headers: list[tuple[str, bytes]] | None,
-        timestamp: int,
-    ) -> None:
-        self._topic, self._partition, self._offset = topic, partition, offset
-        self._key, self._value, self._headers, self._timestamp = key, value, headers, timestamp
-
-    def error(self) -> None:
-        return None
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def headers(self) -> list[tuple[str, bytes]] | None:
-        return self._headers
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, self._timestamp)  # TIMESTAMP_CREATE_TIME, as the input record had it
+# The input record a dead letter holds, as the batch processor reads a consumed record.
+Letter = HeldRecord
 
 
 def letter_of(msg: Any, input_topics: frozenset[str]) -> Letter | str:
